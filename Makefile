@@ -1,0 +1,47 @@
+# fewkit: every command sets itself up. `make demo` and `make test` work on a fresh clone.
+# A GPU user picks another torch build, e.g.:  make demo TORCH="torch==2.13.0 --index-url <your CUDA wheel index>"
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.fewkit-installed
+NBDEV_WORKERS ?= 2
+
+.PHONY: install demo test test-nbs test-py check-sync lab bench readme clean-nbs
+.DEFAULT_GOAL := demo
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo ">> installing $(TORCH) and fewkit into $(VENV) (first time: ~2-3 minutes)"
+	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH) 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -c "import torch, deepspeed, transformers, torch_geometric, fewkit; print('>> installed: torch', torch.__version__, '| fewkit', fewkit.__version__)"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install            ## the main job on the embedded default data (no GPU, no network)
+	$(BIN)/fewkit demo
+
+test: install check-sync test-nbs test-py   ## what CI runs
+
+check-sync: install      ## nbdev-export / nbdev-clean / README must change nothing
+	PATH=$(abspath $(BIN)):$$PATH bash scripts/check_sync.sh
+
+test-nbs: install
+	cd nbs && PATH=$(abspath $(BIN)):$$PATH ../$(BIN)/nbdev-test --n-workers $(NBDEV_WORKERS) --timing
+
+test-py: install
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+lab: install             ## JupyterLab on the notebooks
+	$(BIN)/jupyter lab --notebook-dir nbs $(if $(filter 0,$(shell id -u)),--allow-root,)
+
+bench: install           ## every benchmark (slow): writes runs/bench/*.json and PNGs
+	$(BIN)/fewkit bench all
+
+readme: install          ## README.md from nbs/index.ipynb
+	PATH=$(abspath $(BIN)):$$PATH bash scripts/readme.sh
+
+clean-nbs: install       ## export + clean notebooks before a commit
+	$(BIN)/nbdev-export && $(BIN)/nbdev-clean && PATH=$(abspath $(BIN)):$$PATH bash scripts/readme.sh
