@@ -188,3 +188,10 @@ def test_review_task_seeded_and_disjoint():
     assert len(texts) == len(set(texts)) == sum(corpora.review_stats()["kept"].values())
     assert corpora.review_stats()["in_both_files"] > 0
     assert fd.review_task is corpora.review_task   # the contract name lives in fewkit.data too
+
+
+def test_chid_answer_outside_candidates(tmp_path):
+    line = '{"id": 1, "candidates": ["一心一意", "半途而废"], "content": "他学画总是#idiom#。", "answer": %d}\n'
+    root = _task_dir(tmp_path, "chid", train_0=line % 1 + line % 5)
+    _raises(root, "chid", "train_0", 2, "an answer index into 'candidates'")
+    assert fd.load_fewclue("chid", "dev_0", _task_dir(tmp_path / "ok", "chid", dev_0=line % 1))[0].label == "1"
