@@ -223,7 +223,7 @@ def bench(out: Path, quick: bool = False) -> dict:
     from tqdm.auto import tqdm
     dev = get_device(); cuda = dev.type == "cuda"
     kw = dict(preset="small", layers=4, vocab_size=8192) if cuda else dict(layers=2, vocab_size=128)
-    B, T, steps = (4, 16, 4) if quick else ((32, 128, 200) if cuda else (8, 64, 60))
+    B, T, steps = (4, 16, 4) if quick else ((32, 128, 200) if cuda else (8, 32, 40))
     dts = ("fp32", "bf16", "fp16"); res = dict(env=env_info(dev), B=B, T=T, steps=steps, model=kw)
     res["bytes_per_param"] = {d: state_bytes_per_param(d, **kw) for d in dts}
     res["activation_bytes"] = {d: activation_bytes(d, B, T, **kw)["bytes"] for d in dts}
