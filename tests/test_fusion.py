@@ -70,3 +70,11 @@ def test_eval_mode_no_dropout():
     ref = m(ids)
     out = apply_fusion(m, FusionSettings("autograd"))(ids)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_bench_quick(tmp_path):
+    from fewkit.efficiency.fusion import bench
+    r = bench(tmp_path, quick=True)
+    assert (tmp_path / "fusion.png").exists() and set(r["largest"]) == {"eager", "compile", "jit", "autograd"}
+    assert r["compile_first_call_s"] > 0 and r["bandwidth_GBps"] > 0

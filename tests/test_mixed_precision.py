@@ -154,3 +154,11 @@ def test_settings_and_deepspeed_section():
     m = _mlp()
     o = torch.optim.AdamW(m.parameters(), lr=1.0); m(torch.randn(2, 6)).sum().backward(); o.step()
     with pytest.raises(FewkitError): MixedPrecision(m, o, AmpSettings(dtype="fp16"))
+
+
+def test_bench_quick(tmp_path):
+    from fewkit.efficiency.mixed_precision import bench
+    r = bench(tmp_path, quick=True)
+    assert (tmp_path / "amp.png").exists() and set(r["step_seconds"]) == {"fp32", "bf16", "fp16"}
+    assert r["bytes_per_param"]["fp16"]["params"] == 2.0 and r["env"]["torch"] == torch.__version__
+    assert r["activation_bytes"]["fp16"] < r["activation_bytes"]["fp32"]
