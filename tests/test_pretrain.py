@@ -1,0 +1,116 @@
+"""MLM pretraining: masking statistics, a short run that learns, and a saved folder transformers loads."""
+import json
+import pytest, torch
+from fewkit.core import FewkitDataError
+from fewkit.pretrain.mlm import (MLMCollate, PretrainSettings, cli_main, jsonl_texts, mask_tokens, mlm_accuracy,
+                                 pack, pretrain, top_fills)
+from fewkit.tokenizer import default_tokenizer
+from fewkit.train import TrainSettings
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return default_tokenizer()
+
+
+def test_masking_statistics(tok):
+    g = torch.Generator().manual_seed(0)
+    V = len(tok)
+    ids = torch.randint(5, V, (2000, 128), generator=g)
+    lengths = torch.randint(20, 127, (2000,), generator=g)
+    pad = torch.arange(128)[None] >= lengths[:, None]           # right padding of varying length
+    ids[pad] = tok.pad_token_id; ids[:, 0] = tok.cls_token_id
+    ids[torch.arange(2000), lengths] = tok.sep_token_id
+    ids[::7, 5] = tok.unk_token_id
+    inp, lab = mask_tokens(ids, tok.mask_token_id, tok.all_special_ids, V, generator=g)
+    chosen = lab != -100
+    special = torch.isin(ids, torch.tensor(tok.all_special_ids))
+    assert not chosen[special].any()                               # never [CLS]/[SEP]/[PAD]/[UNK]
+    assert torch.equal(inp[special], ids[special])                 # specials untouched in the input too
+    assert torch.equal(lab[chosen], ids[chosen])                   # labels are the originals
+    n_cand = (~special).sum(1).float()
+    assert ((chosen.sum(1) - (0.15 * n_cand).round()).abs() <= 0).all()  # exactly round(15 %) per row
+    m = chosen.sum().item()
+    is_mask = (inp[chosen] == tok.mask_token_id).float().mean().item()
+    kept = (inp[chosen] == ids[chosen]).float().mean().item()
+    rand = 1 - is_mask - kept
+    tol = 4 * (0.1 * 0.9 / m) ** 0.5                                # 4 sigma on ~35k choices
+    assert abs(is_mask - 0.8) < 2 * tol and abs(kept - 0.1 - 1 / V) < tol and abs(rand - 0.1) < tol
+    replaced = chosen & (inp != tok.mask_token_id) & (inp != ids)
+    assert not torch.isin(inp[replaced], torch.tensor(tok.all_special_ids)).any()  # random ids are never specials
+
+
+def test_whole_word_masking_takes_whole_words(tok):
+    p = pack(["我们明天去北京看天安门，服务态度很好，这本书真好看。"] * 60, tok, seq_len=64, whole_word=True)
+    inp, lab = mask_tokens(p["ids"], tok.mask_token_id, tok.all_special_ids, len(tok),
+                           generator=torch.Generator().manual_seed(0), word_start=p["word_start"])
+    chosen = lab != -100
+    multi = 0
+    special = p["ids"] < 5
+    ws_all = p["word_start"] | special
+    ws_all[:, 1:] |= special[:, :-1]                                # the row's first token after [CLS] starts a word
+    for row, ws in zip(chosen, ws_all):
+        wid = ws.long().cumsum(0)
+        for w in wid[row].unique():
+            assert row[wid == w].all()
+            multi += int((wid == w).sum() > 1)
+    assert multi > 0                                                # some multi-character words were masked
+    assert abs(chosen.float().sum() / (p["ids"] >= 5).sum() - 0.15) < 0.03
+
+
+def test_pack_normalises_and_has_no_padding(tok):
+    p = pack(["服务态度很好，价格１２元"] * 10, tok, seq_len=16)
+    assert (p["ids"] != tok.pad_token_id).all()
+    assert (p["ids"][:, 0] == tok.cls_token_id).all() and (p["ids"][:, -1] == tok.sep_token_id).all()
+    assert tok.unk_token_id not in p["ids"]                         # '，' and '１２' map through NFKC
+
+
+def test_bad_jsonl_line_is_named(tmp_path):
+    f = tmp_path / "unlabeled.json"
+    f.write_text('{"sentence": "好"}\n{"sentence": \n')
+    with pytest.raises(FewkitDataError, match="unlabeled.json:2"):
+        jsonl_texts(f)
+
+
+@pytest.fixture(scope="module")
+def run(tok, tmp_path_factory):
+    d = tmp_path_factory.mktemp("pre")
+    ps = PretrainSettings(max_texts=2500, seq_len=64, n_eval=64,
+                          model=dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=2, intermediate_size=128))
+    ts = TrainSettings(steps=20, batch_size=16, lr=3e-3, warmup=2, eval_every=10, out=str(d / "run"), device="cpu")
+    return pretrain(ps, ts, save_to=d / "bb", tok=tok, progress=False), d
+
+
+def test_twenty_steps_reduce_loss(run):
+    rep, _ = run
+    losses = [c["loss"] for c in rep["curve"]]
+    assert len(losses) == 20
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5         # from ~ln(V)=8.5 down
+    evals = [c["eval_acc"] for c in rep["curve"] if "eval_acc" in c]
+    assert len(evals) == 2 and 0 <= evals[0] <= 1
+    assert rep["flops_per_token"] > 0 and rep["tokens_per_s"] > 0
+
+
+def test_saved_folder_loads_in_transformers_with_same_logits(run, tok):
+    from transformers import AutoTokenizer, BertForMaskedLM
+    rep, d = run
+    hf = BertForMaskedLM.from_pretrained(d / "bb").eval()
+    htok = AutoTokenizer.from_pretrained(d / "bb")
+    x = htok(["这本书真[MASK]看", "服务态度很[MASK]"], return_tensors="pt", padding=True)
+    assert (x["input_ids"] == tok.mask_token_id).sum() == 2
+    ours = rep["_model"].eval()
+    with torch.no_grad():
+        a = hf(**x).logits
+        b = ours(x["input_ids"], attention_mask=x["attention_mask"], token_type_ids=x["token_type_ids"])
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    json.loads((d / "bb" / "pretrain_report.json").read_text())     # report saved beside the weights
+    fills = top_fills(ours, tok, "这本书真[MASK]看")
+    assert len(fills) == 1 and len(fills[0]) == 5
+
+
+def test_cli_errors_cleanly(tmp_path, capsys):
+    assert cli_main(["--corpus", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    assert "missing" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        cli_main(["--help"])
+    assert e.value.code == 0
