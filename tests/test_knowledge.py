@@ -135,3 +135,27 @@ def test_gradients_reach_gcn_when_gate_open(toy):
     for n, p in m.kenc.gcn.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, n
     assert m.gate.weight.grad.abs().sum() > 0
+
+
+def test_denoiser_scores_are_probabilities_and_deterministic(toy):
+    from fewkit.knowledge.distant_supervision import dsgan_scores, featurize
+    docs, _ = load_kdconv(data_samples() / "kg" / "toy_dev.json")
+    pairs, negs = align(docs, toy)
+    a = dsgan_scores(featurize([p.feats for p in pairs]), featurize(negs), epochs=3, d_steps=5, seed=1)
+    b = dsgan_scores(featurize([p.feats for p in pairs]), featurize(negs), epochs=3, d_steps=5, seed=1)
+    for k in ("G", "D0"):
+        assert a[k].shape == (len(pairs),) and ((a[k] >= 0) & (a[k] <= 1)).all()
+        assert torch.equal(a[k], b[k])
+
+
+def test_bench_quick(tmp_path):
+    from fewkit.core import find_shared
+    from fewkit.knowledge.tasks import bench
+    if find_shared("kg") is None: pytest.skip("shared/kg (KdConv) not present")
+    r = bench(tmp_path, quick=True)
+    rows = r["alignment"]["rows"]
+    assert rows["document_context"]["recall"] > rows["same_sentence"]["recall"]
+    for v in rows.values(): assert 0 <= v["precision"] <= 1 and v["tp"] <= v["pairs"]
+    assert set(r["probe"]["arms"]) == {"backbone", "mlm_only", "knowledge"}
+    assert all(0 <= a["held_out"]["acc"] <= 1 for a in r["probe"]["arms"].values())
+    assert (tmp_path / "knowledge.png").exists()
