@@ -1,0 +1,161 @@
+"Chapter 3 (knowledge): KG loading, subgraph sampling, mention trie, alignment, GCN parity, gated fusion."
+import json, random
+from pathlib import Path
+import pytest, torch
+from fewkit.core import FewkitDataError, data_samples, seed_everything
+from fewkit.knowledge.kg import load_triples, build_graph, sample_subgraph
+from fewkit.knowledge.distant_supervision import Trie, build_matcher, align, load_kdconv, prf, cli_main
+
+KG = data_samples() / "kg" / "toy_triples.tsv"
+
+
+@pytest.fixture(scope="module")
+def toy(): return load_triples(KG)
+
+
+def test_tsv_bad_line_names_file_and_line(tmp_path):
+    p = tmp_path / "bad.tsv"
+    p.write_text("subject\tpredicate\tobject\n故宫\t门票\t60元\n\n故宫\t门票\n", encoding="utf-8")
+    with pytest.raises(FewkitDataError) as e: load_triples(p)
+    assert e.value.line == 4 and str(p) in str(e.value)
+    p.write_text("s\tp\to\n", encoding="utf-8")  # wrong header
+    with pytest.raises(FewkitDataError) as e: load_triples(p)
+    assert e.value.line == 1
+
+
+def test_json_loader_matches_tsv_and_rejects_bad(tmp_path, toy):
+    d = {}
+    for s, r, o in toy: d.setdefault(s, []).append([s, r, o])
+    p = tmp_path / "kb.json"; p.write_text(json.dumps(d, ensure_ascii=False), encoding="utf-8")
+    assert load_triples(p) == toy
+    d["故宫"].append(["故宫", "门票"])
+    p.write_text(json.dumps(d, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(FewkitDataError): load_triples(p)
+
+
+def test_graph_edges_and_literals(toy):
+    G = build_graph(toy)
+    assert G.number_of_edges() == sum(r == "周边景点" for _, r, _ in toy)
+    assert G.nodes["北海公园"]["attrs"]["电话"] == ["010-64031102"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_subgraph_budget_and_determinism(toy, seed):
+    G = build_graph(toy)
+    for mn, me in [(3, 2), (5, 6), (8, 10)]:
+        S = sample_subgraph(G, ["故宫", "什刹海"], k=2, max_nodes=mn, max_edges=me, sentence="故宫和北海公园", seed=seed)
+        assert len(S) <= mn and S.number_of_edges() <= me
+        assert {"故宫", "什刹海"} <= set(S.nodes)
+        # a fresh graph built in a shuffled order gives the same sample
+        sh = list(toy); random.Random(seed).shuffle(sh)
+        S2 = sample_subgraph(build_graph(sh), ["故宫", "什刹海"], k=2, max_nodes=mn, max_edges=me, sentence="故宫和北海公园", seed=seed)
+        assert sorted(S.nodes) == sorted(S2.nodes) and sorted(S.edges(keys=True)) == sorted(S2.edges(keys=True))
+        assert all(S.has_edge(u, v, r) for u, v, r in S2.edges(keys=True))
+
+
+def test_trie_longest_match_against_brute_force():
+    rng = random.Random(0)
+    alphabet = "ABCD"
+    for _ in range(50):
+        keys = {"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 4))) for _ in range(6)}
+        text = "".join(rng.choice(alphabet + "x") for _ in range(30))
+        t = Trie()
+        for k in keys: t.add(k, k)
+        want, i = [], 0  # brute force leftmost-longest
+        while i < len(text):
+            L = max((len(k) for k in keys if text.startswith(k, i)), default=0)
+            if L: want.append(text[i:i + L]); i += L
+            else: i += 1
+        assert [m[2] for m in t.find(text)] == want
+
+
+def test_alias_and_alignment_on_toy_gold(toy):
+    M = build_matcher(toy)
+    assert [m[2] for m in M.find("残长城和八达岭长城")] == ["残长城", "八达岭长城"]
+    docs, gold = load_kdconv(data_samples() / "kg" / "toy_dev.json")
+    pairs, negs = align(docs, toy, context=None)
+    r = prf([p.key() for p in pairs], gold)
+    assert r["recall"] == 1.0 and len(negs) == len(pairs)   # every toy gold link is found
+    strict, _ = align(docs, toy, context=0)
+    assert prf([p.key() for p in strict], gold)["recall"] < r["recall"]
+
+
+def test_cli_align_writes_jsonl(tmp_path):
+    out = tmp_path / "pairs.jsonl"
+    assert cli_main(["align", "--kg", str(KG), "--text", str(data_samples() / "kg" / "toy_dev.json"), "--out", str(out)]) == 0
+    rows = [json.loads(l) for l in out.read_text(encoding="utf-8").splitlines()]
+    assert rows and {"sentence", "s", "p", "o"} <= set(rows[0])
+
+
+# ---- GCN and the gate -------------------------------------------------------------------------------
+def test_gcn_parity_with_pyg_gcnconv():
+    GCNConv = pytest.importorskip("torch_geometric.nn").GCNConv
+    from fewkit.knowledge.gated_gcn import GCNLayer
+    torch.manual_seed(0)
+    for trial in range(5):
+        N, E, di, do = torch.randint(2, 30, ()).item(), torch.randint(1, 80, ()).item(), 7, 5
+        x, ei = torch.randn(N, di, requires_grad=True), torch.randint(0, N, (2, E))  # dup edges + self-loops
+        conv, ours = GCNConv(di, do), GCNLayer(di, do)
+        with torch.no_grad():
+            conv.bias.normal_(); ours.lin.weight.copy_(conv.lin.weight); ours.bias.copy_(conv.bias)
+        a, b = ours(x, ei), conv(x, ei)
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        ga, = torch.autograd.grad(a.sin().sum(), x); gb, = torch.autograd.grad(b.sin().sum(), x)
+        torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-5)
+
+
+def _gated(toy):
+    from fewkit.model import BertConfig, BertForMaskedLM
+    from fewkit.tokenizer import build_vocab, make_tokenizer
+    from fewkit.knowledge.gated_gcn import GatedKnowledgeBert, knowledge_inputs
+    tok = make_tokenizer(build_vocab([t for tr in toy for t in tr] + ["附近有什么好玩的你知道吗"]))
+    text, kg = knowledge_inputs(["故宫附近有什么好玩的", "你知道什刹海吗"], build_graph(toy), build_matcher(toy), tok, max_len=24)
+    seed_everything(0)
+    cfg = BertConfig.preset("tiny", vocab_size=len(tok)).replace(num_hidden_layers=2, hidden_dropout_prob=0.0,
+                                                                  attention_probs_dropout_prob=0.0)
+    return GatedKnowledgeBert(BertForMaskedLM(cfg)), text, kg
+
+
+def test_gate_zero_equals_plain_encoder(toy):
+    m, text, kg = _gated(toy)
+    m.eval()
+    with torch.no_grad():
+        m.gate.bias.fill_(-float("inf"))  # sigma(-inf) = 0 exactly
+        torch.nn.init.normal_(m.proj.weight)  # the knowledge path is not trivially zero
+        with_kg = m(text["input_ids"], text["attention_mask"], kg)
+        plain = m.mlm(text["input_ids"], text["attention_mask"])
+        assert torch.equal(with_kg, plain)
+        m.gate.bias.fill_(0.)
+        assert not torch.equal(m(text["input_ids"], text["attention_mask"], kg), plain)
+
+
+def test_gradients_reach_gcn_when_gate_open(toy):
+    m, text, kg = _gated(toy)
+    m(text["input_ids"], text["attention_mask"], kg).logsumexp(-1).mean().backward()
+    for n, p in m.kenc.gcn.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, n
+    assert m.gate.weight.grad.abs().sum() > 0
+
+
+def test_denoiser_scores_are_probabilities_and_deterministic(toy):
+    from fewkit.knowledge.distant_supervision import dsgan_scores, featurize
+    docs, _ = load_kdconv(data_samples() / "kg" / "toy_dev.json")
+    pairs, negs = align(docs, toy)
+    a = dsgan_scores(featurize([p.feats for p in pairs]), featurize(negs), epochs=3, d_steps=5, seed=1)
+    b = dsgan_scores(featurize([p.feats for p in pairs]), featurize(negs), epochs=3, d_steps=5, seed=1)
+    for k in ("G", "D0"):
+        assert a[k].shape == (len(pairs),) and ((a[k] >= 0) & (a[k] <= 1)).all()
+        assert torch.equal(a[k], b[k])
+
+
+def test_bench_quick(tmp_path):
+    from fewkit.core import find_shared
+    from fewkit.knowledge.tasks import bench
+    if find_shared("kg") is None: pytest.skip("shared/kg (KdConv) not present")
+    r = bench(tmp_path, quick=True)
+    rows = r["alignment"]["rows"]
+    assert rows["document_context"]["recall"] > rows["same_sentence"]["recall"]
+    for v in rows.values(): assert 0 <= v["precision"] <= 1 and v["tp"] <= v["pairs"]
+    assert set(r["probe"]["arms"]) == {"backbone", "mlm_only", "knowledge"}
+    assert all(0 <= a["held_out"]["acc"] <= 1 for a in r["probe"]["arms"].values())
+    assert (tmp_path / "knowledge.png").exists()
