@@ -106,6 +106,14 @@ def test_training_on_a_toy_task_reduces_loss(tok, backbone, method):
     assert np.mean(h["losses"][-3:]) < np.mean(h["losses"][:3]) - 0.05, h["losses"]
 
 
+def test_auxiliary_mlm_loss_enters_training(tok, backbone):
+    info, data = task_info("reviews"), review_task(seed=0, shots=8)
+    cfg = FewShotSettings(epochs=1, min_steps=3, max_steps=3, batch_size=8, max_len=40, mlm_weight=0.5)
+    _, h = train_pet(from_hf(backbone), tok, info, data["train"], cfg, unlabeled=data["test"][:16])
+    _, h0 = train_pet(from_hf(backbone), tok, info, data["train"], cfg.replace(mlm_weight=0.0))
+    assert all(np.isfinite(h["losses"])) and abs(h["losses"][0] - h0["losses"][0]) > 1e-3
+
+
 def test_pseudo_labels_are_confident_and_balanced():
     probs = torch.tensor([[.9, .1], [.8, .2], [.7, .3], [.35, .65], [.2, .8], [.45, .55]])
     sel = select_pseudo(probs, per_class=5, min_conf=0.6)
