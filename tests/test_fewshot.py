@@ -156,7 +156,7 @@ def test_pipeline_smoke_and_submission(tok, backbone, tmp_path):
 
 def test_cli(backbone, tmp_path):
     rc = fc.cli_main(["--task", "cluewsc", "--method", "pet", "--model", str(backbone), "--data", str(ROOT),
-                      "--out", str(tmp_path), "--splits", "0", "--max-steps", "2", "--max-len", "48", "--select", "0"])
+                      "--out", str(tmp_path), "--max-steps", "2", "--max-len", "48", "--select", "0"])
     assert rc == 0 and (tmp_path / "results.md").exists() and (tmp_path / "pet" / "fewclue_submission.zip").exists()
     assert "cluewsc" in (tmp_path / "results.md").read_text(encoding="utf-8")
     assert fc.cli_main(["--task", "nope", "--model", str(backbone)]) == 2

@@ -115,9 +115,10 @@ def run_split(load_mlm, tok, task: str, k: int, method: str = "fuzzy-pet", cfg: 
                 probs=probs, seconds=time.time() - t0, generations=gens)
 
 def run_task(load_mlm, tok, task: str, method: str = "fuzzy-pet", cfg: FewShotSettings | None = None, root=None,
-             splits=range(5), self_training: bool = False, st_kw: dict | None = None) -> dict:
-    "The 5-split protocol for one task: dev mean ± std, test_public score, test predictions (split ensemble)."
+             splits=None, self_training: bool = False, st_kw: dict | None = None) -> dict:
+    "The 5-split protocol for one task (splits=None: those present): dev mean ± std, test_public score, test predictions."
     d = fewclue_root(root) / task
+    splits = [k for k in range(5) if (d / f"train_{k}.json").exists()] if splits is None else splits
     extra = {s: load_fewclue(task, s, root) for s in ("test_public", "test") if (d / f"{s}.json").exists()}
     runs = [run_split(load_mlm, tok, task, k, method, cfg, root, self_training, extra, st_kw) for k in splits]
     accs = [r["dev_acc"] for r in runs]
@@ -223,12 +224,11 @@ def cli_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="local Hugging Face BERT folder (default: ~/.cache/fewkit/backbone-tiny)")
     ap.add_argument("--data", default=None, help="FewCLUE datasets/ folder (default: shared/fewclue, else data_samples)")
     ap.add_argument("--out", default="runs/fewclue", help="output folder")
-    ap.add_argument("--splits", default="0,1,2,3,4", help="which of the 5 splits")
+    ap.add_argument("--splits", default=None, help="comma-separated splits (default: every train_k present, 0-4)")
     for k, v in (("epochs", 10), ("max-steps", 400), ("max-len", 128), ("lr", 1e-4), ("batch-size", 16), ("seed", 0)):
         ap.add_argument(f"--{k}", type=type(v), default=v, help=f"training setting (default {v})")
     ap.add_argument("--select", type=int, default=2, help="dev evaluations during training (best kept); 0 = last state")
-    a = ap.parse_args(argv)
-    log = get_logger("fewkit.fewclue")
+    a, log = ap.parse_args(argv), get_logger("fewkit.fewclue")
     try:
         tasks = list(FEWCLUE_TASKS) if a.task == "all" else a.task.split(",")
         for t in tasks:
@@ -239,7 +239,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         results = []
         for m in a.method.split(","):
             for t in tasks:
-                r = run_task(load, tok, t, m, cfg, a.data, [int(k) for k in a.splits.split(",")], a.self_train)
+                r = run_task(load, tok, t, m, cfg, a.data, [int(k) for k in a.splits.split(",")] if a.splits else None, a.self_train)
                 log.info(f"{t} {r['method']}: dev {r['dev_mean']:.3f} ± {r['dev_std']:.3f} ({r['seconds']:.0f} s)")
                 results.append(r)
         files = save_results(results, a.out, a.data, name)
