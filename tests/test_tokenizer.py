@@ -1,0 +1,29 @@
+"The tokenizer maps known characters to their own ids (the silent all-[UNK] trap) and round-trips."
+import pytest
+from fewkit.core import FewkitError
+from fewkit.tokenizer import build_vocab, make_tokenizer, save_tokenizer, load_tokenizer, SPECIALS
+from fewkit.model import BertForMaskedLM, BertConfig, save_hf
+
+
+def test_known_chars_own_ids(tmp_path):
+    texts = ["服务态度很好", "这本书真好看", "物流很快abc"]
+    vocab = build_vocab(texts)
+    tok = make_tokenizer(vocab)
+    for ch in "服务态度很好这本书真看物流快":
+        assert tok.convert_tokens_to_ids(ch) == vocab.index(ch)
+    ids = tok("物流abc")["input_ids"]
+    assert tok.unk_token_id not in ids
+    save_tokenizer(tok, tmp_path)
+    assert load_tokenizer(tmp_path)("这本书[MASK]")["input_ids"] == tok("这本书[MASK]")["input_ids"]
+
+
+def test_hf_folder_with_tokenizer(tmp_path):
+    tok = make_tokenizer(build_vocab(["你好世界"]))
+    save_hf(BertForMaskedLM(BertConfig(vocab_size=len(tok), num_hidden_layers=1)), tmp_path, tokenizer=tok)
+    from transformers import AutoTokenizer
+    assert AutoTokenizer.from_pretrained(tmp_path)("你好")["input_ids"] == tok("你好")["input_ids"]
+
+
+def test_bad_vocab():
+    with pytest.raises(FewkitError): make_tokenizer(["a", "b"])
+    with pytest.raises(FewkitError): make_tokenizer(SPECIALS + ["好", "好"])
