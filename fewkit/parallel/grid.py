@@ -125,7 +125,8 @@ def bench(out: Path, quick: bool = False) -> dict:
     "TP/PP/3D parity, pipeline bubble measured vs (p−1)/(m+p−1), GPipe vs 1F1B activation bytes; PNGs in `out`."
     from fewkit.measure import env_info, figure, save_figure
     out, P = Path(out), 'fewkit.parallel.pipeline:'
-    res = dict(env=env_info(), tp={n: _launch('fewkit.parallel.tensor_parallel:tp_parity', n, timeout_s=180)[0] for n in (2, 4)})
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    res = dict(env=env_info(), backend={n: 'nccl' if gpus >= n else 'gloo (CPU)' for n in (2, 4)}, tp={n: _launch('fewkit.parallel.tensor_parallel:tp_parity', n, timeout_s=180)[0] for n in (2, 4)})
     ms = (1, 2, 4) if quick else (1, 2, 4, 8, 16)
     four = _launch('fewkit.parallel.distributed:calls', 4, timeout_s=300, args=(
         (P + 'pp_parity', {}), (P + 'bubble_sweep', dict(ms=ms)), (P + 'activation_peaks', dict(m=8)),
