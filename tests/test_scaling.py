@@ -16,7 +16,7 @@ def test_ring_allreduce_formula():
 
 def test_calibration_recovers_synthetic_runs():
     sh, B, true = Shape(2, 128, 512, 1000, 32), 4, Hardware(flops=2e9, alpha=3e-4, beta=2e-9, alpha_x=3e-4, beta_x=2e-9,
-                                                            cores=2, overlap=0.3, oversub=1.5)
+                                                            cores=2, overlap=0.4, oversub=1.5)
     runs = []
     for s in ('dp', 'tp', 'pp'):
         for n in (1, 2, 4):
@@ -24,7 +24,7 @@ def test_calibration_recovers_synthetic_runs():
             runs.append(dict(strategy=s, n=n, step_s=step_time(sh, B, true, **kw)['total']))
     probe = {64: allreduce_s(64, 2, true), 1 << 20: allreduce_s(1 << 20, 2, true)}
     hw, rows = calibrate(runs, probe, 2, sh, B, m=4)
-    assert max(abs(r['err']) for r in rows) < 1e-3 and hw.overlap == 0.3 and hw.oversub == 1.5
+    assert max(abs(r['err']) for r in rows) < 1e-3 and hw.overlap == 0.4 and hw.oversub == 1.5
 
 def test_a100_prediction_layouts():
     pred = predict_a100()

@@ -27,7 +27,7 @@ def test_tp_4proc():
     assert len({r['loss'] for r in res}) == 1
 
 @pytest.mark.multiproc
-def test_tp_indivisible_heads_fails_cleanly():
+def test_tp_4proc_indivisible_heads_fails_cleanly():
     from fewkit.parallel.distributed import RankError
     with pytest.raises(RankError, match='not divisible'):
         run_function(T + 'tp_parity', 4, kwargs=dict(heads=2, hidden=64), timeout_s=120)
