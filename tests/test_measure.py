@@ -1,0 +1,70 @@
+"Exact-bytes meters, FLOP counts, timers and figures of fewkit.measure (expected numbers derived inline)."
+import json
+import pytest
+import torch
+import torch.nn as nn
+from fewkit.core import device_name
+from fewkit.measure import (SavedTensorMeter, env_info, figure, flop_count, model_state_bytes, peak_memory,
+                            save_figure, storage_bytes, tensor_bytes, time_ratio)
+
+B, I, H, O = 3, 10, 24, 6  # Linear(I, H) -> GELU -> Linear(H, O) on x: (B, I)
+
+
+def lgl(dtype):
+    return nn.Sequential(nn.Linear(I, H), nn.GELU(), nn.Linear(H, O)).to(dtype)
+
+
+@pytest.mark.parametrize("dtype,e", [(torch.float32, 4), (torch.bfloat16, 2)])
+def test_saved_bytes_linear_gelu_linear(dtype, e):
+    # saved: x (for dW1), GELU input u, GELU output a (for dW2), W2 (for da); W1 only if x needs grad
+    net, x = lgl(dtype), torch.randn(B, I, dtype=dtype)
+    with SavedTensorMeter() as m: net(x)
+    assert m.bytes == e * (B * I + 2 * B * H + H * O)
+    with SavedTensorMeter(exclude=net.parameters()) as m: net(x)
+    assert m.by_dtype == {str(dtype)[6:]: e * (B * I + 2 * B * H)} and m.count == 3
+    with SavedTensorMeter() as m: net(x.requires_grad_())
+    assert m.bytes == e * (B * I + 2 * B * H + H * O + I * H)
+
+
+def test_saved_bytes_whole_storage_once_and_no_address_reuse_undercount():
+    w, h = nn.Parameter(torch.randn(4, 3)), torch.randn(4, 8)
+    with SavedTensorMeter(exclude=[w]) as m: (h[:, :3] * w).sum() + (h[:, 2:5] * w).sum()
+    assert (m.bytes, m.count) == (storage_bytes(h), 1) and tensor_bytes(h[:, :3]) == 48
+    net = lgl(torch.float32)
+    with SavedTensorMeter(exclude=net.parameters()) as m:
+        for _ in range(3): net(torch.randn(B, I)).sum().backward()  # each graph freed before the next
+    assert m.bytes == 3 * 4 * (B * I + 2 * B * H)
+
+
+def test_model_state_bytes_adam_and_tied():
+    net = lgl(torch.float32); opt = torch.optim.Adam(net.parameters())
+    net(torch.randn(B, I)).sum().backward(); opt.step()
+    n = I * H + H + H * O + O
+    sb = model_state_bytes(net, opt)
+    assert sb["params"] == sb["grads"] == {"float32": 4 * n}
+    assert sb["optimizer"] == {"float32": 2 * 4 * n + 4 * 4}  # exp_avg, exp_avg_sq, one fp32 step per param tensor
+    assert sb["total"] == 16 * n + 16
+    emb, head = nn.Embedding(7, 5), nn.Linear(5, 7, bias=False); head.weight = emb.weight
+    assert model_state_bytes(nn.ModuleList([emb, head]))["params"] == {"float32": 7 * 5 * 4}
+
+
+def test_flop_count_linear():
+    lin, x = nn.Linear(I, O), torch.randn(B, I, requires_grad=True)
+    assert flop_count(lambda: lin(x).sum()) == dict(forward=2 * B * I * O, backward=4 * B * I * O, total=6 * B * I * O)
+    x.requires_grad_(False)  # no dx: backward is dW only
+    assert flop_count(lambda: lin(x).sum())["backward"] == 2 * B * I * O
+
+
+def test_time_ratio_and_peak_memory():
+    a = torch.randn(32, 32)
+    r = time_ratio(lambda: a @ a, lambda: a @ a @ a, rounds=2, min_block=0.002)
+    assert r["a"] > 0 and r["b"] > 0 and r["ratio"] > 0 and len(r["ratios"]) == 2
+    pm = peak_memory(lambda: torch.ones(2**23).sum(), "cpu")  # 32 MiB, touched
+    assert pm["kind"] == "rss" and pm["delta_bytes"] >= 31 * 2**20
+
+
+def test_figure_env(tmp_path):
+    fig, ax = figure("t", "cpu"); ax.plot([0, 1])
+    assert device_name("cpu") in fig.get_suptitle()
+    assert save_figure(fig, tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads(json.dumps(env_info("cpu")))["torch"] == torch.__version__
