@@ -52,7 +52,7 @@ def test_apply_and_segments():
 
 def test_memory_target():
     B, T, H = 2, 32, 64
-    rows = checkpoint_table((1, 2, 4), ('none', 'every'), B=B, T=T, hidden=H, vocab=300, timing=False)
+    rows = checkpoint_table((1, 2, 4), ('none', 'every'), B=B, T=T, hidden=H, vocab=300, timing=None)
     s = summarize(rows, B, T, H)
     assert s['every_target_ok'], s
     peak = {(r['layers'], r['policy']): r['peak'] for r in rows}
