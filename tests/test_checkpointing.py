@@ -63,3 +63,8 @@ def test_bench_quick(tmp_path):
     r = bench(tmp_path, quick=True)
     assert (tmp_path / 'checkpointing.png').exists() and r['summary']['every_target_ok']
     assert set(r['impl_time_ratio']) == {'torch', 'deepspeed'}
+
+def test_demo_section(tmp_path):
+    from fewkit.efficiency.checkpointing import demo_section
+    md = demo_section(tmp_path, dict(device=torch.device('cpu')))
+    assert (tmp_path / 'checkpointing_bytes.png').exists() and 'checkpointing_bytes.png' in md and '| every |' in md
