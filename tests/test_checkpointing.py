@@ -1,0 +1,70 @@
+"Activation checkpointing: bit-identical gradients with dropout on, for every policy and implementation."
+import pytest, torch
+from fewkit.efficiency.checkpointing import (CheckpointSettings, CheckpointRunner, apply_checkpointing, checkpoint,
+    grads_with, checkpoint_table, summarize, segments, _tiny_model, _batch, _loss, bench)
+from fewkit.core import FewkitError
+
+SEED = int(torch.randint(0, 10_000, ()).item())  # fresh inputs each run; printed on failure
+
+@pytest.fixture(scope='module')
+def setup():
+    model = _tiny_model(layers=3, vocab=300, hidden=32, seed=SEED)
+    batch = _batch(vocab=300, B=2, T=16, seed=SEED + 1)
+    return model, batch, grads_with(model, CheckpointSettings('none'), batch, seed=SEED)
+
+@pytest.mark.parametrize('impl', ['fewkit', 'torch', 'deepspeed'])
+@pytest.mark.parametrize('policy', ['every', 'every_k', 'sqrt'])
+def test_grads_identical_with_dropout(setup, impl, policy):
+    model, batch, ref = setup
+    assert model.config.hidden_dropout_prob > 0 and model.config.attention_probs_dropout_prob > 0
+    g = grads_with(model, CheckpointSettings(policy, k=2, impl=impl), batch, seed=SEED)
+    assert g.keys() == ref.keys()
+    bad = [n for n in ref if not torch.equal(g[n], ref[n])]
+    assert not bad, f"seed {SEED}: {impl}/{policy} differs in {bad[:3]}"
+
+def test_without_rng_restore_gradients_differ(setup):
+    "The parity check can fail: recomputing with fresh dropout masks gives other gradients."
+    model, batch, ref = setup
+    apply_checkpointing(model, CheckpointSettings('every'))
+    model.bert.encoder.layer_runner.ckpt = lambda fn, *a: checkpoint(fn, *a, preserve_rng=False)
+    model.zero_grad(set_to_none=True); torch.manual_seed(SEED); _loss(model, batch).backward()
+    apply_checkpointing(model, CheckpointSettings('none'))
+    assert any(not torch.equal(p.grad, ref[n]) for n, p in model.named_parameters() if n in ref)
+
+def test_rng_stream_after_step_unchanged(setup):
+    "The recompute must not shift the RNG stream seen by the rest of training."
+    model, batch, _ = setup
+    outs = []
+    for cfg in (CheckpointSettings('none'), CheckpointSettings('every')):
+        apply_checkpointing(model, cfg); torch.manual_seed(SEED); _loss(model, batch).backward()
+        outs.append(torch.rand(4))
+    apply_checkpointing(model, CheckpointSettings('none'))
+    assert torch.equal(*outs)
+
+def test_apply_and_segments():
+    m = _tiny_model(layers=2, vocab=300, hidden=32)
+    apply_checkpointing(m, CheckpointSettings('sqrt', impl='torch'))
+    assert isinstance(m.bert.encoder.layer_runner, CheckpointRunner)
+    apply_checkpointing(m, CheckpointSettings('none'))
+    assert m.bert.encoder.layer_runner is None
+    assert sum(len(s) for s in segments(7, 'every_k', k=3)) == 7
+    with pytest.raises(FewkitError): CheckpointSettings(policy='all')
+
+def test_memory_target():
+    B, T, H = 2, 32, 64
+    rows = checkpoint_table((1, 2, 4), ('none', 'every'), B=B, T=T, hidden=H, vocab=300, timing=None)
+    s = summarize(rows, B, T, H)
+    assert s['every_target_ok'], s
+    peak = {(r['layers'], r['policy']): r['peak'] for r in rows}
+    # without: + one layer's activations per layer; with: + about one layer input per layer
+    assert peak[4, 'none'] - peak[1, 'none'] > 10 * (peak[4, 'every'] - peak[1, 'every'])
+
+def test_bench_quick(tmp_path):
+    r = bench(tmp_path, quick=True)
+    assert (tmp_path / 'checkpointing.png').exists() and r['summary']['every_target_ok']
+    assert set(r['impl_time_ratio']) == {'torch', 'deepspeed'}
+
+def test_demo_section(tmp_path):
+    from fewkit.efficiency.checkpointing import demo_section
+    md = demo_section(tmp_path, dict(device=torch.device('cpu')))
+    assert (tmp_path / 'checkpointing_bytes.png').exists() and 'checkpointing_bytes.png' in md and '| every |' in md
