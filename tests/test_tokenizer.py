@@ -27,3 +27,9 @@ def test_hf_folder_with_tokenizer(tmp_path):
 def test_bad_vocab():
     with pytest.raises(FewkitError): make_tokenizer(["a", "b"])
     with pytest.raises(FewkitError): make_tokenizer(SPECIALS + ["好", "好"])
+
+
+def test_backbone_folder_keeps_nfkc(tmp_path):
+    tok = make_tokenizer(build_vocab(["好书,1"]))
+    save_hf(BertForMaskedLM(BertConfig(vocab_size=len(tok), num_hidden_layers=1)), tmp_path, tokenizer=tok)
+    assert load_tokenizer(tmp_path)("好书，１")["input_ids"] == tok("好书,1")["input_ids"]
