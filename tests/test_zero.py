@@ -36,3 +36,11 @@ def test_zero_parity_four_processes():
     res = run_function(Z + 'zero_run', 4, kwargs=dict(stages=(1, 2, 3), steps=20), timeout_s=300)
     _check(res[0], (1, 2, 3))
     assert all(r['ddp']['losses'] == res[0]['ddp']['losses'] for r in res)
+
+@pytest.mark.multiproc
+def test_zero_and_dp_in_a_group_without_rank_0():
+    # ZeRO and DP broadcast the starting weights from the group's first rank, not global rank 0 (which is not in the group)
+    res = run_function(Z + 'zero_subgroup', 3, kwargs=dict(stage=3), timeout_s=180)
+    assert res[0] is None
+    for r in res[1:]:
+        assert abs(r['zero'] - r['ref']) < 1e-6 and abs(r['dp'] - r['ref']) < 1e-6, r

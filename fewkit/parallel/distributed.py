@@ -193,8 +193,8 @@ def calls(*specs) -> list:
 
 # %% ../../nbs/20_distributed.ipynb #c6d1e16d
 def broadcast_params(model: nn.Module, src: int = 0, group=None):
-    "Make every rank start from rank `src`'s parameters and buffers."
-    for t in [*model.parameters(), *model.buffers()]: dist.broadcast(t.data, src, group=group)
+    "Make every rank start from the parameters and buffers of rank `src` *of `group`* (not the global rank)."
+    for t in [*model.parameters(), *model.buffers()]: dist.broadcast(t.data, group=group, group_src=src)
 
 def allreduce_grads(model: nn.Module, group=None):
     "Naive DP: after backward, all-reduce each gradient (one collective per tensor) and average."

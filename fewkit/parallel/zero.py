@@ -15,7 +15,7 @@ from .distributed import rank, world_size, tiny_bert, mlm_batch
 
 # %% auto #0
 __all__ = ['DTYPES', 'ZeroSettings', 'zero_formula_bytes', 'Zero', 'step', 'zero_grad', 'distinct_bytes', 'state_bytes', 'numel',
-           'zero_run', 'zero_memory']
+           'zero_run', 'zero_memory', 'zero_subgroup']
 
 # %% ../../nbs/21_zero.ipynb #e5fae78d
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}
@@ -80,7 +80,7 @@ class Zero:
         groups = [[p for p in _unique(model.parameters()) if id(p) not in inside]] + [list(_unique(l.parameters())) for l in layers]
         self.units = [_Unit(ps, parts, r, self.dtype) for ps in groups]
         for u in self.units:
-            dist.broadcast(u.full, 0, group=group)  # everyone starts from rank 0's weights
+            dist.broadcast(u.full, group=group, group_src=0)  # everyone starts from the group's first rank's weights
             if s == 3: u.shard = u.full[u.sl].clone()
             keep = u.shard if s == 3 else u.full[u.sl]
             u.master = nn.Parameter(keep.float() if self.mixed else keep)  # fp32: shares storage with params
@@ -238,3 +238,16 @@ def zero_memory(ns=(1, 2, 4), stages=(0, 1, 2, 3), dtypes=('bf16', 'fp32'), **mo
                 rows.append(dict(n=n, stage=st, dtype=dt, psi=z.numel(False), psi_padded=z.numel(True),
                                  **z.state_bytes(), formula=zero_formula_bytes(z.numel(True), n, st, dt)['total']))
     return rows
+
+# %% ../../nbs/21_zero.ipynb #3f7c22a7
+def zero_subgroup(stage: int = 3, dp: str = "bucketed") -> dict | None:
+    "Run on 3 ranks: ranks 1 and 2 train in their own group, rank 0 sits out. Both must start from global rank 1's weights."
+    from fewkit.model import mlm_loss
+    from fewkit.parallel.distributed import new_group, data_parallel, DPSettings
+    g = new_group([1, 2])                                      # every rank takes part in creating a group
+    if rank() == 0: return None
+    ids, labels = mlm_batch(0, 2)
+    ref = mlm_loss(tiny_bert(seed=1)(ids), labels).item()      # the loss of the weights global rank 1 starts with
+    m = tiny_bert(seed=rank()); Zero(m, ZeroSettings(stage=stage), group=g)  # different weights on each rank before
+    d = tiny_bert(seed=rank()); fwd, _ = data_parallel(d, DPSettings(dp), group=g)
+    with torch.no_grad(): return dict(ref=ref, zero=mlm_loss(m(ids), labels).item(), dp=mlm_loss(fwd(ids), labels).item())
