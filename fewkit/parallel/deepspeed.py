@@ -15,7 +15,7 @@ from .distributed import rank, world_size, tiny_bert, mlm_batch, run_function
 from .zero import Zero, ZeroSettings, zero_formula_bytes
 
 # %% auto #0
-__all__ = ['ds_config', 'live_tensor_bytes', 'ds_try', 'side_by_side', 'bench']
+__all__ = ['ds_config', 'live_tensor_bytes', 'held_tensor_bytes', 'ds_try', 'side_by_side', 'bench']
 
 # %% ../../nbs/26_deepspeed.ipynb #5fb818b4
 def ds_config(z: ZeroSettings, rows: int, n: int) -> dict:
@@ -32,6 +32,27 @@ def live_tensor_bytes() -> int:
             if isinstance(o, torch.Tensor) and not o.is_meta: seen[o.untyped_storage().data_ptr()] = storage_bytes(o)
         except Exception: pass
     return sum(seen.values())
+
+def held_tensor_bytes(*roots, max_depth: int = 16) -> int:
+    """Bytes of the distinct tensor storages that `roots` hold: reached through attributes, containers, parameters
+    with their `.grad` and attributes (DeepSpeed hangs `ds_tensor` on them) and optimizer state. Functions, modules
+    and classes are not followed, so it counts what an engine keeps, not the whole process."""
+    import types
+    skip = (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType, type, str, bytes, int, float, bool)
+    seen, storages, stack = set(), {}, [(r, 0) for r in roots]
+    while stack:
+        o, d = stack.pop()
+        if o is None or id(o) in seen or d > max_depth or isinstance(o, skip): continue
+        seen.add(id(o)); kids = []
+        if isinstance(o, torch.Tensor):
+            if not o.is_meta:
+                s = o.untyped_storage(); storages[(s.data_ptr(), s.nbytes())] = s.nbytes()
+            kids = [o.grad, *getattr(o, "__dict__", {}).values()]
+        elif isinstance(o, dict): kids = [*o.keys(), *o.values()]
+        elif isinstance(o, (list, tuple, set, frozenset)): kids = list(o)
+        elif hasattr(o, "__dict__"): kids = list(vars(o).values())
+        stack.extend((k, d + 1) for k in kids)
+    return sum(b for (ptr, b) in storages if ptr)
 
 # %% ../../nbs/26_deepspeed.ipynb #2716e282
 def _ds_engine(z: ZeroSettings, rows: int, seed: int, extra: dict | None = None, **model_kw):
@@ -78,11 +99,12 @@ def side_by_side(stages=(0, 1, 2, 3), offload: bool = False, steps: int = 20, ro
         f = _stepper(fm, lambda l: l.backward(), fz.step, fz.zero_grad, rows, seed, vocab)
         res['fewkit'] = [_global(f(s)) for s in range(steps)]
         gc.collect(); b1 = live_tensor_bytes(); res['fewkit_bytes'] = b1 - b0; res['fewkit_exact'] = fz.state_bytes()
+        res['fewkit_held'] = held_tensor_bytes(fm, fz)
         try:
             eng = _ds_engine(z, rows, seed, **model_kw)
             d = _stepper(eng, eng.backward, eng.step, lambda: None, rows, seed, vocab)
             res['deepspeed'] = [_global(d(s)) for s in range(steps)]
-            gc.collect(); res['deepspeed_bytes'] = live_tensor_bytes() - b1
+            gc.collect(); res['deepspeed_bytes'] = live_tensor_bytes() - b1; res['deepspeed_held'] = held_tensor_bytes(eng)
             res['deepspeed_optimizer'] = type(eng.optimizer).__name__
             tf, td = [], []
             for r in range(rounds):  # ABBA: fewkit, DS, DS, fewkit, ...
