@@ -114,3 +114,14 @@ def test_cli_errors_cleanly(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cli_main(["--help"])
     assert e.value.code == 0
+
+def test_output_bias_starts_at_unigram_log_frequencies():
+    from fewkit.model import BertConfig, BertForMaskedLM
+    from fewkit.pretrain.mlm import init_output_bias
+    V = 11; g = torch.Generator().manual_seed(3)
+    rows = [(torch.randint(0, V, (9,), generator=g), None) for _ in range(5)]
+    m = BertForMaskedLM(BertConfig.preset("tiny", vocab_size=V).replace(num_hidden_layers=1))
+    init_output_bias(m, rows, V)
+    counts = torch.bincount(torch.cat([r[0] for r in rows]), minlength=V).double() + 1  # add-one smoothed
+    assert torch.allclose(m.cls.predictions.bias.double().softmax(0), counts / counts.sum(), atol=1e-6)
+    assert m.cls.predictions.decoder.bias is m.cls.predictions.bias  # still the one HF parameter
