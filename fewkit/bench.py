@@ -25,7 +25,7 @@ BENCHES = {  # name: module:function
     "zero": "fewkit.parallel.deepspeed:bench",
     "parallel": "fewkit.parallel.grid:bench",
     "scaling": "fewkit.parallel.scaling:bench",
-    "pretrain": "fewkit.pretrain.mlm:bench",
+    "pretrain": "fewkit.pretrain.run:bench",
     "nli": "fewkit.pretrain.nli:bench",
     "fewshot": "fewkit.fewshot.fewclue:bench",
     "knowledge": "fewkit.knowledge.tasks:bench",

@@ -17,7 +17,7 @@ COMMANDS = {  # name: (module:function, one-line help)
     "demo": ("fewkit.demo:cli_main", "the main job on the embedded data: writes runs/demo/report.md with plots"),
     "data": ("fewkit.data:cli_main", "check a FewCLUE folder: fewkit data check --root DIR [--task T]"),
     "bench": ("fewkit.bench:cli_main", "run benchmarks: fewkit bench NAME|GROUP|all|list [--out DIR] [--quick]"),
-    "pretrain": ("fewkit.pretrain.mlm:cli_main", "MLM-pretrain a Chinese BERT: fewkit pretrain --preset tiny [--out DIR]"),
+    "pretrain": ("fewkit.pretrain.run:cli_main", "MLM-pretrain a Chinese BERT: fewkit pretrain --preset tiny [--out DIR]"),
     "fewclue": ("fewkit.fewshot.fewclue:cli_main", "few-shot FewCLUE: fewkit fewclue --task all|T --method M --model DIR --data DIR"),
     "launch": ("fewkit.parallel.distributed:cli_main", "run a script on N processes: fewkit launch -n N [--deepspeed] script.py ..."),
     "kg": ("fewkit.knowledge.distant_supervision:cli_main", "knowledge graph tools: fewkit kg align --kg FILE --text FILE"),

@@ -81,7 +81,7 @@ SECTIONS = [  # (title, module:function, seconds budget on a 2-core CPU)
     ("Foundation: memory of one training step", "fewkit.demo:foundation_section", 60),
     ("One device: activation checkpointing", "fewkit.efficiency.checkpointing:demo_section", 60),
     ("One device: kernel fusion", "fewkit.efficiency.fusion:demo_section", 60),
-    ("Pretraining: the tiny backbone", "fewkit.pretrain.mlm:demo_section", 240),
+    ("Pretraining: the tiny backbone", "fewkit.pretrain.run:demo_section", 240),
     ("Few-shot: fine-tuning vs PET vs Fuzzy-PET", "fewkit.fewshot.fewclue:demo_section", 180),
 ]
 

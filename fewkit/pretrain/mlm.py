@@ -16,10 +16,9 @@ from ..model import BertConfig, BertForMaskedLM, save_hf
 from ..train import BatchStream, TrainSettings, fit, unwrap
 
 # %% auto #0
-__all__ = ['TEXT_KEYS', 'PROMPTS', 'PRESET_RUN', 'DEMO_STEPS', 'jsonl_texts', 'read_corpus', 'pack', 'mask_tokens', 'MLMCollate',
-           'mlm_loss_sum', 'mlm_count', 'mlm_accuracy', 'top_fills', 'matmul_peak', 'flops_per_token',
-           'PretrainSettings', 'build_data', 'build_model', 'init_output_bias', 'pretrain', 'settings_from_args',
-           'cli_main', 'plot_curve', 'demo_section', 'bench']
+__all__ = ['TEXT_KEYS', 'PROMPTS', 'jsonl_texts', 'read_corpus', 'pack', 'mask_tokens', 'MLMCollate', 'mlm_loss_sum', 'mlm_count',
+           'mlm_accuracy', 'top_fills', 'matmul_peak', 'flops_per_token', 'PretrainSettings', 'build_data',
+           'build_model', 'init_output_bias', 'pretrain']
 
 # %% ../../nbs/40_pretrain.ipynb #b46ff730
 TEXT_KEYS = ("sentence", "sentence1", "sentence2", "content", "abst", "text")
@@ -223,91 +222,3 @@ def pretrain(ps: PretrainSettings, ts: TrainSettings, save_to: str | Path | None
         (Path(save_to) / "pretrain_report.json").write_text(json.dumps(rep, ensure_ascii=False, indent=1))
     rep["_model"], rep["_tok"] = res.model, tok
     return rep
-
-# %% ../../nbs/40_pretrain.ipynb #99ae5794
-# steps/batch/lr per preset: chosen so that `tiny` finishes in <= 20 minutes on a 2-core CPU
-PRESET_RUN = dict(tiny=dict(steps=2000, batch_size=16, lr=1e-3, warmup=100), small=dict(steps=3000, batch_size=32, lr=5e-4, warmup=300))
-def _parser():
-    ap = argparse.ArgumentParser(prog="fewkit pretrain", description="MLM-pretrain a fewkit BERT from scratch; "
-                                 "save it in Hugging Face format (with tokenizer) for the demo and the few-shot chapter.")
-    a = ap.add_argument
-    a("--preset", default="tiny", help="model size: tiny | small | base (default tiny: L4 H128 A2 I512)")
-    a("--out", type=Path, help="output folder (default: <cache>/backbone-<preset>)")
-    a("--corpus", default="embedded", help="'embedded', an unlabeled.json, a FewCLUE folder or a folder of .txt")
-    for f, t in (("--steps", int), ("--batch-size", int), ("--lr", float), ("--warmup", int)): a(f, type=t, help="default: per preset")
-    a("--seq-len", type=int, default=128); a("--whole-word", action="store_true", help="mask whole jieba words")
-    a("--eval-every", type=int, default=100); a("--save-every", type=int, default=100)
-    a("--resume", action="store_true", help="continue from the run's latest checkpoint")
-    a("--seed", type=int, default=0); a("--device", default="", help="cpu | cuda (default: auto)")
-    a("--max-texts", type=int, default=0, help="use only the first N texts (0 = all)")
-    a("--optim", choices=["adamw", "lamb"], help="chapter 1 optimizer (default: torch AdamW)")
-    a("--amp", choices=["fp32", "bf16", "fp16"], default="fp32"); a("--micro-batches", type=int, default=1)
-    a("--checkpointing", choices=["none", "every", "every_k", "sqrt"], default="none")
-    a("--fusion", choices=["none", "compile", "jit", "autograd"], default="none"); a("--compile", action="store_true")
-    return ap
-def settings_from_args(a) -> tuple[PretrainSettings, TrainSettings, Path]:
-    "PretrainSettings, TrainSettings and output folder from parsed `fewkit pretrain` arguments."
-    run = {**PRESET_RUN.get(a.preset, PRESET_RUN["tiny"]), **{k: v for k, v in dict(
-        steps=a.steps, batch_size=a.batch_size, lr=a.lr, warmup=a.warmup).items() if v is not None}}
-    out = a.out or cache_dir() / f"backbone-{a.preset}"
-    ts = TrainSettings(**run, eval_every=a.eval_every, save_every=a.save_every, seed=a.seed, device=a.device,
-                       out=str(out.parent / (out.name + ".run")), compile=a.compile,
-                       optim=dict(name=a.optim) if a.optim else {}, amp=dict(dtype=a.amp) if a.amp != "fp32" else {},
-                       accum=dict(micro_batches=a.micro_batches) if a.micro_batches > 1 else {},
-                       checkpointing=dict(policy=a.checkpointing) if a.checkpointing != "none" else {},
-                       fusion=dict(impl=a.fusion) if a.fusion != "none" else {})
-    ps = PretrainSettings(preset=a.preset, corpus=a.corpus, seq_len=a.seq_len, whole_word=a.whole_word, max_texts=a.max_texts)
-    return ps, ts, out
-def cli_main(argv: list[str] | None = None) -> int:
-    "`fewkit pretrain`: train, save, and print held-out accuracy, tokens/s, FLOP utilisation and fills."
-    import sys
-    a = _parser().parse_args(argv)
-    try:
-        ps, ts, out = settings_from_args(a)
-        rep = pretrain(ps, ts, save_to=out, resume=a.resume)
-    except FewkitError as e:
-        print(f"fewkit pretrain: error: {e}", file=sys.stderr); return 2
-    print(f"saved {out}\nheld-out MLM accuracy {rep['eval']['acc']:.3f} (loss {rep['eval']['loss']:.3f}, {rep['eval']['n']} tokens); {rep['tokens_per_s']:,.0f} tokens/s; "
-          f"{rep['flops_per_token'] / 1e6:.1f} MFLOP/token, ~{rep['flop_utilisation']:.0%} of a {rep['matmul_peak_flops'] / 1e9:.0f} GFLOP/s matmul ({rep['device']})")
-    for p, f in rep["fills"].items(): print(f"  {p}: " + " ".join(f"{t}({x:.2f})" for t, x in f))
-    return 0
-
-# %% ../../nbs/40_pretrain.ipynb #6450e3c2
-DEMO_STEPS = 300  # the demo's short pretraining when no cached backbone exists (a few minutes on 2 cores)
-def plot_curve(rep: dict, path: str | Path) -> Path:
-    "Training loss and held-out MLM accuracy against step, saved as PNG."
-    from fewkit.measure import figure, save_figure
-    c = rep["curve"]; fig, ax = figure(f"MLM pretraining, {rep['parameters'] / 1e6:.1f}M params", rep["train"]["device"] or None, figsize=(6, 3.2))
-    ax.plot([r["step"] for r in c], [r["loss"] for r in c], lw=0.8, label="train loss"); ax.set_xlabel("step"); ax.set_ylabel("loss")
-    ev = [r for r in c if "eval_acc" in r]
-    ax2 = ax.twinx(); ax2.plot([r["step"] for r in ev], [r["eval_acc"] for r in ev], "o-", color="C1", label="held-out acc")
-    ax2.set_ylabel("MLM accuracy"); ax2.legend(ax.get_lines() + ax2.get_lines(), ["train loss", "held-out acc"], loc="center right", fontsize=8)
-    return save_figure(fig, path)
-def demo_section(out: Path, ctx: dict) -> str:
-    "`fewkit demo`: reuse the cached tiny backbone (or pretrain a short one), plot its curve, show fills."
-    full, short = cache_dir() / "backbone-tiny", cache_dir() / "backbone-tiny-demo"
-    if (full / "pretrain_report.json").exists():
-        folder, note = full, f"Used the cached backbone `{full}` (made by `fewkit pretrain --preset tiny`)."
-    else:
-        folder = short
-        if not (short / "pretrain_report.json").exists():
-            ts = TrainSettings(steps=DEMO_STEPS, batch_size=16, lr=1e-3, warmup=30, eval_every=100,
-                               out=str(cache_dir() / "backbone-tiny-demo.run"), device=str(ctx.get("device") or ""))
-            pretrain(PretrainSettings(n_eval=128), ts, save_to=short)
-        note = (f"No cached backbone: pretrained a short version ({DEMO_STEPS} steps) into `{short}`. "
-                "Run `fewkit pretrain --preset tiny` (≤ 20 min on 2 CPU cores) for the full one.")
-    rep = json.loads((folder / "pretrain_report.json").read_text()); ctx["backbone"] = str(folder)
-    png = plot_curve(rep, Path(out) / "pretrain_curve.png")
-    fills = "\n".join(f"| {p} | {' '.join(f'{t} ({x:.2f})' for t, x in f)} |" for p, f in rep["fills"].items())
-    return (f"{note}\n\nHeld-out MLM accuracy **{rep['eval']['acc']:.1%}** "
-            f"after {rep['train']['steps']} steps; {rep['tokens_per_s']:,.0f} tokens/s, about {rep['flop_utilisation']:.0%} "
-            f"of a matmul's FLOP rate ({rep['device']}).\n\n![pretraining curve]({png.name})\n\n"
-            f"| prompt | top-5 fills (probability) |\n|---|---|\n{fills}\n")
-def bench(out: Path, quick: bool = False) -> dict:
-    "`fewkit bench pretrain`: the preset run (quick: 20 steps on 3000 texts); tokens/s, FLOP use, accuracy, curve."
-    from fewkit.measure import env_info
-    a = _parser().parse_args(["--out", str(Path(out) / "pretrain-backbone"), "--save-every", "0"] +
-                             (["--steps", "20", "--max-texts", "3000", "--eval-every", "10"] if quick else []))
-    rep = pretrain(*settings_from_args(a)[:2], save_to=Path(out) / "pretrain-backbone"); rep.pop("_model"); rep.pop("_tok")
-    plot_curve(rep, Path(out) / "pretrain_curve.png")
-    return dict(env=env_info(), **rep)
