@@ -174,6 +174,8 @@ class PretrainSettings(Settings):
     whole_word: bool = False
     n_eval: int = 256           # held-out rows
     max_texts: int = 0          # 0 = the whole corpus
+    dropout: float | None = 0.0    # while pretraining (None: the preset's 0.1); an under-trained model needs no regulariser
+    finetune_dropout: float = 0.1  # what the saved config.json carries, for fine-tuning downstream
     model: dict = field(default_factory=dict)  # BertConfig overrides, e.g. dict(num_hidden_layers=2)
 def build_data(ps: PretrainSettings, tok, seed: int = 0):
     "(train rows, fixed eval batches, collate) for `ps`."
@@ -187,7 +189,9 @@ def build_data(ps: PretrainSettings, tok, seed: int = 0):
     return rows[ps.n_eval:], evb, collate
 def build_model(ps: PretrainSettings, tok) -> BertForMaskedLM:
     "A fresh fewkit BERT of preset `ps.preset` sized for `tok`."
-    cfg = BertConfig.preset(ps.preset, vocab_size=len(tok)).replace(**(ps.model or {}))
+    cfg = BertConfig.preset(ps.preset, vocab_size=len(tok))
+    if ps.dropout is not None: cfg = cfg.replace(hidden_dropout_prob=ps.dropout, attention_probs_dropout_prob=ps.dropout)
+    cfg = cfg.replace(**(ps.model or {}))
     if cfg.max_position_embeddings < ps.seq_len: cfg = cfg.replace(max_position_embeddings=ps.seq_len)
     return BertForMaskedLM(cfg)
 @torch.no_grad()
@@ -218,7 +222,10 @@ def pretrain(ps: PretrainSettings, ts: TrainSettings, save_to: str | Path | None
                flop_utilisation=fpt * h[-1]["tokens_per_s"] / peak, fills={p: top_fills(res.model, tok, p)[0] for p in PROMPTS},
                curve=[dict(step=r["step"], loss=r["loss"], **({"eval_acc": r["eval"]["acc"]} if "eval" in r else {})) for r in h])
     if save_to is not None:
-        save_hf(res.model, save_to, tok)
+        m, trained = res.model, res.model.config  # the folder carries the fine-tuning dropout
+        m.config = trained.replace(hidden_dropout_prob=ps.finetune_dropout, attention_probs_dropout_prob=ps.finetune_dropout)
+        try: save_hf(m, save_to, tok)
+        finally: m.config = trained
         (Path(save_to) / "pretrain_report.json").write_text(json.dumps(rep, ensure_ascii=False, indent=1))
     rep["_model"], rep["_tok"] = res.model, tok
     return rep
