@@ -126,3 +126,13 @@ def test_output_bias_starts_at_unigram_log_frequencies():
     counts = torch.bincount(torch.cat([r[0] for r in rows]), minlength=V).double() + 1  # add-one smoothed
     assert torch.allclose(m.cls.predictions.bias.double().softmax(0), counts / counts.sum(), atol=1e-6)
     assert m.cls.predictions.decoder.bias is m.cls.predictions.bias  # still the one HF parameter
+
+def test_sinusoid_position_init_and_bad_value(tok):
+    from fewkit.pretrain.mlm import build_model, sinusoid_positions_
+    w = sinusoid_positions_(torch.empty(64, 16), std=0.02)
+    assert abs(float(w.std()) - 0.02) < 1e-6
+    assert torch.allclose(w[0, 0::2], torch.zeros(8)) and (w[0, 1::2] > 0).all()   # sin(0) = 0, cos(0) = max
+    m = build_model(PretrainSettings(pos_init="sinusoid", model=dict(num_hidden_layers=1)), tok)
+    assert abs(float(m.bert.embeddings.position_embeddings.weight.std()) - 0.02) < 1e-6
+    with pytest.raises(Exception, match="pos_init"):
+        build_model(PretrainSettings(pos_init="alibi"), tok)

@@ -6,7 +6,7 @@ Docs: https://fewkit.github.io/fewkit/pretrain.html.md"""
 
 # %% ../../nbs/40_pretrain.ipynb #58e9c7cd
 from __future__ import annotations
-import argparse, json, time
+import argparse, json, math, time
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
@@ -18,7 +18,7 @@ from ..train import BatchStream, TrainSettings, fit, unwrap
 # %% auto #0
 __all__ = ['TEXT_KEYS', 'PROMPTS', 'jsonl_texts', 'read_corpus', 'pack', 'mask_tokens', 'MLMCollate', 'mlm_loss_sum', 'mlm_count',
            'mlm_accuracy', 'top_fills', 'matmul_peak', 'flops_per_token', 'PretrainSettings', 'build_data',
-           'build_model', 'init_output_bias', 'pretrain']
+           'build_model', 'sinusoid_positions_', 'init_output_bias', 'pretrain']
 
 # %% ../../nbs/40_pretrain.ipynb #b46ff730
 TEXT_KEYS = ("sentence", "sentence1", "sentence2", "content", "abst", "text")
@@ -171,6 +171,7 @@ class PretrainSettings(Settings):
     mask_prob: float = 0.15        # training masking rate (Wettig et al. 2023: more than 15 % can help)
     eval_mask_prob: float = 0.15   # held-out accuracy is always measured at BERT's 15 %, whatever the training rate
     bias_init: bool = True         # start the output bias at log unigram frequencies (skips the "learn 的" phase)
+    pos_init: str = "random"       # "sinusoid": position embeddings start as scaled sines/cosines (relative offsets are linear)
     whole_word: bool = False
     n_eval: int = 256           # held-out rows
     max_texts: int = 0          # 0 = the whole corpus
@@ -193,7 +194,17 @@ def build_model(ps: PretrainSettings, tok) -> BertForMaskedLM:
     if ps.dropout is not None: cfg = cfg.replace(hidden_dropout_prob=ps.dropout, attention_probs_dropout_prob=ps.dropout)
     cfg = cfg.replace(**(ps.model or {}))
     if cfg.max_position_embeddings < ps.seq_len: cfg = cfg.replace(max_position_embeddings=ps.seq_len)
-    return BertForMaskedLM(cfg)
+    m = BertForMaskedLM(cfg)
+    if ps.pos_init == "sinusoid": sinusoid_positions_(m.bert.embeddings.position_embeddings.weight, cfg.initializer_range)
+    elif ps.pos_init != "random": raise FewkitError(f"PretrainSettings.pos_init: expected random | sinusoid, got {ps.pos_init!r}")
+    return m
+@torch.no_grad()
+def sinusoid_positions_(w: torch.Tensor, std: float = 0.02) -> torch.Tensor:
+    "Fill (P, C) `w` with Transformer sines/cosines scaled to per-element std `std` (the random init's scale)."
+    P, C = w.shape; pos = torch.arange(P, dtype=torch.float64)[:, None]
+    freq = torch.exp(-math.log(10000.0) * torch.arange(0, C, 2, dtype=torch.float64) / C)   # (C/2,)
+    s = torch.zeros(P, C, dtype=torch.float64); s[:, 0::2] = torch.sin(pos * freq); s[:, 1::2] = torch.cos(pos * freq)[:, :C // 2]
+    return w.copy_((s * std / s.std()).to(w.dtype))
 @torch.no_grad()
 def init_output_bias(model: BertForMaskedLM, rows, vocab_size: int) -> torch.Tensor:
     "Set the MLM output bias to the log unigram frequencies of the training `rows` (add-one smoothed); returns it."
