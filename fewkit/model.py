@@ -224,8 +224,13 @@ class BertForMaskedLM(nn.Module):
         if isinstance(m, nn.Linear) and m.bias is not None: nn.init.zeros_(m.bias)
         if isinstance(m, nn.Embedding) and m.padding_idx is not None: nn.init.zeros_(m.weight[m.padding_idx])
         if isinstance(m, nn.LayerNorm): nn.init.ones_(m.weight); nn.init.zeros_(m.bias)
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None):  # -> (B, T, V) logits
-        return self.cls(self.bert(input_ids, attention_mask, token_type_ids))
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
+        """(B, T, V) logits; with `labels` ((B, T), -100 = none), the summed cross-entropy over labelled positions,
+        the vocabulary projection run only there (what pretraining needs, and it passes through DDP/compile)."""
+        h = self.bert(input_ids, attention_mask, token_type_ids)
+        if labels is None: return self.cls(h)
+        sel = labels != -100
+        return F.cross_entropy(self.cls(h[sel]).float(), labels[sel], reduction="sum")
 
 def mlm_loss(logits, labels, reduction: str = "mean"):
     "Cross-entropy over positions whose label is not -100; 'sum' for token-weighted accumulation."

@@ -11,7 +11,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
-import torch
+import torch, torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 from .core import (FewkitError, Settings, atomic_write, get_device, get_logger, get_rng_state,
@@ -147,10 +147,12 @@ class BatchStream:
     def __iter__(self): return self
     def __next__(self) -> dict:
         if self.pos + self.bs > len(self.data): self.epoch, self.pos = self.epoch + 1, 0  # drop the ragged tail
-        idx = self._order()[self.pos:self.pos + self.bs][self.rank::self.world].tolist()
+        idx = self._order()[self.pos:self.pos + self.bs].tolist()
         g = torch.Generator().manual_seed(((self.seed * 1_000_003 + self.epoch) * 1_000_003 + self.pos) % 2**62)
         self.pos += self.bs
-        return self.collate([self.data[i] for i in idx], g)
+        b = self.collate([self.data[i] for i in idx], g)   # the whole global batch: same masks as on one process
+        if self.world == 1: return b
+        return {k: v[self.rank::self.world] if torch.is_tensor(v) and v.dim() and len(v) == len(idx) else v for k, v in b.items()}
     def state_dict(self) -> dict: return dict(epoch=self.epoch, pos=self.pos, seed=self.seed)
     def load_state_dict(self, d: dict): self.epoch, self.pos, self.seed = d["epoch"], d["pos"], d["seed"]
 
@@ -213,13 +215,21 @@ def _n_tokens(batch: dict, count: int) -> int:
 def train_step(model, batch: dict, loss_fn, count_fn, prec, split=None) -> tuple[float, int]:
     "One optimizer step over `batch` (split into micro-batches by `split`); returns (mean loss, count)."
     mbs = split(batch) if split else [batch]
-    norm = sum(int(count_fn(mb)) for mb in mbs)          # over ALL micro-batches, before any backward
+    norm, scale = sum(int(count_fn(mb)) for mb in mbs), 1  # over ALL micro-batches, before any backward
+    if isinstance(model, nn.parallel.DistributedDataParallel):  # DDP averages gradients over ranks: normalise by
+        norm, scale = _all_sum(norm, batch), dist.get_world_size()  # the global count, times world: the global mean
     total = 0.0
     for mb in mbs:
         with prec.autocast(): loss_sum = loss_fn(model, mb)
-        prec.backward(loss_sum / max(norm, 1)); total += loss_sum.item()
+        prec.backward(loss_sum * scale / max(norm, 1)); total += loss_sum.item()
     prec.step(); prec.zero_grad()
-    return total / max(norm, 1), norm
+    if scale > 1: total = _all_sum(total, batch)
+    return total / max(norm, 1), int(norm)
+
+def _all_sum(x: float, batch: dict) -> float:
+    "Sum of `x` over ranks (on the batch's device: nccl reduces only device tensors)."
+    dev = next((v.device for v in batch.values() if torch.is_tensor(v)), "cpu")
+    t = torch.tensor([float(x)], dtype=torch.float64, device=dev); dist.all_reduce(t); return t.item()
 
 # %% ../nbs/05_train.ipynb #7af9a2f6
 def fit(model: nn.Module, batches, loss_fn: Callable, s: TrainSettings, count_fn: Callable | None = None,
@@ -244,22 +254,25 @@ def fit(model: nn.Module, batches, loss_fn: Callable, s: TrainSettings, count_fn
             sched.load_state_dict(ck["scheduler"]); prec.load_state_dict(ck["scaler"])
             batches.load_state_dict(ck["data"]); history, step = ck["history"], ck["step"]
             set_rng_state(ck["rng"]); log.info(f"resumed from {last} at step {step}")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "log.jsonl", lambda f: f.write("".join(json.dumps(h) + "\n" for h in history)), "w")
+    main, world = (dist.get_rank() == 0, dist.get_world_size()) if s.parallel == "ddp" else (True, 1)
+    if main:  # under DDP, rank 0 alone writes the log and checkpoints and evaluates
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "log.jsonl", lambda f: f.write("".join(json.dumps(h) + "\n" for h in history)), "w")
     model.train(); busy, toks = 1e-9, 0   # tokens/s counts data + step time, not eval or checkpoints
-    bar = tqdm(total=s.steps, initial=step, desc="train", disable=not progress, mininterval=1)
+    bar = tqdm(total=s.steps, initial=step, desc="train", disable=not (progress and main), mininterval=1)
     while step < s.steps:
         t = time.perf_counter(); batch = _to(next(batches), device); lr = opt.param_groups[0]["lr"]
         loss, n = train_step(model, batch, loss_fn, count_fn, prec, split); sched.step(); step += 1
-        busy += time.perf_counter() - t; toks += _n_tokens(batch, n); rate = toks / busy
+        busy += time.perf_counter() - t; rate = (toks := toks + _n_tokens(batch, n // world) * world) / busy  # all ranks
         rec = dict(step=step, loss=loss, lr=lr, count=n, tokens_per_s=rate)
-        if eval_fn is not None and ((s.eval_every and step % s.eval_every == 0) or step == s.steps):
+        if main and eval_fn is not None and ((s.eval_every and step % s.eval_every == 0) or step == s.steps):
             rng = get_rng_state(); model.eval()
             with torch.no_grad(): rec["eval"] = eval_fn(model)
             model.train(); set_rng_state(rng)
         history.append(rec); bar.update(1); bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{rate:,.0f}")
-        with open(out / "log.jsonl", "a") as f: f.write(json.dumps(rec) + "\n")
-        if s.save_every and (step % s.save_every == 0 or step == s.steps):
+        if main:
+            with open(out / "log.jsonl", "a") as f: f.write(json.dumps(rec) + "\n")
+        if main and s.save_every and (step % s.save_every == 0 or step == s.steps):
             if not hasattr(batches, "state_dict"): raise FewkitError("checkpoints need a batch iterator with state_dict() (e.g. BatchStream)")
             payload = dict(model=unwrap(model).state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
                            scaler=prec.state_dict(), data=batches.state_dict(), rng=get_rng_state(),

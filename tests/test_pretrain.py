@@ -136,3 +136,17 @@ def test_sinusoid_position_init_and_bad_value(tok):
     assert abs(float(m.bert.embeddings.position_embeddings.weight.std()) - 0.02) < 1e-6
     with pytest.raises(Exception, match="pos_init"):
         build_model(PretrainSettings(pos_init="alibi"), tok)
+
+@pytest.mark.multiproc
+def test_ddp_pretraining_on_two_processes_equals_one(tmp_path):
+    # `fewkit pretrain --nproc 2` (torchrun + DDP, each rank its rows of the same global batch, masks drawn for the
+    # whole batch) follows the one-process loss trajectory; rank 0 alone writes the log and the backbone
+    args = ["--max-texts", "400", "--seq-len", "32", "--steps", "4", "--batch-size", "4", "--warmup", "1",
+            "--eval-every", "0", "--save-every", "0"]
+    assert cli_main(args + ["--out", str(tmp_path / "one")]) == 0
+    assert cli_main(args + ["--out", str(tmp_path / "two"), "--nproc", "2", "--port", "29517"]) == 0
+    read = lambda d: [json.loads(l) for l in (tmp_path / f"{d}.run" / "log.jsonl").read_text().splitlines()]
+    one, two = read("one"), read("two")
+    assert [r["step"] for r in two] == [1, 2, 3, 4] and [r["count"] for r in two] == [r["count"] for r in one]
+    assert max(abs(a["loss"] - b["loss"]) for a, b in zip(one, two)) < 1e-5, (one, two)
+    assert (tmp_path / "two" / "model.safetensors").exists() and abs(one[-1]["eval"]["acc"] - two[-1]["eval"]["acc"]) < 1e-6

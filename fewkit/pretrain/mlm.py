@@ -114,14 +114,9 @@ class MLMCollate:
         inp, labels = mask_tokens(ids, self.mask_id, self.special, self.V, self.prob, generator, ws)
         return dict(input_ids=inp, labels=labels)
 def mlm_loss_sum(model, batch: dict) -> torch.Tensor:
-    "Summed cross-entropy over masked positions (the decoder runs only there on a plain fewkit BERT)."
-    ids, labels = batch["input_ids"], batch["labels"]
-    if not isinstance(model, BertForMaskedLM):  # DDP / compiled: go through forward()
-        logits = model(ids, token_type_ids=batch.get("token_type_ids"))
-        return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum")
-    sel = labels != -100
-    h = model.bert(ids, batch.get("attention_mask"), batch.get("token_type_ids"))  # (B, T, C)
-    return F.cross_entropy(model.cls(h[sel]).float(), labels[sel], reduction="sum")  # (M, V) logits
+    "Summed cross-entropy over masked positions; the decoder runs only there (fewkit BERT, plain, DDP or compiled)."
+    # through forward(), so DDP and torch.compile see it; the (M, V) logits exist only for the M masked positions
+    return model(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"), labels=batch["labels"])
 def mlm_count(batch: dict) -> int: return int((batch["labels"] != -100).sum())
 @torch.no_grad()
 def mlm_accuracy(model, batches: list[dict]) -> dict:
@@ -221,11 +216,14 @@ def pretrain(ps: PretrainSettings, ts: TrainSettings, save_to: str | Path | None
     log.info(f"corpus {ps.corpus}: {len(train_rows)} train rows + {ps.n_eval} held out, {time.perf_counter() - t0:.0f}s")
     seed_everything(ts.seed); model = build_model(ps, tok)
     if ps.bias_init: init_output_bias(model, train_rows, len(tok))
-    stream = BatchStream(train_rows, ts.batch_size, collate, seed=ts.seed)
+    ddp = ts.parallel == "ddp"  # under `fewkit pretrain --nproc N` / torchrun: each rank takes its rows of every global batch
+    r, w = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if ddp else (0, 1)
+    stream = BatchStream(train_rows, ts.batch_size, collate, seed=ts.seed, rank=r, world=w)
     res = fit(model, stream, mlm_loss_sum, ts, count_fn=mlm_count, eval_fn=lambda m: mlm_accuracy(m, evb),
               resume=resume, progress=progress)
+    if r != 0: return dict(rank=r, history=res.history)   # rank 0 reports and saves
     h, b = res.history, collate(train_rows[:ts.batch_size], torch.Generator().manual_seed(0))
-    fpt, peak = flops_per_token(res.model, b), matmul_peak(device=ts.device or None)
+    fpt, peak = flops_per_token(res.model, b), matmul_peak(device=ts.device or None) * w  # w ranks: w matmuls at once
     rep = dict(pretrain=ps.to_dict(), train=ts.to_dict(), model=res.model.config.to_dict(),
                parameters=sum(p.numel() for p in res.model.parameters()), train_rows=len(train_rows),
                eval=h[-1].get("eval"), tokens_per_s=h[-1].get("tokens_per_s"), device=device_name(ts.device or None),

@@ -32,6 +32,8 @@ def _parser():
     a("--corpus", default="embedded", help="'embedded', an unlabeled.json, a FewCLUE folder or a folder of .txt")
     for f, t in (("--steps", int), ("--batch-size", int), ("--lr", float), ("--warmup", int)): a(f, type=t, help="default: per preset")
     a("--seq-len", type=int, default=128); a("--whole-word", action="store_true", help="mask whole jieba words")
+    a("--nproc", type=int, default=1, help="data-parallel processes on this machine (torchrun + DDP; 1 thread each)")
+    a("--port", type=int, default=29511, help="rendezvous port with --nproc")
     a("--mask-prob", type=float, help="training masking rate (default: per preset; accuracy is always reported at 15%%)")
     a("--eval-every", type=int, default=100); a("--save-every", type=int, default=100)
     a("--resume", action="store_true", help="continue from the run's latest checkpoint")
@@ -58,13 +60,24 @@ def settings_from_args(a) -> tuple[PretrainSettings, TrainSettings, Path]:
     return ps, ts, out
 def cli_main(argv: list[str] | None = None) -> int:
     "`fewkit pretrain`: train, save, and print held-out accuracy, tokens/s, FLOP utilisation and fills."
-    import sys
-    a = _parser().parse_args(argv)
+    import os, subprocess, sys
+    argv = sys.argv[1:] if argv is None else list(argv); a = _parser().parse_args(argv)
+    if a.nproc > 1 and "RANK" not in os.environ:  # start this same command on N processes (torchrun), DDP
+        from fewkit.parallel.distributed import launch_command
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        rest = [x for i, x in enumerate(argv) if not (x.startswith("--nproc") or (i and argv[i - 1] == "--nproc"))]
+        # (torchrun would take a left-over --nproc for its own --nproc-per-node)
+        return subprocess.call(launch_command("-m", ["fewkit.pretrain.run", *rest], a.nproc, port=a.port), env=env)
+    from fewkit.parallel.distributed import close_distributed, init_distributed
     try:
         ps, ts, out = settings_from_args(a)
-        rep = pretrain(ps, ts, save_to=out, resume=a.resume)
+        if "RANK" in os.environ:  # under torchrun / fewkit launch: data parallel over the group
+            init_distributed(); ts = ts.replace(parallel="ddp")
+        try: rep = pretrain(ps, ts, save_to=out, resume=a.resume, progress=True)
+        finally: close_distributed()
     except FewkitError as e:
         print(f"fewkit pretrain: error: {e}", file=sys.stderr); return 2
+    if "rank" in rep: return 0  # ranks > 0: rank 0 saves and reports
     print(f"saved {out}\nheld-out MLM accuracy {rep['eval']['acc']:.3f} (loss {rep['eval']['loss']:.3f}, {rep['eval']['n']} tokens); {rep['tokens_per_s']:,.0f} tokens/s; "
           f"{rep['flops_per_token'] / 1e6:.1f} MFLOP/token, ~{rep['flop_utilisation']:.0%} of a {rep['matmul_peak_flops'] / 1e9:.0f} GFLOP/s matmul ({rep['device']})")
     for p, f in rep["fills"].items(): print(f"  {p}: " + " ".join(f"{t}({x:.2f})" for t, x in f))
@@ -109,3 +122,7 @@ def bench(out: Path, quick: bool = False) -> dict:
     rep = pretrain(*settings_from_args(a)[:2], save_to=Path(out) / "pretrain-backbone"); rep.pop("_model"); rep.pop("_tok")
     plot_curve(rep, Path(out) / "pretrain_curve.png")
     return dict(env=env_info(), **rep)
+
+# %% ../../nbs/40b_pretrain_run.ipynb #d827a5f1
+if __name__ == "__main__":  # `python -m fewkit.pretrain.run ...`: what `--nproc N` starts on each rank
+    raise SystemExit(cli_main())
