@@ -124,5 +124,6 @@ def bench(out: Path, quick: bool = False) -> dict:
     return dict(env=env_info(), **rep)
 
 # %% ../../nbs/40b_pretrain_run.ipynb #d827a5f1
-if __name__ == "__main__":  # `python -m fewkit.pretrain.run ...`: what `--nproc N` starts on each rank
+if __name__ == "__main__" and "__file__" in globals():  # `python -m fewkit.pretrain.run` (--nproc N per rank);
+    # a notebook kernel is also "__main__" but has no __file__
     raise SystemExit(cli_main())
