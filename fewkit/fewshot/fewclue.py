@@ -194,6 +194,9 @@ def plot_results(results: list[dict], path=None, device=None):
         xs = [i for i, t in enumerate(tasks) if t in rs]
         ax.bar([x + j * w for x in xs], [rs[tasks[x]]["dev_mean"] for x in xs], w,
                yerr=[rs[tasks[x]]["dev_std"] for x in xs], label=m, capsize=2)
+    for i, t in enumerate(tasks):  # what guessing uniformly would score
+        ax.hlines(1 / len(task_info(t).labels), i - w / 2, i + 0.8 - w / 2, colors="k", linestyles=":",
+                  label="chance (1 / classes)" if i == 0 else None)
     ax.set_xticks([i + 0.4 - w / 2 for i in range(len(tasks))], tasks, rotation=30); ax.set_ylabel("accuracy"); ax.legend(fontsize=8)
     if path: save_figure(fig, path)
     return fig
