@@ -228,7 +228,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=None, help="FewCLUE datasets/ folder (default: shared/fewclue, else data_samples)")
     ap.add_argument("--out", default="runs/fewclue", help="output folder")
     ap.add_argument("--splits", default=None, help="comma-separated splits (default: every train_k present, 0-4)")
-    for k, v in (("epochs", 10), ("max-steps", 400), ("max-len", 128), ("lr", 1e-4), ("batch-size", 16), ("seed", 0)):
+    for k, v in (("epochs", 10), ("max-steps", 400), ("max-len", 128), ("lr", 1e-3), ("batch-size", 16), ("seed", 0)):
         ap.add_argument(f"--{k}", type=type(v), default=v, help=f"training setting (default {v})")
     ap.add_argument("--select", type=int, default=2, help="dev evaluations during training (best kept); 0 = last state")
     a, log = ap.parse_args(argv), get_logger("fewkit.fewclue")
@@ -284,7 +284,7 @@ def demo_section(out: Path, ctx: dict) -> str:
     from fewkit.data import review_task
     from fewkit.measure import figure, save_figure
     load, tok, desc = _backbone(ctx.get("backbone"))
-    info, cfg = task_info("reviews"), FewShotSettings(epochs=6, min_steps=12, max_len=64, lr=2e-4)
+    info, cfg = task_info("reviews"), FewShotSettings(epochs=6, min_steps=12, max_len=64)
     acc = {"fine-tune": [], "PET": [], "Fuzzy-PET": []}
     for seed in range(5):
         data = review_task(seed=seed, shots=16); test = data["test"][:150]; c = cfg.replace(seed=seed)
