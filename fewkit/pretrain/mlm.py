@@ -203,8 +203,8 @@ def sinusoid_positions_(w: torch.Tensor, std: float = 0.02) -> torch.Tensor:
 @torch.no_grad()
 def init_output_bias(model: BertForMaskedLM, rows, vocab_size: int) -> torch.Tensor:
     "Set the MLM output bias to the log unigram frequencies of the training `rows` (add-one smoothed); returns it."
-    counts = torch.ones(vocab_size, dtype=torch.float64)
-    for r in rows: counts += torch.bincount(r[0], minlength=vocab_size)[:vocab_size]
+    ids = torch.cat([r[0] for r in rows])                                  # one count over every training token
+    counts = torch.bincount(ids, minlength=vocab_size)[:vocab_size].double() + 1
     logp = (counts / counts.sum()).log(); b = model.cls.predictions.bias
     b.copy_((logp - logp.mean()).to(b.dtype)); return b
 def pretrain(ps: PretrainSettings, ts: TrainSettings, save_to: str | Path | None = None, resume=False,
