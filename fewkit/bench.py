@@ -28,6 +28,8 @@ BENCHES = {  # name: module:function
     "pretrain": "fewkit.pretrain.run:bench",
     "nli": "fewkit.pretrain.nli:bench",
     "fewshot": "fewkit.fewshot.fewclue:bench",
+    "verbalizers": "fewkit.fewshot.fuzzy_pet:bench",
+    "selftrain": "fewkit.fewshot.self_training:bench",
     "knowledge": "fewkit.knowledge.tasks:bench",
 }
 GROUPS = {"one-device": ["checkpointing", "accumulation", "lamb", "amp", "fusion"],
@@ -53,15 +55,19 @@ def resolve(names: list[str]) -> list[str]:
     return list(dict.fromkeys(out))
 
 # %% ../nbs/91_bench.ipynb #5ac19fb8
-def run_bench(name: str, out="runs/bench", quick: bool = False) -> dict:
-    "Run one benchmark and write out/<name>.json; returns what was written."
+def run_bench(name: str, out="runs/bench", quick: bool = False, **narrow) -> dict:
+    "Run one benchmark and write out/<name>.json; returns what was written. `narrow`: e.g. tasks=[...], splits=[...]."
+    import inspect
     from fewkit.measure import env_info
     fn = _fn(name)
     if fn is None: raise FewkitError(f"fewkit bench: {name!r} is not available in this version ({BENCHES[name]})")
+    narrow = {k: v for k, v in narrow.items() if v is not None}
+    unknown = set(narrow) - set(inspect.signature(fn).parameters)
+    if unknown: raise FewkitError(f"fewkit bench {name}: does not take {sorted(unknown)}")
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    res = fn(out, quick=quick)
-    rec = dict(name=name, quick=quick, wall_s=round(time.perf_counter() - t0, 2), env=env_info(),
+    res = fn(out, quick=quick, **narrow)
+    rec = dict(name=name, quick=quick, **narrow, wall_s=round(time.perf_counter() - t0, 2), env=env_info(),
                pngs=sorted(p.name for p in out.glob(f"{name}*.png")), results=res)
     write_json(out / f"{name}.json", rec)
     return rec
@@ -71,7 +77,10 @@ def cli_main(argv: list[str]) -> int:
     p.add_argument("names", nargs="+", help=f"benchmark names, groups {sorted(GROUPS)}, 'all', or 'list'")
     p.add_argument("--out", default="runs/bench", help="output folder (default runs/bench)")
     p.add_argument("--quick", action="store_true", help="smoke-sized run (seconds), for checking the pipeline")
+    p.add_argument("--tasks", help="comma-separated FewCLUE tasks (verbalizers, selftrain)")
+    p.add_argument("--splits", help="comma-separated splits, e.g. 0,1,2 (verbalizers, selftrain)")
     a = p.parse_args(argv)
+    narrow = dict(tasks=a.tasks.split(",") if a.tasks else None, splits=[int(k) for k in a.splits.split(",")] if a.splits else None)
     if a.names == ["list"]:
         for n in BENCHES: print(f"{n:14} {'available' if n in available() else 'not in this version'}")
         for g, ns in GROUPS.items(): print(f"{g:14} = {' '.join(ns)}")
@@ -82,7 +91,7 @@ def cli_main(argv: list[str]) -> int:
     for n in names:
         print(f"== fewkit bench {n}", flush=True)
         try:
-            rec = run_bench(n, a.out, a.quick)
+            rec = run_bench(n, a.out, a.quick, **narrow)
             print(f"   wrote {Path(a.out) / (n + '.json')} and {len(rec['pngs'])} PNG(s) in {rec['wall_s']} s")
         except Exception:
             traceback.print_exc(); failed.append(n)

@@ -41,7 +41,8 @@ class TrainSettings(Settings):
     fusion: dict = field(default_factory=dict)         # fewkit.efficiency.fusion.FusionSettings
     checkpointing: dict = field(default_factory=dict)  # fewkit.efficiency.checkpointing.CheckpointSettings
     compile: bool = False                              # torch.compile after fusion and checkpointing
-    parallel: str = "none"                             # 'none' | 'ddp' (process group already initialised)
+    parallel: str = "none"                             # 'none' | 'ddp' | 'zero' (process group already initialised)
+    zero: dict = field(default_factory=dict)           # parallel='zero': fewkit.parallel.zero.ZeroSettings (stage 0-2, dtype)
     optim: dict = field(default_factory=dict)          # fewkit.efficiency.lamb.OptimSettings; {} = torch AdamW
     accum: dict = field(default_factory=dict)          # fewkit.efficiency.grad_accum.AccumSettings
     amp: dict = field(default_factory=dict)            # fewkit.efficiency.mixed_precision.AmpSettings
@@ -79,9 +80,11 @@ def apply_techniques(model: nn.Module, s: TrainSettings) -> nn.Module:
     if s.parallel == "ddp":
         if not torch.distributed.is_initialized(): raise FewkitError("parallel='ddp' needs an initialised process group (run under torchrun / fewkit launch)")
         model = nn.parallel.DistributedDataParallel(model)
+    elif s.parallel == "zero":   # no wrapper: fewkit.parallel.zero.Zero hooks the parameters (see `fit`)
+        if not torch.distributed.is_initialized(): raise FewkitError("parallel='zero' needs an initialised process group (run under torchrun / fewkit launch)")
+        if s.compile: raise FewkitError("parallel='zero' with compile=True: ZeRO's gradient hooks are not traced; switch one off")
     elif s.parallel != "none":
-        raise FewkitError(f"TrainSettings.parallel={s.parallel!r}: the trainer wires 'none' and 'ddp'; "
-                          "ZeRO/DeepSpeed run through fewkit.parallel")
+        raise FewkitError(f"TrainSettings.parallel={s.parallel!r}: expected 'none', 'ddp' or 'zero'")
     return model
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -212,11 +215,12 @@ def _to(batch: dict, device) -> dict:
 def _n_tokens(batch: dict, count: int) -> int:
     return int(batch["input_ids"].numel()) if "input_ids" in batch else count
 
-def train_step(model, batch: dict, loss_fn, count_fn, prec, split=None) -> tuple[float, int]:
+def train_step(model, batch: dict, loss_fn, count_fn, prec, split=None, averaged: bool | None = None) -> tuple[float, int]:
     "One optimizer step over `batch` (split into micro-batches by `split`); returns (mean loss, count)."
     mbs = split(batch) if split else [batch]
     norm, scale = sum(int(count_fn(mb)) for mb in mbs), 1  # over ALL micro-batches, before any backward
-    if isinstance(model, nn.parallel.DistributedDataParallel):  # DDP averages gradients over ranks: normalise by
+    if averaged is None: averaged = isinstance(model, nn.parallel.DistributedDataParallel)
+    if averaged:  # DDP and ZeRO average gradients over ranks: normalise by
         norm, scale = _all_sum(norm, batch), dist.get_world_size()  # the global count, times world: the global mean
     total = 0.0
     for mb in mbs:
@@ -232,37 +236,64 @@ def _all_sum(x: float, batch: dict) -> float:
     t = torch.tensor([float(x)], dtype=torch.float64, device=dev); dist.all_reduce(t); return t.item()
 
 # %% ../nbs/05_train.ipynb #7af9a2f6
+class _ZeroStep:
+    "parallel='zero': PlainPrecision's interface over a fewkit.parallel.zero.Zero (its own Adam, dtype and clipping)."
+    def __init__(self, z, grad_clip=0.0): self.z, self.clip = z, grad_clip
+    def autocast(self): return nullcontext()
+    def backward(self, loss): loss.backward()
+    def step(self) -> bool: self.z.step(self.clip); return True
+    def zero_grad(self): self.z.zero_grad()
+    def state_dict(self): return dict(masters=[u.master.detach().clone() for u in self.z.units]) if self.z.mixed else {}
+    def load_state_dict(self, d):
+        with torch.no_grad():
+            for u, m in zip(self.z.units, d.get("masters", [])): u.master.copy_(m)
+
+def _build_zero(model, s: TrainSettings):
+    "(optimizer, step object) for parallel='zero': ZeRO stage 0-2 Adam over this rank's partition."
+    from fewkit.parallel.zero import Zero, ZeroSettings
+    if technique_on(s, "optim") or technique_on(s, "amp"):
+        raise FewkitError("parallel='zero' brings its own Adam and precision (zero={'dtype': 'bf16'}); leave optim and amp empty")
+    zs = ZeroSettings.from_dict({**s.zero, "lr": s.lr})
+    if zs.stage not in (0, 1, 2): raise FewkitError(f"TrainSettings.zero stage={zs.stage}: fit wires stages 0-2 (stage 3 frees the "
+                                                    "parameters between layers; run it through fewkit.parallel.zero)")
+    z = Zero(unwrap(model), zs); return z.opt, _ZeroStep(z, s.grad_clip)
+
+def _rank_dir(ckdir: Path, r: int) -> Path: return ckdir / f"rank{r:03d}"
+
 def fit(model: nn.Module, batches, loss_fn: Callable, s: TrainSettings, count_fn: Callable | None = None,
         eval_fn: Callable | None = None, resume: bool | str | Path = False, progress: bool = True) -> TrainResult:
     "Train `model` on `batches` for `s.steps` steps; `resume`=True (latest) or a checkpoint path."
     seed_everything(s.seed); log = get_logger("fewkit.train")
     count_fn = count_fn or (lambda b: len(next(iter(b.values()))))
     device = get_device(s.device or None); model = apply_techniques(model.to(device), s)
-    opt = build_optimizer(model, s)
+    zero = s.parallel == "zero"
+    opt, prec = _build_zero(model, s) if zero else (build_optimizer(model, s), None)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: lr_factor(i, s.warmup, s.steps))
-    prec = build_precision(model, opt, s)
+    prec = prec or build_precision(model, opt, s)
     split = None
     if technique_on(s, "accum"):
         mod, acc = _technique(s, "accum"); split = lambda b: mod.split_batch(b, acc.micro_batches)
+    main, world, r = (dist.get_rank() == 0, dist.get_world_size(), dist.get_rank()) if s.parallel in ("ddp", "zero") else (True, 1, 0)
     out = Path(s.out); ckdir = out / "checkpoints"; history, step, last = [], 0, None
     if resume:
         last = latest_checkpoint(ckdir) if resume is True else Path(resume)
         if last is None: log.info(f"no checkpoint in {ckdir}: starting from step 0")
         else:
             ck = load_checkpoint(last)
-            unwrap(model).load_state_dict(ck["model"]); opt.load_state_dict(ck["optimizer"])
-            sched.load_state_dict(ck["scheduler"]); prec.load_state_dict(ck["scaler"])
-            batches.load_state_dict(ck["data"]); history, step = ck["history"], ck["step"]
+            unwrap(model).load_state_dict(ck["model"])
+            mine = ck if r == 0 or not zero else load_checkpoint(_rank_dir(last.parent, r) / last.name)  # ZeRO: own partition
+            if mine["step"] != ck["step"]: raise CheckpointError(last, f"rank {r}'s partition is at step {mine['step']}, not {ck['step']}")
+            opt.load_state_dict(mine["optimizer"]); prec.load_state_dict(mine["scaler"])
+            sched.load_state_dict(ck["scheduler"]); batches.load_state_dict(ck["data"]); history, step = ck["history"], ck["step"]
             set_rng_state(ck["rng"]); log.info(f"resumed from {last} at step {step}")
-    main, world = (dist.get_rank() == 0, dist.get_world_size()) if s.parallel == "ddp" else (True, 1)
-    if main:  # under DDP, rank 0 alone writes the log and checkpoints and evaluates
+    if main:  # under DDP/ZeRO, rank 0 alone writes the log and evaluates
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "log.jsonl", lambda f: f.write("".join(json.dumps(h) + "\n" for h in history)), "w")
     model.train(); busy, toks = 1e-9, 0   # tokens/s counts data + step time, not eval or checkpoints
     bar = tqdm(total=s.steps, initial=step, desc="train", disable=not (progress and main), mininterval=1)
     while step < s.steps:
         t = time.perf_counter(); batch = _to(next(batches), device); lr = opt.param_groups[0]["lr"]
-        loss, n = train_step(model, batch, loss_fn, count_fn, prec, split); sched.step(); step += 1
+        loss, n = train_step(model, batch, loss_fn, count_fn, prec, split, averaged=world > 1); sched.step(); step += 1
         busy += time.perf_counter() - t; rate = (toks := toks + _n_tokens(batch, n // world) * world) / busy  # all ranks
         rec = dict(step=step, loss=loss, lr=lr, count=n, tokens_per_s=rate)
         if main and eval_fn is not None and ((s.eval_every and step % s.eval_every == 0) or step == s.steps):
@@ -272,11 +303,14 @@ def fit(model: nn.Module, batches, loss_fn: Callable, s: TrainSettings, count_fn
         history.append(rec); bar.update(1); bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{rate:,.0f}")
         if main:
             with open(out / "log.jsonl", "a") as f: f.write(json.dumps(rec) + "\n")
-        if main and s.save_every and (step % s.save_every == 0 or step == s.steps):
+        if s.save_every and (step % s.save_every == 0 or step == s.steps) and (main or zero):
             if not hasattr(batches, "state_dict"): raise FewkitError("checkpoints need a batch iterator with state_dict() (e.g. BatchStream)")
-            payload = dict(model=unwrap(model).state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-                           scaler=prec.state_dict(), data=batches.state_dict(), rng=get_rng_state(),
-                           history=history, step=step, settings=s.to_dict())
-            last = save_checkpoint(ckdir, step, payload, s.keep)
+            if main:
+                payload = dict(model=unwrap(model).state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+                               scaler=prec.state_dict(), data=batches.state_dict(), rng=get_rng_state(),
+                               history=history, step=step, settings=s.to_dict())
+                last = save_checkpoint(ckdir, step, payload, s.keep)
+            else:   # ZeRO: every other rank keeps its optimizer partition beside rank 0's checkpoint, same step name
+                save_checkpoint(_rank_dir(ckdir, r), step, dict(optimizer=opt.state_dict(), scaler=prec.state_dict(), step=step), s.keep)
     bar.close()
     return TrainResult(unwrap(model), history, last)

@@ -15,7 +15,7 @@ from .pet import (PATTERNS, WORDS, FewShotSettings, auto_words, char_id, name_wo
 
 # %% auto #0
 __all__ = ['GROUPS', 'COMBINE', 'word_groups', 'usable_groups', 'fuzzy_scores', 'fuzzy_loss', 'mean_logit_scores',
-           'mean_logprob_scores', 'train_method', 'predict_probs', 'compare_verbalizers', 'plot_comparison']
+           'mean_logprob_scores', 'train_method', 'predict_probs', 'compare_verbalizers', 'plot_comparison', 'bench']
 
 # %% ../../nbs/51_fuzzy_pet.ipynb #e972b894
 GROUPS = {  # task -> groups; a group maps each label to a word of the same length
@@ -122,3 +122,23 @@ def plot_comparison(results: list[dict], path=None, device=None):
     ax.set_ylabel("accuracy"); ax.legend(fontsize=7, ncol=2)
     if path: save_figure(fig, path)
     return fig
+
+# %% ../../nbs/51_fuzzy_pet.ipynb #40c50baf
+def bench(out, quick: bool = False, tasks: list[str] | None = None, splits: list[int] | None = None) -> dict:
+    "`fewkit bench verbalizers`: label-word spread per task, PET per word group against Fuzzy-PET; verbalizers.png."
+    from pathlib import Path
+    from fewkit.data import FEWCLUE_TASKS
+    from fewkit.fewshot.fewclue import _backbone, task_settings
+    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    load, tok, desc = _backbone()
+    tasks = tasks or (["eprstmt"] if quick else [t for t in FEWCLUE_TASKS if len(usable_groups(task_info(t), tok)) > 1])
+    splits = list(splits if splits is not None else ([0] if quick else range(5)))
+    cfg = FewShotSettings(epochs=2, min_steps=4, max_steps=8, max_len=64) if quick else FewShotSettings()
+    res, log = [], get_logger("fewkit.fuzzy_pet")
+    for t in tasks:
+        res.append(compare_verbalizers(load, tok, t, task_settings(t, cfg), splits, methods=("fuzzy",)))
+        log.info(f"{t}: " + ", ".join(f"{n} {m:.3f}±{s:.3f}" for n, (m, s) in res[-1]["summary"].items()) + f"; spread {res[-1]['spread']:.3f}")
+    plot_comparison(res, out / "verbalizers.png")
+    rows = "\n".join(f"| {r['task']} | " + " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in r["summary"].values()) + f" | {r['spread']:.3f} |" for r in res)
+    return dict(backbone=desc, splits=splits, settings=cfg.to_dict(), results=res, spread={r["task"]: r["spread"] for r in res},
+                table="| task | PET per group …, Fuzzy-PET | spread |\n|---|---|---|\n" + rows)

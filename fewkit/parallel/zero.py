@@ -14,8 +14,8 @@ from ..core import FewkitError, Settings
 from .distributed import rank, world_size, tiny_bert, mlm_batch
 
 # %% auto #0
-__all__ = ['DTYPES', 'ZeroSettings', 'zero_formula_bytes', 'Zero', 'step', 'zero_grad', 'distinct_bytes', 'state_bytes', 'numel',
-           'zero_run', 'zero_memory', 'zero_subgroup']
+__all__ = ['DTYPES', 'ZeroSettings', 'zero_formula_bytes', 'Zero', 'step', 'zero_grad', 'clip_', 'distinct_bytes', 'state_bytes',
+           'numel', 'zero_run', 'zero_memory', 'zero_subgroup']
 
 # %% ../../nbs/21_zero.ipynb #e5fae78d
 DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}
@@ -154,12 +154,13 @@ def _finish(self):
     for u in self.units: u.missing = len(u.params)
 
 @torch.no_grad()
-def step(self):
-    "Finish the gradient collectives, Adam on this rank's fp32 partition, then share the new parameters."
+def step(self, max_norm: float = 0.0):
+    "Finish the gradient collectives, (clip,) Adam on this rank's fp32 partition, then share the new parameters."
     self._finish()
     for u in self.units:
         g = u.grad[u.sl] if self.cfg.stage < 2 else u.grad
         u.master.grad = g.float() if self.mixed else g
+    if max_norm > 0: self.clip_(max_norm)
     self.opt.step()
     for u in self.units:
         if self.mixed: u.master.grad = None  # the fp32 copy of the gradient was temporary
@@ -174,7 +175,17 @@ def zero_grad(self):
     "Zero the gradient buffers (flat views stay in place)."
     for u in self.units: u.grad.zero_()
 
-Zero._finish, Zero.step, Zero.zero_grad = _finish, step, zero_grad
+@torch.no_grad()
+def clip_(self, max_norm: float) -> float:
+    "Scale this rank's gradient partition so the *global* gradient norm is at most `max_norm` (as clip_grad_norm_)."
+    sq = torch.stack([u.master.grad.float().pow(2).sum() for u in self.units]).sum().double()
+    if self.cfg.stage > 0 and self.n > 1: dist.all_reduce(sq, group=self.group)   # partitions: sum the squares over ranks
+    norm = sq.sqrt().item(); coef = min(1.0, max_norm / (norm + 1e-6))
+    if coef < 1:
+        for u in self.units: u.master.grad.mul_(coef)
+    return norm
+
+Zero._finish, Zero.step, Zero.clip_, Zero.zero_grad = _finish, step, clip_, zero_grad
 
 # %% ../../nbs/21_zero.ipynb #564c7941
 def distinct_bytes(tensors) -> int:

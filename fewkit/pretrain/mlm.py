@@ -18,7 +18,7 @@ from ..train import BatchStream, TrainSettings, fit, unwrap
 # %% auto #0
 __all__ = ['TEXT_KEYS', 'PROMPTS', 'jsonl_texts', 'read_corpus', 'pack', 'mask_tokens', 'MLMCollate', 'mlm_loss_sum', 'mlm_count',
            'mlm_accuracy', 'top_fills', 'matmul_peak', 'flops_per_token', 'PretrainSettings', 'build_data',
-           'build_model', 'sinusoid_positions_', 'init_output_bias', 'pretrain']
+           'build_model', 'local_attention_init_', 'sinusoid_positions_', 'init_output_bias', 'pretrain']
 
 # %% ../../nbs/40_pretrain.ipynb #b46ff730
 TEXT_KEYS = ("sentence", "sentence1", "sentence2", "content", "abst", "text")
@@ -167,6 +167,8 @@ class PretrainSettings(Settings):
     eval_mask_prob: float = 0.15   # held-out accuracy is always measured at BERT's 15 %, whatever the training rate
     bias_init: bool = True         # start the output bias at log unigram frequencies (skips the "learn 的" phase)
     pos_init: str = "random"       # "sinusoid": position embeddings start as scaled sines/cosines (relative offsets are linear)
+    local_heads: list = field(default_factory=lambda: [[-1, 1], [-2, 2]])  # per layer, the offset each head starts looking at
+    local_scale: float = 2.0       # how sharply they start (2: ~99 % of the attention on the offset); local_heads=[]: plain init
     whole_word: bool = False
     n_eval: int = 256           # held-out rows
     max_texts: int = 0          # 0 = the whole corpus
@@ -190,8 +192,44 @@ def build_model(ps: PretrainSettings, tok) -> BertForMaskedLM:
     cfg = cfg.replace(**(ps.model or {}))
     if cfg.max_position_embeddings < ps.seq_len: cfg = cfg.replace(max_position_embeddings=ps.seq_len)
     m = BertForMaskedLM(cfg)
+    if ps.pos_init not in ("random", "sinusoid"): raise FewkitError(f"PretrainSettings.pos_init: expected random | sinusoid, got {ps.pos_init!r}")
+    if ps.local_heads and ps.pos_init == "sinusoid": raise FewkitError("PretrainSettings: pos_init='sinusoid' and local_heads both set "
+                                                                        "the position embeddings; use local_heads=[] with it")
     if ps.pos_init == "sinusoid": sinusoid_positions_(m.bert.embeddings.position_embeddings.weight, cfg.initializer_range)
-    elif ps.pos_init != "random": raise FewkitError(f"PretrainSettings.pos_init: expected random | sinusoid, got {ps.pos_init!r}")
+    if ps.local_heads:   # a model with fewer layers or heads gets the offsets that fit
+        local_attention_init_(m, [o[:cfg.num_attention_heads] for o in ps.local_heads[:cfg.num_hidden_layers]], ps.local_scale)
+    return m
+@torch.no_grad()
+def local_attention_init_(m: BertForMaskedLM, offsets, scale: float = 2.0) -> BertForMaskedLM:
+    """Start head h of layer l attending to position i + offsets[l][h] (e.g. -1: the previous character).
+
+    The last n = min(head dim, H/2) hidden dimensions hold positions only: token and segment embeddings start at 0
+    there, position p starts as (cos ω_k p, sin ω_k p) with ω_k = π(k - ½)/(n/2), k = 1..n/2. Then
+    Σ_k cos ω_k d is n/2 at d = 0, 0 at every other |d| < n, -n/2 at |d| = n: a one-position peak. A head's
+    key reads that subspace as it is; its query rotates it by the offset δ, so q_i · k_j peaks at j = i + δ.
+    Only the starting weights change: the architecture, and so the Hugging Face format, are plain BERT."""
+    cfg, e = m.config, m.bert.embeddings; H, d = cfg.hidden_size, cfg.head_dim
+    n = min(d, H // 2) // 2 * 2; K = n // 2; P = slice(H - n, H)
+    if len(offsets) > cfg.num_hidden_layers or any(len(o) > cfg.num_attention_heads for o in offsets):
+        raise FewkitError(f"local_heads {offsets}: more layers/heads than the model's {cfg.num_hidden_layers}/{cfg.num_attention_heads}")
+    if any(abs(x) >= n for o in offsets for x in o): raise FewkitError(f"local_heads {offsets}: offsets must be below {n} in size")
+    e.word_embeddings.weight[:, P] = 0; e.token_type_embeddings.weight[:, P] = 0
+    pe = e.position_embeddings.weight; pe.zero_()
+    p = torch.arange(pe.shape[0], dtype=torch.float64)[:, None]
+    w = math.pi * (torch.arange(1, K + 1, dtype=torch.float64) - 0.5) / K
+    amp = cfg.initializer_range * math.sqrt(2)       # per-element rms = the token embeddings' std: neither drowns the other
+    pe[:, H - n::2], pe[:, H - n + 1::2] = (amp * torch.cos(p * w)).to(pe.dtype), (amp * torch.sin(p * w)).to(pe.dtype)
+    for layer, offs in zip(m.bert.encoder.layer, offsets):
+        att = layer.attention.self
+        for h, delta in enumerate(offs):
+            rows = slice(h * d, (h + 1) * d)
+            for lin in (att.query, att.key): lin.weight[rows] = 0; lin.bias[rows] = 0
+            c, s = torch.cos(w * delta), torch.sin(w * delta)   # rotation by δ positions, one 2x2 block per frequency
+            R = torch.zeros(n, n, dtype=torch.float64)
+            R[0::2, 0::2], R[0::2, 1::2] = torch.diag(c), torch.diag(-s)
+            R[1::2, 0::2], R[1::2, 1::2] = torch.diag(s), torch.diag(c)
+            att.query.weight[h * d:h * d + n, P] = (scale * R).to(pe.dtype)
+            att.key.weight[h * d:h * d + n, P] = torch.eye(n, dtype=pe.dtype)
     return m
 @torch.no_grad()
 def sinusoid_positions_(w: torch.Tensor, std: float = 0.02) -> torch.Tensor:
@@ -216,7 +254,7 @@ def pretrain(ps: PretrainSettings, ts: TrainSettings, save_to: str | Path | None
     log.info(f"corpus {ps.corpus}: {len(train_rows)} train rows + {ps.n_eval} held out, {time.perf_counter() - t0:.0f}s")
     seed_everything(ts.seed); model = build_model(ps, tok)
     if ps.bias_init: init_output_bias(model, train_rows, len(tok))
-    ddp = ts.parallel == "ddp"  # under `fewkit pretrain --nproc N` / torchrun: each rank takes its rows of every global batch
+    ddp = ts.parallel in ("ddp", "zero")  # under `fewkit pretrain --nproc N` / torchrun: each rank takes its rows of every global batch
     r, w = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if ddp else (0, 1)
     stream = BatchStream(train_rows, ts.batch_size, collate, seed=ts.seed, rank=r, world=w)
     res = fit(model, stream, mlm_loss_sum, ts, count_fn=mlm_count, eval_fn=lambda m: mlm_accuracy(m, evb),

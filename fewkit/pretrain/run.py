@@ -34,6 +34,8 @@ def _parser():
     a("--seq-len", type=int, default=128); a("--whole-word", action="store_true", help="mask whole jieba words")
     a("--nproc", type=int, default=1, help="data-parallel processes on this machine (torchrun + DDP; 1 thread each)")
     a("--port", type=int, default=29511, help="rendezvous port with --nproc")
+    a("--zero", type=int, choices=[0, 1, 2], help="with --nproc: ZeRO stage (fewkit.parallel.zero Adam; --amp bf16 keeps "
+      "bf16 parameters and gradients) instead of DDP")
     a("--mask-prob", type=float, help="training masking rate (default: per preset; accuracy is always reported at 15%%)")
     a("--eval-every", type=int, default=100); a("--save-every", type=int, default=100)
     a("--resume", action="store_true", help="continue from the run's latest checkpoint")
@@ -71,8 +73,12 @@ def cli_main(argv: list[str] | None = None) -> int:
     from fewkit.parallel.distributed import close_distributed, init_distributed
     try:
         ps, ts, out = settings_from_args(a)
+        if a.zero is not None and a.amp == "fp16": raise FewkitError("--zero takes --amp fp32 or bf16 (ZeRO keeps fp32 master weights)")
         if "RANK" in os.environ:  # under torchrun / fewkit launch: data parallel over the group
-            init_distributed(); ts = ts.replace(parallel="ddp")
+            init_distributed()
+            ts = ts.replace(parallel="ddp") if a.zero is None else \
+                ts.replace(parallel="zero", zero=dict(stage=a.zero, dtype="bf16" if a.amp == "bf16" else "fp32"), amp={})
+        elif a.zero is not None: raise FewkitError("--zero needs --nproc N (N > 1) or a torchrun launch")
         try: rep = pretrain(ps, ts, save_to=out, resume=a.resume, progress=True)
         finally: close_distributed()
     except FewkitError as e:
