@@ -26,6 +26,7 @@ BENCHES = {  # name: module:function
     "parallel": "fewkit.parallel.grid:bench",
     "scaling": "fewkit.parallel.scaling:bench",
     "pretrain": "fewkit.pretrain.run:bench",
+    "sizes": "fewkit.pretrain.run:bench_sizes",
     "nli": "fewkit.pretrain.nli:bench",
     "fewshot": "fewkit.fewshot.fewclue:bench",
     "verbalizers": "fewkit.fewshot.fuzzy_pet:bench",

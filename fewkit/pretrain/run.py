@@ -13,7 +13,8 @@ from ..train import TrainSettings
 from .mlm import PretrainSettings, pretrain
 
 # %% auto #0
-__all__ = ['PRESET_RUN', 'DEMO_STEPS', 'settings_from_args', 'cli_main', 'plot_curve', 'demo_section', 'bench']
+__all__ = ['PRESET_RUN', 'DEMO_STEPS', 'SIZE_SHAPES', 'settings_from_args', 'cli_main', 'plot_curve', 'demo_section', 'bench',
+           'bench_sizes']
 
 # %% ../../nbs/40b_pretrain_run.ipynb #99ae5794
 # steps/batch/lr per preset: chosen so that `tiny` finishes in <= 20 minutes on a 2-core CPU
@@ -135,3 +136,28 @@ def bench(out: Path, quick: bool = False) -> dict:
 if __name__ == "__main__" and "__file__" in globals():  # `python -m fewkit.pretrain.run` (--nproc N per rank);
     # a notebook kernel is also "__main__" but has no __file__
     raise SystemExit(cli_main())
+
+# %% ../../nbs/40b_pretrain_run.ipynb #dbe6c924
+SIZE_SHAPES = {"L4 H128": {}, "L6 H128": dict(num_hidden_layers=6), "L4 H192": dict(hidden_size=192, intermediate_size=768)}
+def bench_sizes(out: Path, quick: bool = False, base_steps: int = 800) -> dict:
+    "`fewkit bench sizes`: model shapes trained with the same FLOPs (base_steps of the tiny preset); held-out accuracy."
+    import time, torch
+    from fewkit.measure import env_info
+    from fewkit.tokenizer import default_tokenizer
+    from fewkit.pretrain.mlm import build_data, build_model, flops_per_token
+    tok, run = default_tokenizer(), PRESET_RUN["tiny"]
+    shapes = dict(list(SIZE_SHAPES.items())[:2]) if quick else SIZE_SHAPES
+    kw = dict(max_texts=3000, n_eval=64) if quick else {}
+    base_steps = 10 if quick else base_steps
+    def fpt(model):   # FLOPs per token of one training step, on the same 16 rows
+        ps = PretrainSettings(model=model, max_texts=2000, n_eval=64); rows, _, collate = build_data(ps, tok)
+        return flops_per_token(build_model(ps, tok), collate(rows[:16], torch.Generator().manual_seed(0)))
+    f0, res = fpt({}), []
+    for name, model in shapes.items():
+        f = fpt(model); steps = max(1, round(base_steps * f0 / f)); t = time.perf_counter()
+        ts = TrainSettings(steps=steps, batch_size=run["batch_size"], lr=run["lr"], warmup=max(steps // 20, 1), eval_every=0,
+                           save_every=0, out=str(Path(out) / "sizes" / name.replace(" ", "_")))
+        rep = pretrain(PretrainSettings(mask_prob=run["mask_prob"], model=model, **kw), ts, progress=False, tok=tok)
+        res.append(dict(shape=name, parameters=rep["parameters"], steps=steps, flop_ratio=f / f0, acc=rep["eval"]["acc"],
+                        loss=rep["eval"]["loss"], tokens_per_s=rep["tokens_per_s"], seconds=time.perf_counter() - t))
+    return dict(env=env_info(), base_steps=base_steps, results=res)
