@@ -44,3 +44,33 @@ def test_zero_and_dp_in_a_group_without_rank_0():
     assert res[0] is None
     for r in res[1:]:
         assert abs(r['zero'] - r['ref']) < 1e-6 and abs(r['dp'] - r['ref']) < 1e-6, r
+
+
+def test_zero_clip_equals_clip_grad_norm_on_one_process():
+    # Zero.clip_ (used by fit's parallel='zero') against torch's clip_grad_norm_, fresh random gradients
+    import socket
+    import torch, torch.distributed as dist
+    from fewkit.parallel.distributed import tiny_bert
+    from fewkit.parallel.zero import Zero, ZeroSettings
+    with socket.socket() as s: s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        for stage in (1, 2):
+            ref, m = tiny_bert(0), tiny_bert(0)
+            z = Zero(m, ZeroSettings(stage=stage))
+            ids = torch.randint(5, 64, (2, 8))
+            for model in (ref, m):
+                model(input_ids=ids).float().pow(2).mean().mul(1e3).backward()   # large: clipping is active
+            z._finish()
+            for u in z.units: u.master.grad = (u.grad[u.sl] if stage < 2 else u.grad).clone()
+            norm = z.clip_(0.5)
+            want = torch.nn.utils.clip_grad_norm_(ref.parameters(), 0.5).item()
+            assert abs(norm - want) / want < 1e-5 and want > 0.5
+            name = {id(p): n for n, p in m.named_parameters()}; ref_p = dict(ref.named_parameters())
+            for u in z.units:                     # one process: the partition is the whole flat unit
+                for p in u.params:
+                    got = u.master.grad[u.offset[p]:u.offset[p] + p.numel()]
+                    exp = ref_p[name[id(p)]].grad.flatten()
+                    assert torch.allclose(got, exp, rtol=1e-5, atol=1e-8), (name[id(p)], (got - exp).abs().max())
+    finally:
+        dist.destroy_process_group()

@@ -139,6 +139,9 @@ def bench(out, quick: bool = False, tasks: list[str] | None = None, splits: list
         res.append(compare_verbalizers(load, tok, t, task_settings(t, cfg), splits, methods=("fuzzy",)))
         log.info(f"{t}: " + ", ".join(f"{n} {m:.3f}±{s:.3f}" for n, (m, s) in res[-1]["summary"].items()) + f"; spread {res[-1]['spread']:.3f}")
     plot_comparison(res, out / "verbalizers.png")
-    rows = "\n".join(f"| {r['task']} | " + " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in r["summary"].values()) + f" | {r['spread']:.3f} |" for r in res)
+    names = max((list(r["summary"]) for r in res), key=len)      # pet:0 .. pet:G-1, fuzzy (csldcp/iflytek: 2 groups)
+    cell = lambda r, n: "{:.3f} ± {:.3f}".format(*r["summary"][n]) if n in r["summary"] else "–"
+    rows = "\n".join(f"| {r['task']} | " + " | ".join(cell(r, n) for n in names) + f" | {r['spread']:.3f} |" for r in res)
+    head = "| task | " + " | ".join(names) + " | spread |\n" + "|---" * (len(names) + 2) + "|\n"
     return dict(backbone=desc, splits=splits, settings=cfg.to_dict(), results=res, spread={r["task"]: r["spread"] for r in res},
-                table="| task | PET per group …, Fuzzy-PET | spread |\n|---|---|---|\n" + rows)
+                table=head + rows)

@@ -106,9 +106,9 @@ def bench(out, quick: bool = False, tasks: list[str] | None = None, splits: list
     ax.set_xlabel("generation (0 = Fuzzy-PET on the labelled data)"); ax.set_ylabel("dev accuracy"); ax.legend()
     save_figure(fig, out / "selftrain.png")
     def row(t, r, g):
-        pa = r["pseudo_acc"][g]
-        return (f"| {t} | {g} | {r['runs'][0][g]['n_pseudo']} | {r['mean'][g]:.3f} ± {r['std'][g]:.3f} | "
-                f"{r['gain'][g - 1]:+.3f} | " if g else f"| {t} | 0 | 0 | {r['mean'][0]:.3f} ± {r['std'][0]:.3f} | | ") +                ("|" if np.isnan(pa) else f"{pa:.2f} |")
+        gain = f"{r['gain'][g - 1]:+.3f}" if g else ""
+        pa = "" if np.isnan(r["pseudo_acc"][g]) else f"{r['pseudo_acc'][g]:.2f}"
+        return f"| {t} | {g} | {r['runs'][0][g]['n_pseudo']} | {r['mean'][g]:.3f} ± {r['std'][g]:.3f} | {gain} | {pa} |"
     rows = [row(t, r, g) for t, r in res.items() for g in range(len(r["mean"]))]
     return dict(backbone=desc, splits=splits, settings=cfg.to_dict(), results=res,
                 table="| task | generation | pseudo-labels | dev acc | gain | pseudo-label acc |\n|---|---|---|---|---|---|\n" + "\n".join(rows))

@@ -149,9 +149,9 @@ def bench_sizes(out: Path, quick: bool = False, base_steps: int = 800) -> dict:
     shapes = dict(list(SIZE_SHAPES.items())[:2]) if quick else SIZE_SHAPES
     kw = dict(max_texts=3000, n_eval=64) if quick else {}
     base_steps = 10 if quick else base_steps
-    def fpt(model):   # FLOPs per token of one training step, on the same 16 rows
-        ps = PretrainSettings(model=model, max_texts=2000, n_eval=64); rows, _, collate = build_data(ps, tok)
-        return flops_per_token(build_model(ps, tok), collate(rows[:16], torch.Generator().manual_seed(0)))
+    probe = PretrainSettings(max_texts=2000, n_eval=64); rows, _, collate = build_data(probe, tok)
+    batch = collate(rows[:16], torch.Generator().manual_seed(0))     # one batch: every shape is costed on the same rows
+    fpt = lambda model: flops_per_token(build_model(probe.replace(model=model), tok), batch)
     f0, res = fpt({}), []
     for name, model in shapes.items():
         f = fpt(model); steps = max(1, round(base_steps * f0 / f)); t = time.perf_counter()
