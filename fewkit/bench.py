@@ -33,26 +33,38 @@ BENCHES = {  # name: module:function
     "selftrain": "fewkit.fewshot.self_training:bench",
     "knowledge": "fewkit.knowledge.tasks:bench",
 }
-GROUPS = {"one-device": ["checkpointing", "accumulation", "lamb", "amp", "fusion"],
-          "many-devices": ["zero", "parallel", "scaling"]}
+GROUPS = {
+    "one-device": ["checkpointing", "accumulation", "lamb", "amp", "fusion"],
+    "many-devices": ["zero", "parallel", "scaling"],
+}
+
 
 def _fn(name):
     mod, fn = BENCHES[name].split(":")
-    if not has_module(mod): return None
+    if not has_module(mod):
+        return None
     return getattr(importlib.import_module(mod), fn, None)
+
 
 def available() -> list[str]:
     "Benchmarks whose code is in this version."
     return [n for n in BENCHES if _fn(n) is not None]
 
+
 def resolve(names: list[str]) -> list[str]:
     "Expand groups and 'all'; reject unknown names."
     out = []
     for n in names:
-        if n == "all": out += available()
-        elif n in GROUPS: out += GROUPS[n]
-        elif n in BENCHES: out.append(n)
-        else: raise FewkitError(f"fewkit bench: unknown benchmark {n!r}; known: {sorted(BENCHES) + sorted(GROUPS) + ['all']}")
+        if n == "all":
+            out += available()
+        elif n in GROUPS:
+            out += GROUPS[n]
+        elif n in BENCHES:
+            out.append(n)
+        else:
+            raise FewkitError(
+                f"fewkit bench: unknown benchmark {n!r}; known: {sorted(BENCHES) + sorted(GROUPS) + ['all']}"
+            )
     return list(dict.fromkeys(out))
 
 # %% ../nbs/91_bench.ipynb #5ac19fb8
@@ -60,34 +72,56 @@ def run_bench(name: str, out="runs/bench", quick: bool = False, **narrow) -> dic
     "Run one benchmark and write out/<name>.json; returns what was written. `narrow`: e.g. tasks=[...], splits=[...]."
     import inspect
     from fewkit.measure import env_info
+
     fn = _fn(name)
-    if fn is None: raise FewkitError(f"fewkit bench: {name!r} is not available in this version ({BENCHES[name]})")
+    if fn is None:
+        raise FewkitError(f"fewkit bench: {name!r} is not available in this version ({BENCHES[name]})")
     narrow = {k: v for k, v in narrow.items() if v is not None}
     unknown = set(narrow) - set(inspect.signature(fn).parameters)
-    if unknown: raise FewkitError(f"fewkit bench {name}: does not take {sorted(unknown)}")
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    if unknown:
+        raise FewkitError(f"fewkit bench {name}: does not take {sorted(unknown)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     res = fn(out, quick=quick, **narrow)
-    rec = dict(name=name, quick=quick, **narrow, wall_s=round(time.perf_counter() - t0, 2), env=env_info(),
-               pngs=sorted(p.name for p in out.glob(f"{name}*.png")), results=res)
+    rec = dict(
+        name=name,
+        quick=quick,
+        **narrow,
+        wall_s=round(time.perf_counter() - t0, 2),
+        env=env_info(),
+        pngs=sorted(p.name for p in out.glob(f"{name}*.png")),
+        results=res,
+    )
     write_json(out / f"{name}.json", rec)
     return rec
 
+
 def cli_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="fewkit bench", description="Run measurements; each writes OUT/NAME.json and PNGs.")
+    p = argparse.ArgumentParser(
+        prog="fewkit bench", description="Run measurements; each writes OUT/NAME.json and PNGs."
+    )
     p.add_argument("names", nargs="+", help=f"benchmark names, groups {sorted(GROUPS)}, 'all', or 'list'")
     p.add_argument("--out", default="runs/bench", help="output folder (default runs/bench)")
     p.add_argument("--quick", action="store_true", help="smoke-sized run (seconds), for checking the pipeline")
     p.add_argument("--tasks", help="comma-separated FewCLUE tasks (verbalizers, selftrain)")
     p.add_argument("--splits", help="comma-separated splits, e.g. 0,1,2 (verbalizers, selftrain)")
     a = p.parse_args(argv)
-    narrow = dict(tasks=a.tasks.split(",") if a.tasks else None, splits=[int(k) for k in a.splits.split(",")] if a.splits else None)
+    narrow = dict(
+        tasks=a.tasks.split(",") if a.tasks else None,
+        splits=[int(k) for k in a.splits.split(",")] if a.splits else None,
+    )
     if a.names == ["list"]:
-        for n in BENCHES: print(f"{n:14} {'available' if n in available() else 'not in this version'}")
-        for g, ns in GROUPS.items(): print(f"{g:14} = {' '.join(ns)}")
+        for n in BENCHES:
+            print(f"{n:14} {'available' if n in available() else 'not in this version'}")
+        for g, ns in GROUPS.items():
+            print(f"{g:14} = {' '.join(ns)}")
         return 0
-    try: names = resolve(a.names)
-    except FewkitError as e: print(e, file=sys.stderr); return 2
+    try:
+        names = resolve(a.names)
+    except FewkitError as e:
+        print(e, file=sys.stderr)
+        return 2
     failed = []
     for n in names:
         print(f"== fewkit bench {n}", flush=True)
@@ -95,6 +129,8 @@ def cli_main(argv: list[str]) -> int:
             rec = run_bench(n, a.out, a.quick, **narrow)
             print(f"   wrote {Path(a.out) / (n + '.json')} and {len(rec['pngs'])} PNG(s) in {rec['wall_s']} s")
         except Exception:
-            traceback.print_exc(); failed.append(n)
-    if failed: print(f"fewkit bench: failed: {failed}", file=sys.stderr)
+            traceback.print_exc()
+            failed.append(n)
+    if failed:
+        print(f"fewkit bench: failed: {failed}", file=sys.stderr)
     return 1 if failed else 0

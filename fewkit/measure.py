@@ -25,13 +25,18 @@ def dtype_str(dtype: torch.dtype) -> str:
     "'float32' for torch.float32: the key used in every by-dtype dict."
     return str(dtype).removeprefix("torch.")
 
+
 def tensor_bytes(t: torch.Tensor) -> int:
     "Bytes of the elements `t` shows: numel × element size (a view counts only what it views)."
     return t.numel() * t.element_size()
 
+
 def _storage(t: torch.Tensor):
-    try: return t.untyped_storage()
-    except (RuntimeError, NotImplementedError, TypeError): return None  # wrapper subclasses (DTensor, fake)
+    try:
+        return t.untyped_storage()
+    except (RuntimeError, NotImplementedError, TypeError):
+        return None  # wrapper subclasses (DTensor, fake)
+
 
 def storage_bytes(t: torch.Tensor) -> int:
     "Bytes of the whole storage behind `t`: what stays allocated while any view of it lives."
@@ -41,32 +46,51 @@ def storage_bytes(t: torch.Tensor) -> int:
 # %% ../nbs/01_measure.ipynb #e0c454d3
 class _Unique:
     "Adds up bytes by dtype, each storage once (keyed on the live storage object, held weakly)."
+
     def __init__(self, exclude: Iterable[torch.Tensor] = ()):
         self.seen, self.by_dtype, self.count = {}, {}, 0
         self.exclude = {}
-        for t in exclude: self._mark(self.exclude, t)
+        for t in exclude:
+            self._mark(self.exclude, t)
+
     @staticmethod
-    def _key(t): s = _storage(t); return s if s is not None else t
+    def _key(t):
+        s = _storage(t)
+        return s if s is not None else t
+
     @staticmethod
-    def _mark(d, t): k = _Unique._key(t); d[id(k)] = weakref.ref(k)
+    def _mark(d, t):
+        k = _Unique._key(t)
+        d[id(k)] = weakref.ref(k)
+
     @staticmethod
-    def _has(d, t): k = _Unique._key(t); r = d.get(id(k)); return r is not None and r() is k
+    def _has(d, t):
+        k = _Unique._key(t)
+        r = d.get(id(k))
+        return r is not None and r() is k
+
     def add(self, t: torch.Tensor) -> int:
         "Count `t`'s storage unless seen or excluded; returns the bytes added."
-        if self._has(self.seen, t) or self._has(self.exclude, t): return 0
+        if self._has(self.seen, t) or self._has(self.exclude, t):
+            return 0
         self._mark(self.seen, t)
         n, d = storage_bytes(t), dtype_str(t.dtype)
-        self.by_dtype[d] = self.by_dtype.get(d, 0) + n; self.count += 1
+        self.by_dtype[d] = self.by_dtype.get(d, 0) + n
+        self.count += 1
         return n
 
 # %% ../nbs/01_measure.ipynb #1a15a7d2
 def _tensors(o) -> Iterable[torch.Tensor]:
     "Every tensor inside nested dicts/lists/tuples (optimizer state)."
-    if isinstance(o, torch.Tensor): yield o
+    if isinstance(o, torch.Tensor):
+        yield o
     elif isinstance(o, dict):
-        for v in o.values(): yield from _tensors(v)
+        for v in o.values():
+            yield from _tensors(v)
     elif isinstance(o, (list, tuple)):
-        for v in o: yield from _tensors(v)
+        for v in o:
+            yield from _tensors(v)
+
 
 def model_state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict:
     "Exact bytes by dtype of params, grads, optimizer state and buffers, each storage counted once."
@@ -74,14 +98,17 @@ def model_state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer |
     opt_params = [p for g in optimizer.param_groups for p in g["params"]] if optimizer else []
     ids = {id(p) for p in params}
     master = [p for p in opt_params if id(p) not in ids]  # optimizer-owned copies (e.g. fp32 masters)
-    parts = dict(params=params,
-                 grads=[p.grad for p in params + master if p.grad is not None],
-                 optimizer=master + (list(_tensors(list(optimizer.state.values()))) if optimizer else []),
-                 buffers=list(model.buffers()))
+    parts = dict(
+        params=params,
+        grads=[p.grad for p in params + master if p.grad is not None],
+        optimizer=master + (list(_tensors(list(optimizer.state.values()))) if optimizer else []),
+        buffers=list(model.buffers()),
+    )
     u, out = _Unique(), {}
     for name, ts in parts.items():
         u.by_dtype = {}
-        for t in ts: u.add(t)
+        for t in ts:
+            u.add(t)
         out[name] = u.by_dtype
     out["total"] = sum(sum(d.values()) for d in out.values())
     return out
@@ -89,98 +116,160 @@ def model_state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer |
 # %% ../nbs/01_measure.ipynb #0cd8433a
 class SavedTensorMeter:
     "Context manager: exact bytes autograd saves for backward (unique storages, `exclude` not counted)."
+
     def __init__(self, exclude: Iterable[torch.Tensor] = ()):
         self.exclude = list(exclude)  # tensors whose storages are not counted (e.g. parameters)
         self._u = _Unique(self.exclude)
-    def _pack(self, t): self._u.add(t); return t
+
+    def _pack(self, t):
+        self._u.add(t)
+        return t
+
     def __enter__(self):
         self._u = _Unique(self.exclude)
         self._ctx = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
-        self._ctx.__enter__(); return self
-    def __exit__(self, *exc): return self._ctx.__exit__(*exc)
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)
+
     @property
-    def by_dtype(self) -> dict: return dict(self._u.by_dtype)
+    def by_dtype(self) -> dict:
+        return dict(self._u.by_dtype)
+
     @property
-    def count(self) -> int: return self._u.count
+    def count(self) -> int:
+        return self._u.count
+
     @property
-    def bytes(self) -> int: return sum(self._u.by_dtype.values())
-    def __repr__(self): return f"SavedTensorMeter(bytes={self.bytes}, count={self.count}, by_dtype={self.by_dtype})"
+    def bytes(self) -> int:
+        return sum(self._u.by_dtype.values())
+
+    def __repr__(self):
+        return f"SavedTensorMeter(bytes={self.bytes}, count={self.count}, by_dtype={self.by_dtype})"
 
 # %% ../nbs/01_measure.ipynb #b6e4f1ac
 def _rss() -> int:
     import psutil
+
     return psutil.Process().memory_info().rss
+
 
 def _vmhwm() -> int:
     for l in Path("/proc/self/status").read_text().splitlines():
-        if l.startswith("VmHWM:"): return int(l.split()[1]) * 1024  # kB
+        if l.startswith("VmHWM:"):
+            return int(l.split()[1]) * 1024  # kB
     raise OSError("no VmHWM")
 
+
 def _reset_hwm() -> None:
-    with open("/proc/self/clear_refs", "w") as f: f.write("5")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
 
 class _Sampler(threading.Thread):
     "Samples RSS every `dt` seconds until stopped; `peak` is the largest seen."
-    def __init__(self, dt=1e-3): super().__init__(daemon=True); self.dt, self.peak, self.stop = dt, _rss(), threading.Event()
+
+    def __init__(self, dt=1e-3):
+        super().__init__(daemon=True)
+        self.dt, self.peak, self.stop = dt, _rss(), threading.Event()
+
     def run(self):
-        while not self.stop.wait(self.dt): self.peak = max(self.peak, _rss())
+        while not self.stop.wait(self.dt):
+            self.peak = max(self.peak, _rss())
 
 # %% ../nbs/01_measure.ipynb #25eefbe7
 def peak_memory(fn: Callable[[], Any], device: torch.device | str | None = None) -> dict:
     "Peak memory while `fn()` runs: CUDA allocated bytes on a GPU, process RSS on CPU."
     device = torch.device(device) if device is not None else get_device()
     if device.type == "cuda":
-        torch.cuda.synchronize(device); torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device); fn(); torch.cuda.synchronize(device)
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device)
-        return dict(peak_bytes=peak, base_bytes=base, delta_bytes=peak - base, kind="cuda", method="max_memory_allocated")
-    gc.collect(); base = _rss()
-    try: _reset_hwm(); _vmhwm(); method = "VmHWM"
-    except OSError: method = "sampled"
-    if method == "VmHWM": fn(); peak = max(_vmhwm(), base)
+        return dict(
+            peak_bytes=peak, base_bytes=base, delta_bytes=peak - base, kind="cuda", method="max_memory_allocated"
+        )
+    gc.collect()
+    base = _rss()
+    try:
+        _reset_hwm()
+        _vmhwm()
+        method = "VmHWM"
+    except OSError:
+        method = "sampled"
+    if method == "VmHWM":
+        fn()
+        peak = max(_vmhwm(), base)
     else:
-        s = _Sampler(); s.start()
-        try: fn()
-        finally: s.stop.set(); s.join()
+        s = _Sampler()
+        s.start()
+        try:
+            fn()
+        finally:
+            s.stop.set()
+            s.join()
         peak = max(s.peak, _rss())
     return dict(peak_bytes=peak, base_bytes=base, delta_bytes=peak - base, kind="rss", method=method)
 
 # %% ../nbs/01_measure.ipynb #131f57cb
-def _timer(fn): return benchmark.Timer("fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+def _timer(fn):
+    return benchmark.Timer("fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+
 
 def _sync(device):
     device = torch.device(device) if device is not None else get_device()
-    if device.type == "cuda": torch.cuda.synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
 
 def median_time(fn: Callable[[], Any], device: torch.device | str | None = None, min_run_time: float = 0.2) -> float:
     "Median seconds per call of `fn()` (torch.utils.benchmark, after one warm-up call; syncs CUDA)."
-    fn(); _sync(device)
+    fn()
+    _sync(device)
     return _timer(fn).blocked_autorange(min_run_time=min_run_time).median
+
 
 def _calibrate(t, min_block: float) -> int:
     "Calls per block so that one block lasts at least `min_block` seconds."
     n = 1
-    while n < 2**20 and t.timeit(n).median * n < min_block: n *= 2
+    while n < 2**20 and t.timeit(n).median * n < min_block:
+        n *= 2
     return n
 
-def time_ratio(fa: Callable[[], Any], fb: Callable[[], Any], device: torch.device | str | None = None,
-               rounds: int = 5, min_block: float = 0.02) -> dict:
+
+def time_ratio(
+    fa: Callable[[], Any],
+    fb: Callable[[], Any],
+    device: torch.device | str | None = None,
+    rounds: int = 5,
+    min_block: float = 0.02,
+) -> dict:
     "Time `fa` and `fb` interleaved (ABBA…) in one run: {'a': s, 'b': s, 'ratio': b/a, 'ratios': per round}."
-    fa(); fb(); _sync(device)
-    ts = [_timer(fa), _timer(fb)]; ns = [_calibrate(t, min_block) for t in ts]
+    fa()
+    fb()
+    _sync(device)
+    ts = [_timer(fa), _timer(fb)]
+    ns = [_calibrate(t, min_block) for t in ts]
     res = ([], [])
     for r in range(rounds):
-        for j in ((0, 1) if r % 2 == 0 else (1, 0)): res[j].append(ts[j].timeit(ns[j]).median)
+        for j in (0, 1) if r % 2 == 0 else (1, 0):
+            res[j].append(ts[j].timeit(ns[j]).median)
     a, b = median(res[0]), median(res[1])
     return dict(a=a, b=b, ratio=b / a, ratios=[y / x for x, y in zip(*res)], rounds=rounds)
 
 # %% ../nbs/01_measure.ipynb #c3368e33
 def flop_count(fn: Callable[[], torch.Tensor]) -> dict:
     "FLOPs of `fn()` (forward, returns a loss) and of `loss.backward()`, via FlopCounterMode."
-    with FlopCounterMode(display=False) as f: loss = fn()
+    with FlopCounterMode(display=False) as f:
+        loss = fn()
     fwd, bwd = f.get_total_flops(), 0
     if isinstance(loss, torch.Tensor) and loss.requires_grad:
-        with FlopCounterMode(display=False) as b: loss.backward()
+        with FlopCounterMode(display=False) as b:
+            loss.backward()
         bwd = b.get_total_flops()
     return dict(forward=fwd, backward=bwd, total=fwd + bwd)
 
@@ -188,23 +277,42 @@ def flop_count(fn: Callable[[], torch.Tensor]) -> dict:
 def env_info(device: torch.device | str | None = None) -> dict:
     "Device, versions, threads and UTC date: put it in every benchmark result."
     import fewkit
+
     device = torch.device(device) if device is not None else get_device()
-    d = dict(device=str(device), device_name=device_name(device), torch=torch.__version__,
-             fewkit=getattr(fewkit, "__version__", None), python=platform.python_version(),
-             platform=platform.platform(), num_threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
-             cuda=torch.version.cuda, date=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    d = dict(
+        device=str(device),
+        device_name=device_name(device),
+        torch=torch.__version__,
+        fewkit=getattr(fewkit, "__version__", None),
+        python=platform.python_version(),
+        platform=platform.platform(),
+        num_threads=torch.get_num_threads(),
+        cpu_count=os.cpu_count(),
+        cuda=torch.version.cuda,
+        date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
     if device.type == "cuda":
-        d.update(gpu_count=torch.cuda.device_count(), gpu_memory_bytes=torch.cuda.get_device_properties(device).total_memory)
+        d.update(
+            gpu_count=torch.cuda.device_count(), gpu_memory_bytes=torch.cuda.get_device_properties(device).total_memory
+        )
     return d
 
 # %% ../nbs/01_measure.ipynb #4435d243
 def _pyplot():
     import matplotlib
+
     headless = not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-    if headless and "matplotlib.pyplot" not in sys.modules and not os.environ.get("MPLBACKEND") \
-            and "ipykernel" not in sys.modules: matplotlib.use("Agg")
+    if (
+        headless
+        and "matplotlib.pyplot" not in sys.modules
+        and not os.environ.get("MPLBACKEND")
+        and "ipykernel" not in sys.modules
+    ):
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     return plt
+
 
 def figure(title: str, device: torch.device | str | None = None, **kw):
     "`plt.subplots(**kw)` (small, dpi 80) whose title names the device: returns (fig, ax)."
@@ -213,9 +321,11 @@ def figure(title: str, device: torch.device | str | None = None, **kw):
     fig.suptitle(f"{title}\n{device_name(device)}", fontsize=10)
     return fig, ax
 
+
 def save_figure(fig, path: str | Path) -> Path:
     "Save `fig` atomically (format from the suffix, default png) and close it."
-    path = Path(path); fmt = path.suffix.lstrip(".") or "png"
+    path = Path(path)
+    fmt = path.suffix.lstrip(".") or "png"
     atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=fig.dpi))
     _pyplot().close(fig)
     return path
@@ -224,5 +334,6 @@ def save_figure(fig, path: str | Path) -> Path:
 def fmt_bytes(n: int | float) -> str:
     "Human-readable bytes in powers of 1024: '1.50 KiB'."
     for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB": return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
         n /= 1024

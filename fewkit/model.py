@@ -22,13 +22,15 @@ __all__ = ['PRESETS', 'BertConfig', 'bias_gelu', 'bias_dropout_add', 'BertEmbedd
 PRESETS = {  # (layers, hidden, heads, intermediate, max positions, vocab)
     "tiny": (4, 128, 2, 512, 256, 8000),
     "small": (6, 384, 6, 1536, 512, 8000),
-    "base": (12, 768, 12, 3072, 512, 21128),      # bert-base-chinese size
+    "base": (12, 768, 12, 3072, 512, 21128),  # bert-base-chinese size
     "seed-1.2b": (24, 2048, 32, 8192, 512, 21128),  # the article's model-parallel scaling model
 }
+
 
 @dataclass
 class BertConfig(Settings):
     "BERT hyper-parameters (Hugging Face names)."
+
     vocab_size: int = 8000
     hidden_size: int = 128
     num_hidden_layers: int = 4
@@ -46,13 +48,26 @@ class BertConfig(Settings):
     @classmethod
     def preset(cls, name: str, **kw) -> "BertConfig":
         "A named size: tiny (tests, CPU), small, base (bert-base), seed-1.2b (analysis only)."
-        if name not in PRESETS: raise FewkitError(f"unknown preset {name!r}; choose from {list(PRESETS)}")
+        if name not in PRESETS:
+            raise FewkitError(f"unknown preset {name!r}; choose from {list(PRESETS)}")
         L, H, A, I, P, V = PRESETS[name]
-        return cls(**{**dict(vocab_size=V, hidden_size=H, num_hidden_layers=L, num_attention_heads=A,
-                             intermediate_size=I, max_position_embeddings=P), **kw})
+        return cls(
+            **{
+                **dict(
+                    vocab_size=V,
+                    hidden_size=H,
+                    num_hidden_layers=L,
+                    num_attention_heads=A,
+                    intermediate_size=I,
+                    max_position_embeddings=P,
+                ),
+                **kw,
+            }
+        )
 
     @property
-    def head_dim(self) -> int: return self.hidden_size // self.num_attention_heads
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
 
     def num_parameters(self) -> int:
         "Parameters of BertForMaskedLM (tied decoder counted once), from the shape alone."
@@ -64,13 +79,15 @@ class BertConfig(Settings):
 
     def to_hf(self) -> "transformers.BertConfig":
         from transformers import BertConfig as HFConfig
+
         d = {k: v for k, v in self.to_dict().items() if k != "attn_impl"}
         return HFConfig(**d, hidden_act="gelu", architectures=["BertForMaskedLM"])
 
     @classmethod
     def from_hf(cls, hf) -> "BertConfig":
         d = hf if isinstance(hf, dict) else hf.to_dict()
-        if d.get("hidden_act", "gelu") != "gelu": raise FewkitError(f"only hidden_act='gelu' is supported, got {d['hidden_act']!r}")
+        if d.get("hidden_act", "gelu") != "gelu":
+            raise FewkitError(f"only hidden_act='gelu' is supported, got {d['hidden_act']!r}")
         names = {f for f in cls.__dataclass_fields__ if f != "attn_impl"}
         return cls(**{k: d[k] for k in names if k in d})
 
@@ -79,13 +96,17 @@ def bias_gelu(y: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     "gelu(y + bias), the exact (erf) GELU that BERT uses."
     return F.gelu(y + bias)
 
-def bias_dropout_add(y: torch.Tensor, bias: torch.Tensor, residual: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+
+def bias_dropout_add(
+    y: torch.Tensor, bias: torch.Tensor, residual: torch.Tensor, p: float, training: bool
+) -> torch.Tensor:
     "residual + dropout(y + bias)."
     return residual + F.dropout(y + bias, p, training)
 
 # %% ../nbs/04_model.ipynb #eae70d6f
 class BertEmbeddings(nn.Module):
     "Token + position + segment embeddings, then LayerNorm and dropout."
+
     def __init__(self, c: BertConfig):
         super().__init__()
         self.word_embeddings = nn.Embedding(c.vocab_size, c.hidden_size, padding_idx=c.pad_token_id)
@@ -101,11 +122,14 @@ class BertEmbeddings(nn.Module):
         x = self.word_embeddings(input_ids) + self.position_embeddings(pos) + self.token_type_embeddings(tt)
         return self.dropout(self.LayerNorm(x))
 
+
 class BertSelfAttention(nn.Module):
     "Multi-head self-attention: softmax(QKᵀ/√d + mask) V, per head."
+
     def __init__(self, c: BertConfig):
         super().__init__()
-        if c.hidden_size % c.num_attention_heads: raise FewkitError("hidden_size must be divisible by num_attention_heads")
+        if c.hidden_size % c.num_attention_heads:
+            raise FewkitError("hidden_size must be divisible by num_attention_heads")
         self.num_heads, self.head_dim, self.impl = c.num_attention_heads, c.head_dim, c.attn_impl
         all_head = self.num_heads * self.head_dim
         self.query, self.key, self.value = (nn.Linear(c.hidden_size, all_head) for _ in range(3))
@@ -113,19 +137,24 @@ class BertSelfAttention(nn.Module):
 
     def forward(self, h, mask_bias=None):  # h (B, T, C); mask_bias (B, 1, 1, T) additive
         B, T, _ = h.shape
-        q, k, v = (m(h).view(B, T, -1, self.head_dim).transpose(1, 2) for m in (self.query, self.key, self.value))  # (B, nh, T, d)
+        q, k, v = (
+            m(h).view(B, T, -1, self.head_dim).transpose(1, 2) for m in (self.query, self.key, self.value)
+        )  # (B, nh, T, d)
         if self.impl == "sdpa":
-            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask_bias,
-                                                 dropout_p=self.dropout.p if self.training else 0.0)
+            ctx = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask_bias, dropout_p=self.dropout.p if self.training else 0.0
+            )
         else:
             scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)  # (B, nh, T, T)
-            if mask_bias is not None: scores = scores + mask_bias
+            if mask_bias is not None:
+                scores = scores + mask_bias
             ctx = self.dropout(scores.softmax(-1)) @ v  # (B, nh, T, d)
         return ctx.transpose(1, 2).reshape(B, T, -1)  # (B, T, nh*d); -1: tensor parallel may hold fewer heads
 
 # %% ../nbs/04_model.ipynb #8663770b
 class _BiasDropoutLN(nn.Module):
     "dense (bias applied in the chain) → dropout → + residual → LayerNorm."
+
     def __init__(self, d_in: int, c: BertConfig):
         super().__init__()
         self.dense = nn.Linear(d_in, c.hidden_size)
@@ -137,29 +166,43 @@ class _BiasDropoutLN(nn.Module):
         y = F.linear(x, self.dense.weight)
         return self.LayerNorm(self.bias_dropout_add(y, self.dense.bias, residual, self.dropout.p, self.training))
 
+
 class BertSelfOutput(_BiasDropoutLN):
-    def __init__(self, c): super().__init__(c.hidden_size, c)
+    def __init__(self, c):
+        super().__init__(c.hidden_size, c)
+
+
 class BertOutput(_BiasDropoutLN):
-    def __init__(self, c): super().__init__(c.intermediate_size, c)
+    def __init__(self, c):
+        super().__init__(c.intermediate_size, c)
+
 
 class BertAttention(nn.Module):
     def __init__(self, c):
         super().__init__()
         self.self, self.output = BertSelfAttention(c), BertSelfOutput(c)
-    def forward(self, h, mask_bias=None): return self.output(self.self(h, mask_bias), h)
+
+    def forward(self, h, mask_bias=None):
+        return self.output(self.self(h, mask_bias), h)
+
 
 class BertIntermediate(nn.Module):
     def __init__(self, c):
         super().__init__()
         self.dense = nn.Linear(c.hidden_size, c.intermediate_size)
         self.bias_act = bias_gelu  # fusion hook
-    def forward(self, h): return self.bias_act(F.linear(h, self.dense.weight), self.dense.bias)  # (B, T, I)
+
+    def forward(self, h):
+        return self.bias_act(F.linear(h, self.dense.weight), self.dense.bias)  # (B, T, I)
+
 
 class BertLayer(nn.Module):
     "One encoder block: attention then MLP, each with residual and post-LayerNorm."
+
     def __init__(self, c):
         super().__init__()
         self.attention, self.intermediate, self.output = BertAttention(c), BertIntermediate(c), BertOutput(c)
+
     def forward(self, h, mask_bias=None):
         a = self.attention(h, mask_bias)
         return self.output(self.intermediate(a), a)
@@ -170,31 +213,43 @@ class BertEncoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(BertLayer(c) for _ in range(c.num_hidden_layers))
         self.layer_runner = None  # hook: Callable(layers, h, mask_bias) -> h
+
     def forward(self, h, mask_bias=None):
-        if self.layer_runner is not None: return self.layer_runner(self.layer, h, mask_bias)
-        for layer in self.layer: h = layer(h, mask_bias)
+        if self.layer_runner is not None:
+            return self.layer_runner(self.layer, h, mask_bias)
+        for layer in self.layer:
+            h = layer(h, mask_bias)
         return h
+
 
 class BertModel(nn.Module):
     "Embeddings + encoder: (B, T) ids -> (B, T, C) hidden states."
+
     def __init__(self, c: BertConfig):
         super().__init__()
         self.config = c
         self.embeddings, self.encoder = BertEmbeddings(c), BertEncoder(c)
+
     @staticmethod
     def extended_mask(attention_mask, dtype=torch.float32):
-        if attention_mask is None: return None
+        if attention_mask is None:
+            return None
         return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min  # (B, 1, 1, T)
+
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         h = self.embeddings(input_ids, token_type_ids)
         return self.encoder(h, self.extended_mask(attention_mask, h.dtype))
+
 
 class BertPredictionHeadTransform(nn.Module):
     def __init__(self, c):
         super().__init__()
         self.dense = nn.Linear(c.hidden_size, c.hidden_size)
         self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
-    def forward(self, h): return self.LayerNorm(F.gelu(self.dense(h)))
+
+    def forward(self, h):
+        return self.LayerNorm(F.gelu(self.dense(h)))
+
 
 class BertLMPredictionHead(nn.Module):
     def __init__(self, c):
@@ -203,42 +258,62 @@ class BertLMPredictionHead(nn.Module):
         self.decoder = nn.Linear(c.hidden_size, c.vocab_size)
         self.bias = nn.Parameter(torch.zeros(c.vocab_size))
         self.decoder.bias = self.bias  # one parameter under both names, as in HF
-    def forward(self, h): return self.decoder(self.transform(h))  # (B, T, V)
+
+    def forward(self, h):
+        return self.decoder(self.transform(h))  # (B, T, V)
+
 
 class BertOnlyMLMHead(nn.Module):
-    def __init__(self, c): super().__init__(); self.predictions = BertLMPredictionHead(c)
-    def forward(self, h): return self.predictions(h)
+    def __init__(self, c):
+        super().__init__()
+        self.predictions = BertLMPredictionHead(c)
+
+    def forward(self, h):
+        return self.predictions(h)
 
 # %% ../nbs/04_model.ipynb #3a5152ac
 class BertForMaskedLM(nn.Module):
     "BERT with the masked-language-model head; state dict keys equal HF `BertForMaskedLM`'s."
+
     def __init__(self, c: BertConfig):
         super().__init__()
         self.config = c
         self.bert, self.cls = BertModel(c), BertOnlyMLMHead(c)
         self.apply(self._init)
         self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight  # tie
+
     def _init(self, m):
         std = self.config.initializer_range
-        if isinstance(m, (nn.Linear, nn.Embedding)): nn.init.normal_(m.weight, 0.0, std)
-        if isinstance(m, nn.Linear) and m.bias is not None: nn.init.zeros_(m.bias)
-        if isinstance(m, nn.Embedding) and m.padding_idx is not None: nn.init.zeros_(m.weight[m.padding_idx])
-        if isinstance(m, nn.LayerNorm): nn.init.ones_(m.weight); nn.init.zeros_(m.bias)
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, 0.0, std)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+        if isinstance(m, nn.Embedding) and m.padding_idx is not None:
+            nn.init.zeros_(m.weight[m.padding_idx])
+        if isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
         """(B, T, V) logits; with `labels` ((B, T), -100 = none), the summed cross-entropy over labelled positions,
         the vocabulary projection run only there (what pretraining needs, and it passes through DDP/compile)."""
         h = self.bert(input_ids, attention_mask, token_type_ids)
-        if labels is None: return self.cls(h)
+        if labels is None:
+            return self.cls(h)
         sel = labels != -100
         return F.cross_entropy(self.cls(h[sel]).float(), labels[sel], reduction="sum")
 
+
 def mlm_loss(logits, labels, reduction: str = "mean"):
     "Cross-entropy over positions whose label is not -100; 'sum' for token-weighted accumulation."
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100, reduction=reduction)
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100, reduction=reduction
+    )
 
 # %% ../nbs/04_model.ipynb #e01c8b57
 _TIED = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
 _UNUSED = ("bert.pooler.", "cls.seq_relationship.", "bert.embeddings.position_ids", "bert.embeddings.token_type_ids")
+
 
 def _read_weights(folder: Path) -> dict:
     idx = [folder / "model.safetensors.index.json", folder / "pytorch_model.bin.index.json"]
@@ -247,18 +322,25 @@ def _read_weights(folder: Path) -> dict:
             shards = sorted(set(json.loads(f.read_text())["weight_map"].values()))
             return {k: v for s in shards for k, v in _read_weights_file(folder / s).items()}
     for name in ("model.safetensors", "pytorch_model.bin"):
-        if (folder / name).exists(): return _read_weights_file(folder / name)
-    raise FewkitError(f"{folder}: no model.safetensors or pytorch_model.bin (found {sorted(p.name for p in folder.iterdir())})")
+        if (folder / name).exists():
+            return _read_weights_file(folder / name)
+    raise FewkitError(
+        f"{folder}: no model.safetensors or pytorch_model.bin (found {sorted(p.name for p in folder.iterdir())})"
+    )
+
 
 def _read_weights_file(f: Path) -> dict:
     from safetensors.torch import load_file
+
     return load_file(str(f)) if f.suffix == ".safetensors" else torch.load(f, map_location="cpu", weights_only=True)
+
 
 def _normalise_keys(sd: dict) -> dict:
     out = {}
     for k, v in sd.items():
         k = k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
-        if not k.startswith(("bert.", "cls.")): k = "bert." + k  # a bare BertModel checkpoint
+        if not k.startswith(("bert.", "cls.")):
+            k = "bert." + k  # a bare BertModel checkpoint
         out[k] = v
     return out
 
@@ -267,7 +349,8 @@ def from_hf(src, allow_missing_head: bool = False) -> BertForMaskedLM:
     "A fewkit BERT from a Hugging Face BERT folder or model object."
     if isinstance(src, (str, Path)):
         folder = Path(src)
-        if not (folder / "config.json").exists(): raise FewkitError(f"{folder}: not a Hugging Face model folder (no config.json)")
+        if not (folder / "config.json").exists():
+            raise FewkitError(f"{folder}: not a Hugging Face model folder (no config.json)")
         cfg, sd = BertConfig.from_hf(json.loads((folder / "config.json").read_text())), _read_weights(folder)
     else:
         cfg, sd = BertConfig.from_hf(src.config), src.state_dict()
@@ -275,31 +358,45 @@ def from_hf(src, allow_missing_head: bool = False) -> BertForMaskedLM:
     model = BertForMaskedLM(cfg)
     own = model.state_dict()
     unused = sorted(k for k in sd if k not in own)
-    if unused: get_logger("fewkit.model").info(f"from_hf: ignoring {len(unused)} keys a masked LM does not use: {unused[:4]}...")
+    if unused:
+        get_logger("fewkit.model").info(
+            f"from_hf: ignoring {len(unused)} keys a masked LM does not use: {unused[:4]}..."
+        )
     missing = [k for k in own if k not in sd and k not in _TIED]
     if missing and not (allow_missing_head and all(k.startswith("cls.") for k in missing)):
-        raise FewkitError(f"from_hf: checkpoint lacks {len(missing)} weights, e.g. {missing[:3]} (allow_missing_head=True for a bare encoder)")
+        raise FewkitError(
+            f"from_hf: checkpoint lacks {len(missing)} weights, e.g. {missing[:3]} (allow_missing_head=True for a bare encoder)"
+        )
     bad = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in sd.items() if k in own and own[k].shape != v.shape]
-    if bad: raise FewkitError(f"from_hf: shape mismatch (key, checkpoint, expected): {bad[:3]}")
+    if bad:
+        raise FewkitError(f"from_hf: shape mismatch (key, checkpoint, expected): {bad[:3]}")
     model.load_state_dict({k: v for k, v in sd.items() if k in own and k not in _TIED}, strict=False)
     return model
+
 
 def save_hf(model: BertForMaskedLM, folder, tokenizer=None) -> Path:
     "Save as a Hugging Face BertForMaskedLM folder (config.json + model.safetensors [+ tokenizer])."
     from safetensors.torch import save
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k not in _TIED}  # tied: stored once
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sd = {
+        k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k not in _TIED
+    }  # tied: stored once
     atomic_write(folder / "model.safetensors", lambda f: f.write(save(sd, metadata={"format": "pt"})))
     cfg = model.config.to_hf().to_dict()
     atomic_write(folder / "config.json", lambda f: f.write(json.dumps(cfg, indent=2, ensure_ascii=False)), "w")
     if tokenizer is not None:
         from fewkit.tokenizer import save_tokenizer
+
         save_tokenizer(tokenizer, folder)  # keeps vocab.txt and fewkit's NFKC normaliser with the weights
     return folder
+
 
 def to_hf(model: BertForMaskedLM):
     "The same weights in a `transformers.BertForMaskedLM` (for parity checks and HF tooling)."
     from transformers import BertForMaskedLM as HFBert
+
     hf = HFBert(model.config.to_hf()).eval()
     hf.load_state_dict({k: v for k, v in model.state_dict().items()}, strict=True)
     return hf

@@ -19,19 +19,25 @@ __all__ = ['SPECIALS', 'EXTRA_CHARS', 'normalise', 'build_vocab', 'make_tokenize
 # %% ../nbs/03_tokenizer.ipynb #fe71ea40
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
+
 def _is_cjk(ch: str) -> bool:
     cp = ord(ch)
     return 0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0xF900 <= cp <= 0xFAFF or 0x20000 <= cp <= 0x2FA1F
+
 
 def normalise(text: str) -> str:
     "NFKC + lower case: what the tokenizer sees."
     return unicodedata.normalize("NFKC", text).lower()
 
+
 def build_vocab(texts: Iterable[str], min_freq: int = 1, max_size: int | None = None) -> list[str]:
     "Specials + characters by frequency (+ '##c' pieces for non-CJK characters)."
-    counts = Counter(ch for t in texts for ch in normalise(t) if not ch.isspace() and unicodedata.category(ch)[0] != "C")
+    counts = Counter(
+        ch for t in texts for ch in normalise(t) if not ch.isspace() and unicodedata.category(ch)[0] != "C"
+    )
     chars = [c for c, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if n >= min_freq]
-    if max_size is not None: chars = chars[: max_size - len(SPECIALS)]
+    if max_size is not None:
+        chars = chars[: max_size - len(SPECIALS)]
     vocab = SPECIALS + chars
     vocab += ["##" + c for c in chars if not _is_cjk(c)]
     return vocab
@@ -40,31 +46,41 @@ def build_vocab(texts: Iterable[str], min_freq: int = 1, max_size: int | None = 
 def make_tokenizer(vocab: list[str]):
     "A `transformers.BertTokenizerFast` over `vocab` (char-level Chinese, lower-cased)."
     from transformers import BertTokenizerFast
-    if vocab[: len(SPECIALS)] != SPECIALS: raise FewkitError(f"vocab must start with {SPECIALS}")
-    if len(set(vocab)) != len(vocab): raise FewkitError("vocab has duplicate entries")
-    tok = BertTokenizerFast(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=True,
-                            tokenize_chinese_chars=True, strip_accents=False)
+
+    if vocab[: len(SPECIALS)] != SPECIALS:
+        raise FewkitError(f"vocab must start with {SPECIALS}")
+    if len(set(vocab)) != len(vocab):
+        raise FewkitError("vocab has duplicate entries")
+    tok = BertTokenizerFast(
+        vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=True, tokenize_chinese_chars=True, strip_accents=False
+    )
     _add_nfkc(tok)
     _check(tok, vocab)
     return tok
 
+
 def _add_nfkc(tok):
     "Normalise input as the vocabulary was built (NFKC: '，' → ',', '１' → '1'), before BERT's own normaliser."
     from tokenizers import normalizers
+
     tok.backend_tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), tok.backend_tokenizer.normalizer])
+
 
 def _check(tok, vocab):
     "Guard against the silent all-[UNK] trap: a known character must map to its own id."
-    probe = next((t for t in vocab[len(SPECIALS):] if _is_cjk(t)), None)
+    probe = next((t for t in vocab[len(SPECIALS) :] if _is_cjk(t)), None)
     if probe is not None and tok.convert_tokens_to_ids(probe) != vocab.index(probe):
-        raise FewkitError(f"tokenizer maps {probe!r} to {tok.convert_tokens_to_ids(probe)}, expected {vocab.index(probe)}")
+        raise FewkitError(
+            f"tokenizer maps {probe!r} to {tok.convert_tokens_to_ids(probe)}, expected {vocab.index(probe)}"
+        )
     if tok.mask_token_id is None or tok.pad_token_id != vocab.index(tok.pad_token):
         raise FewkitError("tokenizer lacks [MASK]/[PAD] at the vocabulary's ids")
 
 # %% ../nbs/03_tokenizer.ipynb #4a2e3f72
 def save_tokenizer(tok, folder) -> Path:
     "Save `tok` to `folder` (tokenizer.json + vocab.txt)."
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
     tok.save_pretrained(str(folder))
     inv = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
     (folder / "vocab.txt").write_text("".join(t + "\n" for t, _ in inv), encoding="utf-8")
@@ -72,32 +88,43 @@ def save_tokenizer(tok, folder) -> Path:
         (folder / "fewkit_tokenizer.json").write_text('{"normalizer": "nfkc"}\n')
     return folder
 
+
 def load_tokenizer(folder):
     "Tokenizer of a local BERT folder (fewkit's or any Hugging Face BERT checkpoint)."
     from transformers import BertTokenizerFast
+
     folder = Path(folder)
-    if (folder / "tokenizer.json").exists(): tok = BertTokenizerFast.from_pretrained(str(folder))
+    if (folder / "tokenizer.json").exists():
+        tok = BertTokenizerFast.from_pretrained(str(folder))
     elif (folder / "vocab.txt").exists():
         vocab = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")
-        if vocab and vocab[-1] == "": vocab = vocab[:-1]
+        if vocab and vocab[-1] == "":
+            vocab = vocab[:-1]
         tok = BertTokenizerFast(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=True)
-    else: raise FewkitError(f"{folder}: no tokenizer.json or vocab.txt")
-    if (folder / "fewkit_tokenizer.json").exists(): _add_nfkc(tok)  # fewkit's own; HF checkpoints stay as they are
+    else:
+        raise FewkitError(f"{folder}: no tokenizer.json or vocab.txt")
+    if (folder / "fewkit_tokenizer.json").exists():
+        _add_nfkc(tok)  # fewkit's own; HF checkpoints stay as they are
     probe = next((t for t in tok.get_vocab() if len(t) == 1 and _is_cjk(t)), None)
     if probe is not None and tok.convert_tokens_to_ids(probe) == tok.unk_token_id:
         raise FewkitError(f"{folder}: tokenizer maps known character {probe!r} to [UNK]")
     return tok
 
 # %% ../nbs/03_tokenizer.ipynb #c1bef53d
-EXTRA_CHARS = ("正面负面积极消极好差相关无关相反蕴含中性矛盾包含中立反向是否对错真假"
-               "故事文化娱乐体育财经房产汽车教育科技军事旅游国际股票农业电竞"
-               "这表明用户的评价句子和关系意思相同不同一样关键词摘要指代成语新闻类别应用")
+EXTRA_CHARS = (
+    "正面负面积极消极好差相关无关相反蕴含中性矛盾包含中立反向是否对错真假"
+    "故事文化娱乐体育财经房产汽车教育科技军事旅游国际股票农业电竞"
+    "这表明用户的评价句子和关系意思相同不同一样关键词摘要指代成语新闻类别应用"
+)
+
 
 def default_tokenizer(rebuild: bool = False, min_freq: int = 2):
     "fewkit's default char vocabulary from the embedded corpus, cached in cache_dir()."
     folder = cache_dir() / "tokenizer-default-v2"  # v2: NFKC normaliser
-    if not rebuild and (folder / "tokenizer.json").exists(): return load_tokenizer(folder)
+    if not rebuild and (folder / "tokenizer.json").exists():
+        return load_tokenizer(folder)
     from fewkit.data import embedded_texts
+
     texts = list(embedded_texts())
     vocab = build_vocab(texts, min_freq=min_freq)
     have = set(vocab)
@@ -113,5 +140,6 @@ def unk_rate(tok, texts: Iterable[str]) -> float:
     n = unk = 0
     for t in texts:
         ids = tok(t, add_special_tokens=False)["input_ids"]
-        n += len(ids); unk += sum(i == tok.unk_token_id for i in ids)
+        n += len(ids)
+        unk += sum(i == tok.unk_token_id for i in ids)
     return unk / max(n, 1)

@@ -14,8 +14,17 @@ from typing import Any, Callable
 import torch, torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
-from .core import (FewkitError, Settings, atomic_write, get_device, get_logger, get_rng_state,
-                         set_rng_state, seed_everything, write_json)
+from fewkit.core import (
+    FewkitError,
+    Settings,
+    atomic_write,
+    get_device,
+    get_logger,
+    get_rng_state,
+    set_rng_state,
+    seed_everything,
+    write_json,
+)
 
 # %% auto #0
 __all__ = ['TrainSettings', 'technique_on', 'apply_techniques', 'unwrap', 'decay_groups', 'build_optimizer', 'lr_factor',
@@ -26,72 +35,89 @@ __all__ = ['TrainSettings', 'technique_on', 'apply_techniques', 'unwrap', 'decay
 @dataclass
 class TrainSettings(Settings):
     "Everything one training run needs; technique settings are dicts of their fields ({} = off)."
-    steps: int = 100             # optimizer steps
-    batch_size: int = 16         # items per optimizer step (used by whoever builds the batch iterator)
-    lr: float = 1e-3             # peak learning rate
-    warmup: int = 10             # linear warm-up steps, then linear decay to 0 at `steps`
+
+    steps: int = 100  # optimizer steps
+    batch_size: int = 16  # items per optimizer step (used by whoever builds the batch iterator)
+    lr: float = 1e-3  # peak learning rate
+    warmup: int = 10  # linear warm-up steps, then linear decay to 0 at `steps`
     weight_decay: float = 0.01
-    grad_clip: float = 1.0       # max gradient norm on the fp32 path; 0 = off
-    eval_every: int = 0          # 0 = evaluate only at the end (if an eval_fn is given)
-    save_every: int = 0          # 0 = no checkpoints
-    keep: int = 2                # checkpoints kept on disk
+    grad_clip: float = 1.0  # max gradient norm on the fp32 path; 0 = off
+    eval_every: int = 0  # 0 = evaluate only at the end (if an eval_fn is given)
+    save_every: int = 0  # 0 = no checkpoints
+    keep: int = 2  # checkpoints kept on disk
     seed: int = 0
     out: str = "runs/train"
-    device: str = ""             # "" = fewkit.core.get_device()
-    fusion: dict = field(default_factory=dict)         # fewkit.efficiency.fusion.FusionSettings
+    device: str = ""  # "" = fewkit.core.get_device()
+    fusion: dict = field(default_factory=dict)  # fewkit.efficiency.fusion.FusionSettings
     checkpointing: dict = field(default_factory=dict)  # fewkit.efficiency.checkpointing.CheckpointSettings
-    compile: bool = False                              # torch.compile after fusion and checkpointing
-    parallel: str = "none"                             # 'none' | 'ddp' | 'zero' (process group already initialised)
-    zero: dict = field(default_factory=dict)           # parallel='zero': fewkit.parallel.zero.ZeroSettings (stage 0-2, dtype)
-    optim: dict = field(default_factory=dict)          # fewkit.efficiency.lamb.OptimSettings; {} = torch AdamW
-    accum: dict = field(default_factory=dict)          # fewkit.efficiency.grad_accum.AccumSettings
-    amp: dict = field(default_factory=dict)            # fewkit.efficiency.mixed_precision.AmpSettings
+    compile: bool = False  # torch.compile after fusion and checkpointing
+    parallel: str = "none"  # 'none' | 'ddp' | 'zero' (process group already initialised)
+    zero: dict = field(default_factory=dict)  # parallel='zero': fewkit.parallel.zero.ZeroSettings (stage 0-2, dtype)
+    optim: dict = field(default_factory=dict)  # fewkit.efficiency.lamb.OptimSettings; {} = torch AdamW
+    accum: dict = field(default_factory=dict)  # fewkit.efficiency.grad_accum.AccumSettings
+    amp: dict = field(default_factory=dict)  # fewkit.efficiency.mixed_precision.AmpSettings
 
 # %% ../nbs/05_train.ipynb #4b6abda2
-_TECH = dict(fusion=("fewkit.efficiency.fusion", "FusionSettings", "impl", "none"),
-             checkpointing=("fewkit.efficiency.checkpointing", "CheckpointSettings", "policy", "none"),
-             optim=("fewkit.efficiency.lamb", "OptimSettings", None, None),
-             accum=("fewkit.efficiency.grad_accum", "AccumSettings", "micro_batches", 1),
-             amp=("fewkit.efficiency.mixed_precision", "AmpSettings", "dtype", "fp32"))
+_TECH = dict(
+    fusion=("fewkit.efficiency.fusion", "FusionSettings", "impl", "none"),
+    checkpointing=("fewkit.efficiency.checkpointing", "CheckpointSettings", "policy", "none"),
+    optim=("fewkit.efficiency.lamb", "OptimSettings", None, None),
+    accum=("fewkit.efficiency.grad_accum", "AccumSettings", "micro_batches", 1),
+    amp=("fewkit.efficiency.mixed_precision", "AmpSettings", "dtype", "fp32"),
+)
+
 
 def technique_on(s: TrainSettings, name: str) -> bool:
     "Is technique `name` switched on in `s`?"
     d, knob, off = getattr(s, name), _TECH[name][2], _TECH[name][3]
     return bool(d) and (knob is None or d.get(knob, off) != off)
 
+
 def _technique(s: TrainSettings, name: str, **extra):
     "Import the technique's module lazily; return (module, its Settings built from s.<name>)."
     modname, cls = _TECH[name][:2]
-    try: mod = importlib.import_module(modname)
+    try:
+        mod = importlib.import_module(modname)
     except ModuleNotFoundError as e:
-        if e.name and not modname.startswith(e.name): raise
-        raise FewkitError(f"TrainSettings.{name}={getattr(s, name)} needs module {modname}, "
-                          f"which is not available in this fewkit ({e}); set {name}={{}} to switch it off") from e
+        if e.name and not modname.startswith(e.name):
+            raise
+        raise FewkitError(
+            f"TrainSettings.{name}={getattr(s, name)} needs module {modname}, "
+            f"which is not available in this fewkit ({e}); set {name}={{}} to switch it off"
+        ) from e
     return mod, getattr(mod, cls).from_dict({**getattr(s, name), **extra})
 
 # %% ../nbs/05_train.ipynb #3ceae3f6
 def apply_techniques(model: nn.Module, s: TrainSettings) -> nn.Module:
     "fusion → checkpointing → torch.compile → parallel wrapper (the one order fewkit uses)."
     if technique_on(s, "fusion"):
-        mod, cfg = _technique(s, "fusion"); model = mod.apply_fusion(model, cfg)
+        mod, cfg = _technique(s, "fusion")
+        model = mod.apply_fusion(model, cfg)
     if technique_on(s, "checkpointing"):
-        mod, cfg = _technique(s, "checkpointing"); model = mod.apply_checkpointing(model, cfg)
-    if s.compile: model = torch.compile(model)
+        mod, cfg = _technique(s, "checkpointing")
+        model = mod.apply_checkpointing(model, cfg)
+    if s.compile:
+        model = torch.compile(model)
     if s.parallel == "ddp":
-        if not torch.distributed.is_initialized(): raise FewkitError("parallel='ddp' needs an initialised process group (run under torchrun / fewkit launch)")
+        if not torch.distributed.is_initialized():
+            raise FewkitError("parallel='ddp' needs an initialised process group (run under torchrun / fewkit launch)")
         model = nn.parallel.DistributedDataParallel(model)
-    elif s.parallel == "zero":   # no wrapper: fewkit.parallel.zero.Zero hooks the parameters (see `fit`)
-        if not torch.distributed.is_initialized(): raise FewkitError("parallel='zero' needs an initialised process group (run under torchrun / fewkit launch)")
-        if s.compile: raise FewkitError("parallel='zero' with compile=True: ZeRO's gradient hooks are not traced; switch one off")
+    elif s.parallel == "zero":  # no wrapper: fewkit.parallel.zero.Zero hooks the parameters (see `fit`)
+        if not torch.distributed.is_initialized():
+            raise FewkitError("parallel='zero' needs an initialised process group (run under torchrun / fewkit launch)")
+        if s.compile:
+            raise FewkitError("parallel='zero' with compile=True: ZeRO's gradient hooks are not traced; switch one off")
     elif s.parallel != "none":
         raise FewkitError(f"TrainSettings.parallel={s.parallel!r}: expected 'none', 'ddp' or 'zero'")
     return model
+
 
 def unwrap(model: nn.Module) -> nn.Module:
     "The plain model under DDP / torch.compile wrappers (what checkpoints store)."
     while True:
         inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if inner is None: return model
+        if inner is None:
+            return model
         model = inner
 
 # %% ../nbs/05_train.ipynb #d0ef0770
@@ -99,218 +125,375 @@ def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     "Two parameter groups: with weight decay (matrices), without (biases, LayerNorm weights)."
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     nodecay = lambda n, p: p.ndim < 2 or "LayerNorm" in n or n.endswith("bias")
-    return [dict(params=[p for n, p in named if not nodecay(n, p)], weight_decay=weight_decay),
-            dict(params=[p for n, p in named if nodecay(n, p)], weight_decay=0.0)]
+    return [
+        dict(params=[p for n, p in named if not nodecay(n, p)], weight_decay=weight_decay),
+        dict(params=[p for n, p in named if nodecay(n, p)], weight_decay=0.0),
+    ]
+
 
 def build_optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
     "AdamW by default; chapter 1's `build_optimizer` (AdamW or LAMB) when `s.optim` is set."
-    if not s.optim: return torch.optim.AdamW(decay_groups(model, s.weight_decay), lr=s.lr, eps=1e-6)
-    if "lr" in s.optim: raise FewkitError("set the learning rate with TrainSettings.lr, not optim['lr']")
+    if not s.optim:
+        return torch.optim.AdamW(decay_groups(model, s.weight_decay), lr=s.lr, eps=1e-6)
+    if "lr" in s.optim:
+        raise FewkitError("set the learning rate with TrainSettings.lr, not optim['lr']")
     mod, cfg = _technique(s, "optim", lr=s.lr, weight_decay=s.optim.get("weight_decay", s.weight_decay))
     return mod.build_optimizer(model, cfg)
 
+
 def lr_factor(step: int, warmup: int, total: int) -> float:
     "Linear warm-up 0→1 over `warmup` steps, then linear decay to 0 at `total` (as BERT)."
-    if step < warmup: return step / max(1, warmup)
+    if step < warmup:
+        return step / max(1, warmup)
     return max(0.0, (total - step) / max(1, total - warmup))
 
 # %% ../nbs/05_train.ipynb #2f27b3c8
 class PlainPrecision:
     "The fp32 path with MixedPrecision's interface: autocast, backward, step (clips), zero_grad."
-    def __init__(self, model, optimizer, grad_clip=0.0): self.model, self.opt, self.clip = model, optimizer, grad_clip
-    def autocast(self): return nullcontext()
-    def backward(self, loss): loss.backward()
+
+    def __init__(self, model, optimizer, grad_clip=0.0):
+        self.model, self.opt, self.clip = model, optimizer, grad_clip
+
+    def autocast(self):
+        return nullcontext()
+
+    def backward(self, loss):
+        loss.backward()
+
     def step(self) -> bool:
-        if self.clip: nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
-        self.opt.step(); return True
-    def zero_grad(self): self.opt.zero_grad(set_to_none=True)
-    def state_dict(self): return {}
-    def load_state_dict(self, d): pass
+        if self.clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        self.opt.step()
+        return True
+
+    def zero_grad(self):
+        self.opt.zero_grad(set_to_none=True)
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, d):
+        pass
+
 
 def build_precision(model, optimizer, s: TrainSettings):
     "chapter 1's `MixedPrecision` when `s.amp` asks for bf16/fp16, else `PlainPrecision`."
-    if not technique_on(s, "amp"): return PlainPrecision(model, optimizer, s.grad_clip)
+    if not technique_on(s, "amp"):
+        return PlainPrecision(model, optimizer, s.grad_clip)
     mod, cfg = _technique(s, "amp")
     return mod.MixedPrecision(model, optimizer, cfg)
 
 # %% ../nbs/05_train.ipynb #b57a6ce4
 class BatchStream:
     "Endless shuffled batches of `data` with a resumable position; `collate(items, generator) -> dict`."
-    def __init__(self, data, batch_size: int, collate: Callable, seed: int = 0, shuffle: bool = True,
-                 rank: int = 0, world: int = 1):
-        if len(data) < batch_size: raise FewkitError(f"BatchStream: {len(data)} items < batch_size {batch_size}")
+
+    def __init__(
+        self,
+        data,
+        batch_size: int,
+        collate: Callable,
+        seed: int = 0,
+        shuffle: bool = True,
+        rank: int = 0,
+        world: int = 1,
+    ):
+        if len(data) < batch_size:
+            raise FewkitError(f"BatchStream: {len(data)} items < batch_size {batch_size}")
         self.data, self.bs, self.collate, self.seed, self.shuffle = data, batch_size, collate, seed, shuffle
         self.rank, self.world, self.epoch, self.pos, self._perm = rank, world, 0, 0, None
+
     def _order(self):
         if self._perm is None or self._perm[0] != self.epoch:
             g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
             n = len(self.data)
             self._perm = (self.epoch, torch.randperm(n, generator=g) if self.shuffle else torch.arange(n))
         return self._perm[1]
-    def __iter__(self): return self
+
+    def __iter__(self):
+        return self
+
     def __next__(self) -> dict:
-        if self.pos + self.bs > len(self.data): self.epoch, self.pos = self.epoch + 1, 0  # drop the ragged tail
-        idx = self._order()[self.pos:self.pos + self.bs].tolist()
+        if self.pos + self.bs > len(self.data):
+            self.epoch, self.pos = self.epoch + 1, 0  # drop the ragged tail
+        idx = self._order()[self.pos : self.pos + self.bs].tolist()
         g = torch.Generator().manual_seed(((self.seed * 1_000_003 + self.epoch) * 1_000_003 + self.pos) % 2**62)
         self.pos += self.bs
-        b = self.collate([self.data[i] for i in idx], g)   # the whole global batch: same masks as on one process
-        if self.world == 1: return b
-        return {k: v[self.rank::self.world] if torch.is_tensor(v) and v.dim() and len(v) == len(idx) else v for k, v in b.items()}
-    def state_dict(self) -> dict: return dict(epoch=self.epoch, pos=self.pos, seed=self.seed)
-    def load_state_dict(self, d: dict): self.epoch, self.pos, self.seed = d["epoch"], d["pos"], d["seed"]
+        b = self.collate([self.data[i] for i in idx], g)  # the whole global batch: same masks as on one process
+        if self.world == 1:
+            return b
+        return {
+            k: v[self.rank :: self.world] if torch.is_tensor(v) and v.dim() and len(v) == len(idx) else v
+            for k, v in b.items()
+        }
+
+    def state_dict(self) -> dict:
+        return dict(epoch=self.epoch, pos=self.pos, seed=self.seed)
+
+    def load_state_dict(self, d: dict):
+        self.epoch, self.pos, self.seed = d["epoch"], d["pos"], d["seed"]
 
 # %% ../nbs/05_train.ipynb #28388984
 class CheckpointError(FewkitError):
     "A checkpoint file is missing, truncated or corrupted; `.path` names it."
-    def __init__(self, path, msg): self.path = Path(path); super().__init__(f"checkpoint {path}: {msg}")
+
+    def __init__(self, path, msg):
+        self.path = Path(path)
+        super().__init__(f"checkpoint {path}: {msg}")
+
 
 def _manifest(ckdir: Path) -> list[dict]:
     p = Path(ckdir) / "manifest.json"
-    if not p.exists(): return []
-    try: return json.loads(p.read_text())["checkpoints"]
-    except (ValueError, KeyError) as e: raise CheckpointError(p, f"manifest is unreadable ({e})") from e
+    if not p.exists():
+        return []
+    try:
+        return json.loads(p.read_text())["checkpoints"]
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(p, f"manifest is unreadable ({e})") from e
+
 
 def save_checkpoint(ckdir: str | Path, step: int, payload: dict, keep: int = 2) -> Path:
     "Write `payload` as step_<step>.pt atomically, record size+sha256 in manifest.json, keep the last `keep`."
-    ckdir = Path(ckdir); buf = io.BytesIO(); torch.save(payload, buf); data = buf.getvalue()
+    ckdir = Path(ckdir)
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    data = buf.getvalue()
     path = atomic_write(ckdir / f"step_{step:08d}.pt", lambda f: f.write(data))
     entries = [e for e in _manifest(ckdir) if e["file"] != path.name]
     entries.append(dict(file=path.name, step=step, bytes=len(data), sha256=hashlib.sha256(data).hexdigest()))
     old, entries = entries[:-keep], entries[-keep:]
     write_json(ckdir / "manifest.json", dict(format=1, checkpoints=entries))
-    for e in old: (ckdir / e["file"]).unlink(missing_ok=True)
+    for e in old:
+        (ckdir / e["file"]).unlink(missing_ok=True)
     return path
+
 
 def latest_checkpoint(ckdir: str | Path) -> Path | None:
     "The newest checkpoint recorded in the manifest (None if there is none)."
-    m = _manifest(Path(ckdir)); return Path(ckdir) / m[-1]["file"] if m else None
+    m = _manifest(Path(ckdir))
+    return Path(ckdir) / m[-1]["file"] if m else None
+
 
 def load_checkpoint(path: str | Path) -> dict:
     "Load a checkpoint after checking its size and SHA-256 against the manifest."
-    path = Path(path); m = _manifest(path.parent)
+    path = Path(path)
+    m = _manifest(path.parent)
     names = [e["file"] for e in m]
     prev = [n for n in names if n < path.name]
     hint = f"; the previous checkpoint {path.parent / prev[-1]} is intact: resume from it" if prev else ""
-    if not path.exists(): raise CheckpointError(path, "does not exist" + hint)
+    if not path.exists():
+        raise CheckpointError(path, "does not exist" + hint)
     data = path.read_bytes()
     e = next((e for e in m if e["file"] == path.name), None)
     if e is not None and len(data) != e["bytes"]:
         raise CheckpointError(path, f"truncated: {len(data)} bytes, manifest says {e['bytes']}" + hint)
     if e is not None and hashlib.sha256(data).hexdigest() != e["sha256"]:
         raise CheckpointError(path, "corrupted: SHA-256 differs from manifest.json" + hint)
-    try: return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
-    except Exception as err: raise CheckpointError(path, f"unreadable ({type(err).__name__}: {err})" + hint) from err
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise CheckpointError(path, f"unreadable ({type(err).__name__}: {err})" + hint) from err
 
 # %% ../nbs/05_train.ipynb #a71091e8
 @dataclass
 class TrainResult:
     "What `fit` returns: the plain model, per-step history (loss, lr, tokens, eval) and last checkpoint."
+
     model: nn.Module
     history: list
     checkpoint: Path | None = None
 
+
 def _to(batch: dict, device) -> dict:
     return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
 
 def _n_tokens(batch: dict, count: int) -> int:
     return int(batch["input_ids"].numel()) if "input_ids" in batch else count
 
-def train_step(model, batch: dict, loss_fn, count_fn, prec, split=None, averaged: bool | None = None) -> tuple[float, int]:
+
+def train_step(
+    model, batch: dict, loss_fn, count_fn, prec, split=None, averaged: bool | None = None
+) -> tuple[float, int]:
     "One optimizer step over `batch` (split into micro-batches by `split`); returns (mean loss, count)."
     mbs = split(batch) if split else [batch]
     norm, scale = sum(int(count_fn(mb)) for mb in mbs), 1  # over ALL micro-batches, before any backward
-    if averaged is None: averaged = isinstance(model, nn.parallel.DistributedDataParallel)
+    if averaged is None:
+        averaged = isinstance(model, nn.parallel.DistributedDataParallel)
     if averaged:  # DDP and ZeRO average gradients over ranks: normalise by
         norm, scale = _all_sum(norm, batch), dist.get_world_size()  # the global count, times world: the global mean
     total = 0.0
     for mb in mbs:
-        with prec.autocast(): loss_sum = loss_fn(model, mb)
-        prec.backward(loss_sum * scale / max(norm, 1)); total += loss_sum.item()
-    prec.step(); prec.zero_grad()
-    if scale > 1: total = _all_sum(total, batch)
+        with prec.autocast():
+            loss_sum = loss_fn(model, mb)
+        prec.backward(loss_sum * scale / max(norm, 1))
+        total += loss_sum.item()
+    prec.step()
+    prec.zero_grad()
+    if scale > 1:
+        total = _all_sum(total, batch)
     return total / max(norm, 1), int(norm)
+
 
 def _all_sum(x: float, batch: dict) -> float:
     "Sum of `x` over ranks (on the batch's device: nccl reduces only device tensors)."
     dev = next((v.device for v in batch.values() if torch.is_tensor(v)), "cpu")
-    t = torch.tensor([float(x)], dtype=torch.float64, device=dev); dist.all_reduce(t); return t.item()
+    t = torch.tensor([float(x)], dtype=torch.float64, device=dev)
+    dist.all_reduce(t)
+    return t.item()
 
 # %% ../nbs/05_train.ipynb #7af9a2f6
 class _ZeroStep:
     "parallel='zero': PlainPrecision's interface over a fewkit.parallel.zero.Zero (its own Adam, dtype and clipping)."
-    def __init__(self, z, grad_clip=0.0): self.z, self.clip = z, grad_clip
-    def autocast(self): return nullcontext()
-    def backward(self, loss): loss.backward()
-    def step(self) -> bool: self.z.step(self.clip); return True
-    def zero_grad(self): self.z.zero_grad()
-    def state_dict(self): return dict(masters=[u.master.detach().clone() for u in self.z.units]) if self.z.mixed else {}
+
+    def __init__(self, z, grad_clip=0.0):
+        self.z, self.clip = z, grad_clip
+
+    def autocast(self):
+        return nullcontext()
+
+    def backward(self, loss):
+        loss.backward()
+
+    def step(self) -> bool:
+        self.z.step(self.clip)
+        return True
+
+    def zero_grad(self):
+        self.z.zero_grad()
+
+    def state_dict(self):
+        return dict(masters=[u.master.detach().clone() for u in self.z.units]) if self.z.mixed else {}
+
     def load_state_dict(self, d):
         with torch.no_grad():
-            for u, m in zip(self.z.units, d.get("masters", [])): u.master.copy_(m)
+            for u, m in zip(self.z.units, d.get("masters", [])):
+                u.master.copy_(m)
+
 
 def _build_zero(model, s: TrainSettings):
     "(optimizer, step object) for parallel='zero': ZeRO stage 0-2 Adam over this rank's partition."
     from fewkit.parallel.zero import Zero, ZeroSettings
+
     if technique_on(s, "optim") or technique_on(s, "amp"):
-        raise FewkitError("parallel='zero' brings its own Adam and precision (zero={'dtype': 'bf16'}); leave optim and amp empty")
+        raise FewkitError(
+            "parallel='zero' brings its own Adam and precision (zero={'dtype': 'bf16'}); leave optim and amp empty"
+        )
     zs = ZeroSettings.from_dict({**s.zero, "lr": s.lr})
-    if zs.stage not in (0, 1, 2): raise FewkitError(f"TrainSettings.zero stage={zs.stage}: fit wires stages 0-2 (stage 3 frees the "
-                                                    "parameters between layers; run it through fewkit.parallel.zero)")
-    z = Zero(unwrap(model), zs); return z.opt, _ZeroStep(z, s.grad_clip)
+    if zs.stage not in (0, 1, 2):
+        raise FewkitError(
+            f"TrainSettings.zero stage={zs.stage}: fit wires stages 0-2 (stage 3 frees the "
+            "parameters between layers; run it through fewkit.parallel.zero)"
+        )
+    z = Zero(unwrap(model), zs)
+    return z.opt, _ZeroStep(z, s.grad_clip)
 
-def _rank_dir(ckdir: Path, r: int) -> Path: return ckdir / f"rank{r:03d}"
 
-def fit(model: nn.Module, batches, loss_fn: Callable, s: TrainSettings, count_fn: Callable | None = None,
-        eval_fn: Callable | None = None, resume: bool | str | Path = False, progress: bool = True) -> TrainResult:
+def _rank_dir(ckdir: Path, r: int) -> Path:
+    return ckdir / f"rank{r:03d}"
+
+
+def fit(
+    model: nn.Module,
+    batches,
+    loss_fn: Callable,
+    s: TrainSettings,
+    count_fn: Callable | None = None,
+    eval_fn: Callable | None = None,
+    resume: bool | str | Path = False,
+    progress: bool = True,
+) -> TrainResult:
     "Train `model` on `batches` for `s.steps` steps; `resume`=True (latest) or a checkpoint path."
-    seed_everything(s.seed); log = get_logger("fewkit.train")
+    seed_everything(s.seed)
+    log = get_logger("fewkit.train")
     count_fn = count_fn or (lambda b: len(next(iter(b.values()))))
-    device = get_device(s.device or None); model = apply_techniques(model.to(device), s)
+    device = get_device(s.device or None)
+    model = apply_techniques(model.to(device), s)
     zero = s.parallel == "zero"
     opt, prec = _build_zero(model, s) if zero else (build_optimizer(model, s), None)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: lr_factor(i, s.warmup, s.steps))
     prec = prec or build_precision(model, opt, s)
     split = None
     if technique_on(s, "accum"):
-        mod, acc = _technique(s, "accum"); split = lambda b: mod.split_batch(b, acc.micro_batches)
-    main, world, r = (dist.get_rank() == 0, dist.get_world_size(), dist.get_rank()) if s.parallel in ("ddp", "zero") else (True, 1, 0)
-    out = Path(s.out); ckdir = out / "checkpoints"; history, step, last = [], 0, None
+        mod, acc = _technique(s, "accum")
+        split = lambda b: mod.split_batch(b, acc.micro_batches)
+    main, world, r = (
+        (dist.get_rank() == 0, dist.get_world_size(), dist.get_rank())
+        if s.parallel in ("ddp", "zero")
+        else (True, 1, 0)
+    )
+    out = Path(s.out)
+    ckdir = out / "checkpoints"
+    history, step, last = [], 0, None
     if resume:
         last = latest_checkpoint(ckdir) if resume is True else Path(resume)
-        if last is None: log.info(f"no checkpoint in {ckdir}: starting from step 0")
+        if last is None:
+            log.info(f"no checkpoint in {ckdir}: starting from step 0")
         else:
             ck = load_checkpoint(last)
             unwrap(model).load_state_dict(ck["model"])
-            mine = ck if r == 0 or not zero else load_checkpoint(_rank_dir(last.parent, r) / last.name)  # ZeRO: own partition
-            if mine["step"] != ck["step"]: raise CheckpointError(last, f"rank {r}'s partition is at step {mine['step']}, not {ck['step']}")
-            opt.load_state_dict(mine["optimizer"]); prec.load_state_dict(mine["scaler"])
-            sched.load_state_dict(ck["scheduler"]); batches.load_state_dict(ck["data"]); history, step = ck["history"], ck["step"]
-            set_rng_state(ck["rng"]); log.info(f"resumed from {last} at step {step}")
+            mine = (
+                ck if r == 0 or not zero else load_checkpoint(_rank_dir(last.parent, r) / last.name)
+            )  # ZeRO: own partition
+            if mine["step"] != ck["step"]:
+                raise CheckpointError(last, f"rank {r}'s partition is at step {mine['step']}, not {ck['step']}")
+            opt.load_state_dict(mine["optimizer"])
+            prec.load_state_dict(mine["scaler"])
+            sched.load_state_dict(ck["scheduler"])
+            batches.load_state_dict(ck["data"])
+            history, step = ck["history"], ck["step"]
+            set_rng_state(ck["rng"])
+            log.info(f"resumed from {last} at step {step}")
     if main:  # under DDP/ZeRO, rank 0 alone writes the log and evaluates
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "log.jsonl", lambda f: f.write("".join(json.dumps(h) + "\n" for h in history)), "w")
-    model.train(); busy, toks = 1e-9, 0   # tokens/s counts data + step time, not eval or checkpoints
+    model.train()
+    busy, toks = 1e-9, 0  # tokens/s counts data + step time, not eval or checkpoints
     bar = tqdm(total=s.steps, initial=step, desc="train", disable=not (progress and main), mininterval=1)
     while step < s.steps:
-        t = time.perf_counter(); batch = _to(next(batches), device); lr = opt.param_groups[0]["lr"]
-        loss, n = train_step(model, batch, loss_fn, count_fn, prec, split, averaged=world > 1); sched.step(); step += 1
-        busy += time.perf_counter() - t; rate = (toks := toks + _n_tokens(batch, n // world) * world) / busy  # all ranks
+        t = time.perf_counter()
+        batch = _to(next(batches), device)
+        lr = opt.param_groups[0]["lr"]
+        loss, n = train_step(model, batch, loss_fn, count_fn, prec, split, averaged=world > 1)
+        sched.step()
+        step += 1
+        busy += time.perf_counter() - t
+        rate = (toks := toks + _n_tokens(batch, n // world) * world) / busy  # all ranks
         rec = dict(step=step, loss=loss, lr=lr, count=n, tokens_per_s=rate)
         if main and eval_fn is not None and ((s.eval_every and step % s.eval_every == 0) or step == s.steps):
-            rng = get_rng_state(); model.eval()
-            with torch.no_grad(): rec["eval"] = eval_fn(model)
-            model.train(); set_rng_state(rng)
-        history.append(rec); bar.update(1); bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{rate:,.0f}")
+            rng = get_rng_state()
+            model.eval()
+            with torch.no_grad():
+                rec["eval"] = eval_fn(model)
+            model.train()
+            set_rng_state(rng)
+        history.append(rec)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{rate:,.0f}")
         if main:
-            with open(out / "log.jsonl", "a") as f: f.write(json.dumps(rec) + "\n")
+            with open(out / "log.jsonl", "a") as f:
+                f.write(json.dumps(rec) + "\n")
         if s.save_every and (step % s.save_every == 0 or step == s.steps) and (main or zero):
-            if not hasattr(batches, "state_dict"): raise FewkitError("checkpoints need a batch iterator with state_dict() (e.g. BatchStream)")
+            if not hasattr(batches, "state_dict"):
+                raise FewkitError("checkpoints need a batch iterator with state_dict() (e.g. BatchStream)")
             if main:
-                payload = dict(model=unwrap(model).state_dict(), optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-                               scaler=prec.state_dict(), data=batches.state_dict(), rng=get_rng_state(),
-                               history=history, step=step, settings=s.to_dict())
+                payload = dict(
+                    model=unwrap(model).state_dict(),
+                    optimizer=opt.state_dict(),
+                    scheduler=sched.state_dict(),
+                    scaler=prec.state_dict(),
+                    data=batches.state_dict(),
+                    rng=get_rng_state(),
+                    history=history,
+                    step=step,
+                    settings=s.to_dict(),
+                )
                 last = save_checkpoint(ckdir, step, payload, s.keep)
-            else:   # ZeRO: every other rank keeps its optimizer partition beside rank 0's checkpoint, same step name
-                save_checkpoint(_rank_dir(ckdir, r), step, dict(optimizer=opt.state_dict(), scaler=prec.state_dict(), step=step), s.keep)
+            else:  # ZeRO: every other rank keeps its optimizer partition beside rank 0's checkpoint, same step name
+                save_checkpoint(
+                    _rank_dir(ckdir, r),
+                    step,
+                    dict(optimizer=opt.state_dict(), scaler=prec.state_dict(), step=step),
+                    s.keep,
+                )
     bar.close()
     return TrainResult(unwrap(model), history, last)

@@ -27,8 +27,10 @@ def _rng_devices(tensors) -> list[int]:
     "CUDA devices whose RNG a segment may use (those of its tensor inputs)."
     return sorted({t.device.index or 0 for t in tensors if t.is_cuda})
 
+
 class CheckpointFunction(torch.autograd.Function):
     "Run `fn(*args)` keeping only `args`; recompute `fn` in backward with the forward's RNG state."
+
     @staticmethod
     def forward(ctx, fn, preserve_rng, *args):
         tensors = [a for a in args if torch.is_tensor(a)]
@@ -36,7 +38,7 @@ class CheckpointFunction(torch.autograd.Function):
         if preserve_rng:  # CPU and CUDA generators, as the forward saw them
             ctx.cpu_rng = torch.get_rng_state()
             ctx.cuda_rng = [torch.cuda.get_rng_state(d) for d in ctx.devices]
-        dev = tensors[0].device.type if tensors else 'cpu'  # recompute under the same autocast
+        dev = tensors[0].device.type if tensors else "cpu"  # recompute under the same autocast
         ctx.amp = (dev, torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
         ctx.args = [None if torch.is_tensor(a) else a for a in args]  # non-tensors (e.g. None mask)
         ctx.save_for_backward(*tensors)  # the only activations kept: the segment's inputs
@@ -50,7 +52,8 @@ class CheckpointFunction(torch.autograd.Function):
         with torch.random.fork_rng(devices=ctx.devices, enabled=ctx.preserve_rng):
             if ctx.preserve_rng:
                 torch.set_rng_state(ctx.cpu_rng)
-                for d, s in zip(ctx.devices, ctx.cuda_rng): torch.cuda.set_rng_state(s, d)
+                for d, s in zip(ctx.devices, ctx.cuda_rng):
+                    torch.cuda.set_rng_state(s, d)
             dev, on, dtype = ctx.amp
             with torch.enable_grad(), torch.autocast(dev, dtype=dtype, enabled=on):
                 out = ctx.fn(*args)
@@ -59,204 +62,314 @@ class CheckpointFunction(torch.autograd.Function):
         torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])  # fills param grads too
         return (None, None, *[a.grad if torch.is_tensor(a) and n else None for a, n in zip(args, needs)])
 
+
 def checkpoint(fn: Callable, *args, preserve_rng: bool = True):
     "fewkit's checkpoint: `fn(*args)` whose activations are recomputed in backward."
     if torch.is_grad_enabled() and not any(torch.is_tensor(a) and a.requires_grad for a in args):
         # a reentrant Function's output would not require grad: fn's parameters would silently get none
-        warnings.warn("checkpoint: no input requires grad, so parameters inside get no gradients; "
-                      "use impl='torch' (non-reentrant) for such segments")
+        warnings.warn(
+            "checkpoint: no input requires grad, so parameters inside get no gradients; "
+            "use impl='torch' (non-reentrant) for such segments"
+        )
     return CheckpointFunction.apply(fn, preserve_rng, *args)
 
 # %% ../../nbs/10_checkpointing.ipynb #77a8a6a7
-POLICIES = ('none', 'every', 'every_k', 'sqrt')
-IMPLS = ('fewkit', 'torch', 'deepspeed')
+POLICIES = ("none", "every", "every_k", "sqrt")
+IMPLS = ("fewkit", "torch", "deepspeed")
 
-def segments(n: int, policy: str = 'every', k: int = 2) -> list[range]:
+
+def segments(n: int, policy: str = "every", k: int = 2) -> list[range]:
     "Split layers 0..n-1 into checkpointed segments (a list of ranges); [] for 'none'."
-    if policy not in POLICIES: raise FewkitError(f"unknown checkpoint policy {policy!r}; known: {POLICIES}")
-    if policy == 'none' or n == 0: return []
-    if policy == 'sqrt': size = math.ceil(n / max(1, round(math.sqrt(n))))
-    else: size = 1 if policy == 'every' else max(1, k)
+    if policy not in POLICIES:
+        raise FewkitError(f"unknown checkpoint policy {policy!r}; known: {POLICIES}")
+    if policy == "none" or n == 0:
+        return []
+    if policy == "sqrt":
+        size = math.ceil(n / max(1, round(math.sqrt(n))))
+    else:
+        size = 1 if policy == "every" else max(1, k)
     return [range(i, min(i + size, n)) for i in range(0, n, size)]
 
 # %% ../../nbs/10_checkpointing.ipynb #d72b8cf5
 @dataclass
 class CheckpointSettings(Settings):
     "Activation checkpointing: which segments (`policy`, `k`) and whose implementation (`impl`)."
-    policy: str = 'none'   # 'none' | 'every' | 'every_k' | 'sqrt'
-    k: int = 2             # layers per segment for 'every_k'
-    impl: str = 'fewkit'   # 'fewkit' | 'torch' (non-reentrant) | 'deepspeed'
+
+    policy: str = "none"  # 'none' | 'every' | 'every_k' | 'sqrt'
+    k: int = 2  # layers per segment for 'every_k'
+    impl: str = "fewkit"  # 'fewkit' | 'torch' (non-reentrant) | 'deepspeed'
+
     def __post_init__(self):
-        if self.policy not in POLICIES: raise FewkitError(f"policy {self.policy!r} not in {POLICIES}")
-        if self.impl not in IMPLS: raise FewkitError(f"impl {self.impl!r} not in {IMPLS}")
+        if self.policy not in POLICIES:
+            raise FewkitError(f"policy {self.policy!r} not in {POLICIES}")
+        if self.impl not in IMPLS:
+            raise FewkitError(f"impl {self.impl!r} not in {IMPLS}")
+
     def to_deepspeed_config(self) -> dict:
         "DeepSpeed's `activation_checkpointing` block (the model still calls the checkpoint itself)."
-        if self.policy == 'none': return {}
-        return {'activation_checkpointing': dict(partition_activations=False, cpu_checkpointing=False,
-                contiguous_memory_optimization=False, number_checkpoints=None,
-                synchronize_checkpoint_boundary=False, profile=False)}
+        if self.policy == "none":
+            return {}
+        return {
+            "activation_checkpointing": dict(
+                partition_activations=False,
+                cpu_checkpointing=False,
+                contiguous_memory_optimization=False,
+                number_checkpoints=None,
+                synchronize_checkpoint_boundary=False,
+                profile=False,
+            )
+        }
 
 # %% ../../nbs/10_checkpointing.ipynb #66f2f9c7
 def _torch_checkpoint(fn, *args):
     from torch.utils.checkpoint import checkpoint as ckpt
+
     return ckpt(fn, *args, use_reentrant=False, preserve_rng_state=True)
+
 
 def _deepspeed_checkpoint(fn, *args):
     import deepspeed  # imported lazily: slow to import; `deepspeed.checkpointing` is an attribute, not a module
+
     return deepspeed.checkpointing.checkpoint(fn, *args)
+
 
 _IMPL = dict(fewkit=checkpoint, torch=_torch_checkpoint, deepspeed=_deepspeed_checkpoint)
 
 # %% ../../nbs/10_checkpointing.ipynb #6e1c0c39
 def _run_layers(layers, idx):
     def run(h, mask_bias):
-        for i in idx: h = layers[i](h, mask_bias)
+        for i in idx:
+            h = layers[i](h, mask_bias)
         return h
+
     return run
+
 
 class CheckpointRunner:
     "A `layer_runner` for the fewkit encoder: runs `layers` with segments checkpointed by `cfg`."
-    def __init__(self, cfg: CheckpointSettings): self.cfg, self.ckpt = cfg, _IMPL[cfg.impl]
+
+    def __init__(self, cfg: CheckpointSettings):
+        self.cfg, self.ckpt = cfg, _IMPL[cfg.impl]
+
     def __call__(self, layers: nn.ModuleList, h: torch.Tensor, mask_bias=None) -> torch.Tensor:
         segs = segments(len(layers), self.cfg.policy, self.cfg.k)
-        if not torch.is_grad_enabled() or not segs: return _run_layers(layers, range(len(layers)))(h, mask_bias)
-        for seg in segs: h = self.ckpt(_run_layers(layers, seg), h, mask_bias)  # h: (B, T, C)
+        if not torch.is_grad_enabled() or not segs:
+            return _run_layers(layers, range(len(layers)))(h, mask_bias)
+        for seg in segs:
+            h = self.ckpt(_run_layers(layers, seg), h, mask_bias)  # h: (B, T, C)
         return h
-    def __repr__(self): return f"CheckpointRunner({self.cfg})"
+
+    def __repr__(self):
+        return f"CheckpointRunner({self.cfg})"
+
 
 def _encoder(model: nn.Module) -> nn.Module:
-    for m in (model, getattr(model, 'bert', None)):
-        if m is not None and hasattr(m, 'encoder'): return m.encoder
+    for m in (model, getattr(model, "bert", None)):
+        if m is not None and hasattr(m, "encoder"):
+            return m.encoder
     raise FewkitError(f"{type(model).__name__} has no .encoder or .bert.encoder to checkpoint")
+
 
 def apply_checkpointing(model: nn.Module, cfg: CheckpointSettings) -> nn.Module:
     "Install (or, for policy 'none', remove) the checkpointing layer runner of a fewkit BERT."
-    _encoder(model).layer_runner = None if cfg.policy == 'none' else CheckpointRunner(cfg)
+    _encoder(model).layer_runner = None if cfg.policy == "none" else CheckpointRunner(cfg)
     return model
 
 # %% ../../nbs/10_checkpointing.ipynb #61256722
 def _tiny_model(layers=4, vocab=1000, hidden=128, seed=0) -> BertForMaskedLM:
-    cfg = BertConfig.preset('tiny', vocab_size=vocab).replace(num_hidden_layers=layers, hidden_size=hidden,
-                                                             intermediate_size=4 * hidden)
+    cfg = BertConfig.preset("tiny", vocab_size=vocab).replace(
+        num_hidden_layers=layers, hidden_size=hidden, intermediate_size=4 * hidden
+    )
     seed_everything(seed)
     return BertForMaskedLM(cfg)
 
-def _batch(vocab=1000, B=4, T=32, seed=1, device='cpu') -> dict:
+
+def _batch(vocab=1000, B=4, T=32, seed=1, device="cpu") -> dict:
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(5, vocab, (B, T), generator=g)
     labels = torch.where(torch.rand(B, T, generator=g) < 0.15, ids, torch.full_like(ids, -100))
-    mask = torch.ones(B, T, dtype=torch.long); mask[0, T // 2:] = 0  # some padding
+    mask = torch.ones(B, T, dtype=torch.long)
+    mask[0, T // 2 :] = 0  # some padding
     return {k: v.to(device) for k, v in dict(input_ids=ids, attention_mask=mask, labels=labels).items()}
 
+
 def _loss(model, b):
-    return mlm_loss(model(b['input_ids'], attention_mask=b['attention_mask']), b['labels'])
+    return mlm_loss(model(b["input_ids"], attention_mask=b["attention_mask"]), b["labels"])
+
 
 def grads_with(model: nn.Module, cfg: CheckpointSettings, batch: dict, seed: int = 0) -> dict:
     "Gradients of one MLM step under `cfg` (model in train mode, dropout drawn from `seed`)."
-    apply_checkpointing(model, cfg); model.train(); model.zero_grad(set_to_none=True)
-    torch.manual_seed(seed); _loss(model, batch).backward()
-    apply_checkpointing(model, CheckpointSettings('none'))
+    apply_checkpointing(model, cfg)
+    model.train()
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
+    _loss(model, batch).backward()
+    apply_checkpointing(model, CheckpointSettings("none"))
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 # %% ../../nbs/10_checkpointing.ipynb #d38ed433
 class _Held:
     "What the pack hook returns: autograd drops it when it frees the saved tensor."
-    __slots__ = ('t', '__weakref__')
+
+    __slots__ = ("t", "__weakref__")
+
 
 def saved_bytes_peak(loss_fn: Callable[[], torch.Tensor], exclude=()) -> dict:
     "Run `loss_fn().backward()`; bytes saved for backward after forward, and the peak alive during the step."
     skip = {t.untyped_storage().data_ptr() for t in exclude}
-    live, cur = {}, dict(now=0, peak=0)   # storage ptr -> [refs, nbytes]
+    live, cur = {}, dict(now=0, peak=0)  # storage ptr -> [refs, nbytes]
+
     def release(ptr):
-        e = live[ptr]; e[0] -= 1
-        if e[0] == 0: cur['now'] -= e[1]; del live[ptr]
+        e = live[ptr]
+        e[0] -= 1
+        if e[0] == 0:
+            cur["now"] -= e[1]
+            del live[ptr]
+
     def pack(t):
-        h = _Held(); h.t = t
-        s = t.untyped_storage(); ptr = s.data_ptr()
-        if ptr in skip or s.nbytes() == 0: return h
-        if ptr in live: live[ptr][0] += 1
+        h = _Held()
+        h.t = t
+        s = t.untyped_storage()
+        ptr = s.data_ptr()
+        if ptr in skip or s.nbytes() == 0:
+            return h
+        if ptr in live:
+            live[ptr][0] += 1
         else:
-            live[ptr] = [1, s.nbytes()]; cur['now'] += s.nbytes(); cur['peak'] = max(cur['peak'], cur['now'])
+            live[ptr] = [1, s.nbytes()]
+            cur["now"] += s.nbytes()
+            cur["peak"] = max(cur["peak"], cur["now"])
         weakref.finalize(h, release, ptr)
         return h
+
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda h: h.t):
-        loss = loss_fn(); fwd = cur['now']
+        loss = loss_fn()
+        fwd = cur["now"]
         loss.backward()
-    return dict(forward=fwd, peak=cur['peak'])
+    return dict(forward=fwd, peak=cur["peak"])
 
 # %% ../../nbs/10_checkpointing.ipynb #5aef561a
-def checkpoint_table(layer_counts=(1, 2, 4), policies=POLICIES, impl='fewkit', B=4, T=64, hidden=128,
-                     vocab=1000, device=None, timing='deepest') -> list[dict]:
+def checkpoint_table(
+    layer_counts=(1, 2, 4),
+    policies=POLICIES,
+    impl="fewkit",
+    B=4,
+    T=64,
+    hidden=128,
+    vocab=1000,
+    device=None,
+    timing="deepest",
+) -> list[dict]:
     "Rows of {layers, policy, forward, peak[, time_ratio]} for a tiny fewkit BERT; timing: 'deepest', 'all' or None."
-    device = get_device(device); rows = []
-    for L in tqdm(layer_counts, desc=f'checkpointing ({impl})', leave=False):
+    device = get_device(device)
+    rows = []
+    for L in tqdm(layer_counts, desc=f"checkpointing ({impl})", leave=False):
         model = _tiny_model(layers=L, vocab=vocab, hidden=hidden).to(device).train()
         batch, params = _batch(vocab, B, T, device=device), list(model.parameters())
+
         def step(cfg):
             def run():
-                apply_checkpointing(model, cfg); model.zero_grad(set_to_none=True); _loss(model, batch).backward()
+                apply_checkpointing(model, cfg)
+                model.zero_grad(set_to_none=True)
+                _loss(model, batch).backward()
+
             return run
+
         for p in policies:
             cfg = CheckpointSettings(p, k=2, impl=impl)
             apply_checkpointing(model, cfg)
             r = dict(layers=L, policy=p, impl=impl, **saved_bytes_peak(lambda: _loss(model, batch), exclude=params))
-            timed = timing == 'all' or (timing == 'deepest' and L == max(layer_counts))
-            if timed and p != 'none':  # interleaved with the plain step, in one run
-                r['time_ratio'] = time_ratio(step(CheckpointSettings('none')), step(cfg), device=device)['ratio']
+            timed = timing == "all" or (timing == "deepest" and L == max(layer_counts))
+            if timed and p != "none":  # interleaved with the plain step, in one run
+                r["time_ratio"] = time_ratio(step(CheckpointSettings("none")), step(cfg), device=device)["ratio"]
             rows.append(r)
-        apply_checkpointing(model, CheckpointSettings('none'))
+        apply_checkpointing(model, CheckpointSettings("none"))
     return rows
+
 
 def summarize(rows, B, T, hidden) -> dict:
     "Fit peak bytes vs layers without checkpointing; check the 'every' target at the deepest model."
-    none = sorted((r['layers'], r['peak']) for r in rows if r['policy'] == 'none')
+    none = sorted((r["layers"], r["peak"]) for r in rows if r["policy"] == "none")
     (l0, b0), (l1, b1) = none[0], none[-1]
-    a = (b1 - b0) / (l1 - l0)                  # one layer's saved activations (bytes)
+    a = (b1 - b0) / (l1 - l0)  # one layer's saved activations (bytes)
     base, x = b0 - a * l0, B * T * hidden * 4  # outside the encoder; one layer input (fp32)
-    ev = max((r for r in rows if r['policy'] == 'every'), key=lambda r: r['layers'])
-    layers_kept = (ev['peak'] - base - ev['layers'] * x) / a
-    return dict(layer_activation_bytes=a, outside_encoder_bytes=base, layer_input_bytes=x,
-                every_layers_kept=layers_kept, every_target_ok=layers_kept <= 1.5,
-                every_time_ratio=ev.get('time_ratio'))
+    ev = max((r for r in rows if r["policy"] == "every"), key=lambda r: r["layers"])
+    layers_kept = (ev["peak"] - base - ev["layers"] * x) / a
+    return dict(
+        layer_activation_bytes=a,
+        outside_encoder_bytes=base,
+        layer_input_bytes=x,
+        every_layers_kept=layers_kept,
+        every_target_ok=layers_kept <= 1.5,
+        every_time_ratio=ev.get("time_ratio"),
+    )
 
 # %% ../../nbs/10_checkpointing.ipynb #593f0e6a
 def plot_bytes(rows, path=None, device=None):
     "Peak saved-for-backward bytes vs number of layers, one line per policy."
-    fig, ax = figure('activation checkpointing: peak saved bytes', device=device)
-    for p in dict.fromkeys(r['policy'] for r in rows):
-        pts = sorted((r['layers'], r['peak'] / 2**20) for r in rows if r['policy'] == p)
-        ax.plot(*zip(*pts), marker='o', label=p)
-    ax.set_xlabel('layers'); ax.set_ylabel('MiB saved (peak)'); ax.legend()
-    if path is not None: save_figure(fig, path)  # saves and closes
+    fig, ax = figure("activation checkpointing: peak saved bytes", device=device)
+    for p in dict.fromkeys(r["policy"] for r in rows):
+        pts = sorted((r["layers"], r["peak"] / 2**20) for r in rows if r["policy"] == p)
+        ax.plot(*zip(*pts), marker="o", label=p)
+    ax.set_xlabel("layers")
+    ax.set_ylabel("MiB saved (peak)")
+    ax.legend()
+    if path is not None:
+        save_figure(fig, path)  # saves and closes
     return fig
 
 # %% ../../nbs/10_checkpointing.ipynb #2d87f833
 def bench(out: Path, quick: bool = False) -> dict:
     "Bytes and step time vs layers and policy; writes out/checkpointing.png."
     from fewkit.measure import env_info
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    cuda = get_device().type == 'cuda'
-    if quick: L, B, T, H = (1, 2), 2, 16, 64
-    elif cuda: L, B, T, H = (1, 2, 4, 8, 12), 16, 256, 256
-    else: L, B, T, H = (1, 2, 4, 8), 4, 64, 128
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cuda = get_device().type == "cuda"
+    if quick:
+        L, B, T, H = (1, 2), 2, 16, 64
+    elif cuda:
+        L, B, T, H = (1, 2, 4, 8, 12), 16, 256, 256
+    else:
+        L, B, T, H = (1, 2, 4, 8), 4, 64, 128
     rows = checkpoint_table(L, B=B, T=T, hidden=H)  # step time at the deepest model
-    impl_rows = [r for i in ('torch', 'deepspeed')
-                 for r in checkpoint_table(L[-1:], ('every',), impl=i, B=B, T=T, hidden=H)]
-    plot_bytes(rows, out / 'checkpointing.png')
-    return dict(env=env_info(), sizes=dict(layers=L, B=B, T=T, hidden=H), rows=rows,
-                impl_time_ratio={r['impl']: r['time_ratio'] for r in impl_rows},
-                summary=summarize(rows, B, T, H), png='checkpointing.png')
+    impl_rows = [
+        r for i in ("torch", "deepspeed") for r in checkpoint_table(L[-1:], ("every",), impl=i, B=B, T=T, hidden=H)
+    ]
+    plot_bytes(rows, out / "checkpointing.png")
+    return dict(
+        env=env_info(),
+        sizes=dict(layers=L, B=B, T=T, hidden=H),
+        rows=rows,
+        impl_time_ratio={r["impl"]: r["time_ratio"] for r in impl_rows},
+        summary=summarize(rows, B, T, H),
+        png="checkpointing.png",
+    )
+
 
 def demo_section(out: Path, ctx: dict) -> str:
     "fewkit demo: the bytes-vs-layers plot on the tiny model (well under a minute on CPU)."
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     B, T, H = 4, 32, 128
-    rows = checkpoint_table((1, 2, 4), ('none', 'every', 'sqrt'), B=B, T=T, hidden=H, device=ctx.get('device'))
-    plot_bytes(rows, out / 'checkpointing_bytes.png', device=ctx.get('device'))
+    rows = checkpoint_table((1, 2, 4), ("none", "every", "sqrt"), B=B, T=T, hidden=H, device=ctx.get("device"))
+    plot_bytes(rows, out / "checkpointing_bytes.png", device=ctx.get("device"))
     s = summarize(rows, B, T, H)
-    lines = [f"| {r['layers']} | {r['policy']} | {r['peak'] / 2**20:.2f} | {r.get('time_ratio', 1.0):.2f} |" for r in rows]
-    return '\n'.join([  # fewkit demo adds the section heading
-        f"Tiny BERT (hidden {H}, batch {B}x{T}) on {device_name(ctx.get('device'))}: peak bytes saved for backward.", "",
-        "| layers | policy | peak MiB | step time / none |", "|---|---|---|---|", *lines, "",
-        f"Per-layer checkpointing keeps {s['every_layers_kept']:.2f} layers' activations plus the layer inputs "
-        f"(target <= 1.5).", "", "![checkpointing](checkpointing_bytes.png)", ""])
+    lines = [
+        f"| {r['layers']} | {r['policy']} | {r['peak'] / 2**20:.2f} | {r.get('time_ratio', 1.0):.2f} |" for r in rows
+    ]
+    return "\n".join(
+        [  # fewkit demo adds the section heading
+            f"Tiny BERT (hidden {H}, batch {B}x{T}) on {device_name(ctx.get('device'))}: peak bytes saved for backward.",
+            "",
+            "| layers | policy | peak MiB | step time / none |",
+            "|---|---|---|---|",
+            *lines,
+            "",
+            f"Per-layer checkpointing keeps {s['every_layers_kept']:.2f} layers' activations plus the layer inputs "
+            f"(target <= 1.5).",
+            "",
+            "![checkpointing](checkpointing_bytes.png)",
+            "",
+        ]
+    )

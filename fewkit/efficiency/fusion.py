@@ -26,40 +26,52 @@ def chain_eager(y, bias, residual, mask):
     "Unfused reference: gelu(y + bias) * mask + residual (4 kernels). y, residual, mask (N, H); bias (H,)."
     return F.gelu(y + bias) * mask + residual
 
+
 def dropout_mask(y: torch.Tensor, p: float, training: bool = True) -> torch.Tensor | None:
     "F.dropout's CPU noise, same RNG calls: bernoulli(1-p)/(1-p) shaped like y; None when dropout is off."
-    if not training or p == 0: return None
-    if p >= 1: return torch.zeros_like(y)
+    if not training or p == 0:
+        return None
+    if p >= 1:
+        return torch.zeros_like(y)
     return torch.empty_like(y).bernoulli_(1 - p).div_(1 - p)
 
 # %% ../../nbs/14_fusion.ipynb #09404c62
 def chain_bytes(numel: int, itemsize: int = 4, fused: bool = False, backward: bool = False) -> int:
     "Bytes the chain moves through memory (bias and the bias-grad sum output ignored)."
-    if backward: n = 3 + 1 if fused else 5 + 2
-    else: n = 3 + 1 if fused else 6 + 4
+    if backward:
+        n = 3 + 1 if fused else 5 + 2
+    else:
+        n = 3 + 1 if fused else 6 + 4
     return n * numel * itemsize
 
 # %% ../../nbs/14_fusion.ipynb #fc068ece
 def copy_bandwidth(numel: int = 2**24) -> float:
     "Measured memory bandwidth in bytes/s: a large fp32 copy reads and writes numel*4 bytes each."
-    a = torch.randn(numel); b = torch.empty_like(a)
+    a = torch.randn(numel)
+    b = torch.empty_like(a)
     return 2 * a.numel() * 4 / median_time(lambda: b.copy_(a), min_run_time=0.3)
 
 # %% ../../nbs/14_fusion.ipynb #cc553828
 _INV_SQRT2, _INV_SQRT2PI = 1 / math.sqrt(2), 1 / math.sqrt(2 * math.pi)
 
+
 def gelu_grad(a: torch.Tensor) -> torch.Tensor:
     "d/da of the exact GELU a·Φ(a): Φ(a) + a·φ(a)."
     return 0.5 * (1 + torch.erf(a * _INV_SQRT2)) + a * torch.exp(-0.5 * a * a) * _INV_SQRT2PI
 
-def _sum_to_bias(g, h: int): return g.reshape(-1, h).sum(0)  # (..., H) -> (H,)
+
+def _sum_to_bias(g, h: int):
+    return g.reshape(-1, h).sum(0)  # (..., H) -> (H,)
+
 
 class FusedChain(torch.autograd.Function):
     "gelu(y + bias) * mask + residual with its own backward; saves y, bias, mask only."
+
     @staticmethod
     def forward(ctx, y, bias, residual, mask):
         ctx.save_for_backward(y, bias, mask)
-        return F.gelu(y + bias).mul_(mask).add_(residual)   # in place: no extra temporaries
+        return F.gelu(y + bias).mul_(mask).add_(residual)  # in place: no extra temporaries
+
     @staticmethod
     def backward(ctx, g):
         y, bias, mask = ctx.saved_tensors
@@ -69,22 +81,31 @@ class FusedChain(torch.autograd.Function):
 # %% ../../nbs/14_fusion.ipynb #7def3d12
 class BiasGelu(torch.autograd.Function):
     "gelu(y + bias); saves y and bias and recomputes GELU's derivative in backward."
+
     @staticmethod
     def forward(ctx, y, bias):
-        ctx.save_for_backward(y, bias); return F.gelu(y + bias)
+        ctx.save_for_backward(y, bias)
+        return F.gelu(y + bias)
+
     @staticmethod
     def backward(ctx, g):
-        y, bias = ctx.saved_tensors; gy = g * gelu_grad(y + bias)
+        y, bias = ctx.saved_tensors
+        gy = g * gelu_grad(y + bias)
         return gy, _sum_to_bias(gy, bias.shape[-1])
+
 
 class BiasMaskAdd(torch.autograd.Function):
     "residual + (y + bias) * mask; saves only the mask."
+
     @staticmethod
     def forward(ctx, y, bias, residual, mask):
-        ctx.save_for_backward(mask); return (y + bias).mul_(mask).add_(residual)
+        ctx.save_for_backward(mask)
+        return (y + bias).mul_(mask).add_(residual)
+
     @staticmethod
     def backward(ctx, g):
-        (mask,) = ctx.saved_tensors; gy = g * mask
+        (mask,) = ctx.saved_tensors
+        gy = g * mask
         return gy, _sum_to_bias(gy, mask.shape[-1]), g, None
 
 # %% ../../nbs/14_fusion.ipynb #1df2fb07
@@ -94,57 +115,92 @@ def jit_script(fn):
         warnings.filterwarnings("ignore", message=".*torch.jit.script.*deprecated", category=DeprecationWarning)
         return torch.jit.script(fn)
 
-def _bias_gelu(y, bias): return F.gelu(y + bias)
-def _bias_mask_add(y, bias, residual, mask): return residual + (y + bias) * mask
-def _bias_add(y, bias, residual): return residual + (y + bias)
+
+def _bias_gelu(y, bias):
+    return F.gelu(y + bias)
+
+
+def _bias_mask_add(y, bias, residual, mask):
+    return residual + (y + bias) * mask
+
+
+def _bias_add(y, bias, residual):
+    return residual + (y + bias)
 
 # %% ../../nbs/14_fusion.ipynb #bac7cd71
 _COMPILED: dict = {}
+
+
 def compiled(fn):
     "torch.compile(fn), created once per function (compiling happens at the first call)."
-    if fn not in _COMPILED: _COMPILED[fn] = torch.compile(fn)
+    if fn not in _COMPILED:
+        _COMPILED[fn] = torch.compile(fn)
     return _COMPILED[fn]
 
 # %% ../../nbs/14_fusion.ipynb #29adbe51
 def chain_variants() -> dict:
     "name -> chain function (y, bias, residual, mask) for every implementation."
-    return {"eager": chain_eager, "compile": compiled(chain_eager), "jit": jit_script(chain_eager),
-            "autograd": FusedChain.apply}
+    return {
+        "eager": chain_eager,
+        "compile": compiled(chain_eager),
+        "jit": jit_script(chain_eager),
+        "autograd": FusedChain.apply,
+    }
+
 
 def chain_grads(fn, y, bias, residual, mask, g) -> list:
     "[out, dy, dbias, dresidual] of fn for upstream gradient g."
     ins = [t.detach().clone().requires_grad_() for t in (y, bias, residual)]
-    out = fn(ins[0], ins[1], ins[2], mask); out.backward(g)
+    out = fn(ins[0], ins[1], ins[2], mask)
+    out.backward(g)
     return [out.detach()] + [t.grad for t in ins]
 
 # %% ../../nbs/14_fusion.ipynb #bbdfe217
 _IMPLS = ("none", "compile", "jit", "autograd")
 
+
 @dataclass
 class FusionSettings(Settings):
     "Which implementation runs BERT's bias+GELU and bias+dropout+residual hooks."
-    impl: str = "none"   # 'none' (eager) | 'compile' (torch.compile) | 'jit' (torch.jit.script) | 'autograd' (hand-fused Functions)
+
+    impl: str = "none"  # 'none' (eager) | 'compile' (torch.compile) | 'jit' (torch.jit.script) | 'autograd' (hand-fused Functions)
+
     def __post_init__(self):
-        if self.impl not in _IMPLS: raise FewkitError(f"FusionSettings.impl must be one of {_IMPLS}, got {self.impl!r}")
+        if self.impl not in _IMPLS:
+            raise FewkitError(f"FusionSettings.impl must be one of {_IMPLS}, got {self.impl!r}")
+
 
 def fused_hooks(impl: str) -> tuple:
     "(bias_act, bias_dropout_add) for impl; 'none' gives fewkit.model's eager defaults."
-    if impl == "none": return fkm.bias_gelu, fkm.bias_dropout_add
-    if impl == "autograd": gelu, mask_add, add = BiasGelu.apply, BiasMaskAdd.apply, _bias_add
-    elif impl == "jit": gelu, mask_add, add = jit_script(_bias_gelu), jit_script(_bias_mask_add), jit_script(_bias_add)
-    else: gelu, mask_add, add = compiled(_bias_gelu), compiled(_bias_mask_add), compiled(_bias_add)
+    if impl == "none":
+        return fkm.bias_gelu, fkm.bias_dropout_add
+    if impl == "autograd":
+        gelu, mask_add, add = BiasGelu.apply, BiasMaskAdd.apply, _bias_add
+    elif impl == "jit":
+        gelu, mask_add, add = jit_script(_bias_gelu), jit_script(_bias_mask_add), jit_script(_bias_add)
+    else:
+        gelu, mask_add, add = compiled(_bias_gelu), compiled(_bias_mask_add), compiled(_bias_add)
+
     def bias_dropout_add(y, bias, residual, p: float, training: bool):
-        mask = dropout_mask(y, p, training)   # eager: same RNG stream as F.dropout
+        mask = dropout_mask(y, p, training)  # eager: same RNG stream as F.dropout
         return add(y, bias, residual) if mask is None else mask_add(y, bias, residual, mask)
+
     return gelu, bias_dropout_add
+
 
 def apply_fusion(model: nn.Module, cfg: FusionSettings | None = None) -> nn.Module:
     "Swap every bias_act / bias_dropout_add hook in model for cfg.impl's ('none' restores eager)."
-    act, bda = fused_hooks((cfg or FusionSettings()).impl); n = 0
+    act, bda = fused_hooks((cfg or FusionSettings()).impl)
+    n = 0
     for mod in model.modules():
-        if "bias_act" in vars(mod): mod.bias_act = act; n += 1
-        if "bias_dropout_add" in vars(mod): mod.bias_dropout_add = bda; n += 1
-    if n == 0: raise FewkitError("apply_fusion: no bias_act/bias_dropout_add hooks found (not a fewkit BERT?)")
+        if "bias_act" in vars(mod):
+            mod.bias_act = act
+            n += 1
+        if "bias_dropout_add" in vars(mod):
+            mod.bias_dropout_add = bda
+            n += 1
+    if n == 0:
+        raise FewkitError("apply_fusion: no bias_act/bias_dropout_add hooks found (not a fewkit BERT?)")
     return model
 
 # %% ../../nbs/14_fusion.ipynb #8de5b5f5
@@ -154,28 +210,37 @@ def bert_loss_grads(impl: str, seed: int = 0, layers: int = 2, B: int = 2, T: in
     cfg = fkm.BertConfig.preset("tiny", vocab_size=vocab).replace(num_hidden_layers=layers)
     model = apply_fusion(fkm.BertForMaskedLM(cfg).train(), FusionSettings(impl))
     g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, vocab, (B, T), generator=g); labels = ids.masked_fill(torch.rand(B, T, generator=g) > .3, -100)
-    seed_everything(seed + 1)   # the dropout stream
-    loss = fkm.mlm_loss(model(ids), labels); loss.backward()
+    ids = torch.randint(5, vocab, (B, T), generator=g)
+    labels = ids.masked_fill(torch.rand(B, T, generator=g) > 0.3, -100)
+    seed_everything(seed + 1)  # the dropout stream
+    loss = fkm.mlm_loss(model(ids), labels)
+    loss.backward()
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 # %% ../../nbs/14_fusion.ipynb #287cae40
 def time_chain(fn, numel_rows: int, h: int, device=None, train: bool = True, min_run_time: float = 0.2) -> float:
     "Median seconds of fn's chain (forward, or forward+backward if train) on (rows, h) fp32 tensors."
-    dev = get_device(device); g = torch.Generator(device="cpu").manual_seed(0)
+    dev = get_device(device)
+    g = torch.Generator(device="cpu").manual_seed(0)
     y, r, gout = (torch.randn(numel_rows, h, generator=g).to(dev) for _ in range(3))
     b, m = torch.randn(h, generator=g).to(dev), dropout_mask(y, 0.1)
-    if not train: return median_time(lambda: fn(y, b, r, m), device=dev, min_run_time=min_run_time)
+    if not train:
+        return median_time(lambda: fn(y, b, r, m), device=dev, min_run_time=min_run_time)
     y, b, r = (t.requires_grad_() for t in (y, b, r))
+
     def step():
         y.grad = b.grad = r.grad = None
         fn(y, b, r, m).backward(gout)
+
     return median_time(step, device=dev, min_run_time=min_run_time)
+
 
 def fusion_table(sizes, device=None, variants=None, train: bool = True) -> list[dict]:
     "One row per (size, variant): seconds and the speed-up over eager."
     from tqdm.auto import tqdm
-    variants = variants or chain_variants(); rows = []
+
+    variants = variants or chain_variants()
+    rows = []
     for n, h in tqdm(sizes, desc="fusion sizes", leave=False):
         ts = {k: time_chain(f, n, h, device, train) for k, f in variants.items()}
         rows += [dict(rows=n, h=h, numel=n * h, variant=k, seconds=t, speedup=ts["eager"] / t) for k, t in ts.items()]
@@ -185,52 +250,86 @@ def fusion_table(sizes, device=None, variants=None, train: bool = True) -> list[
 def plot_fusion(rows: list[dict], bandwidth: float, device=None, title: str = "bias+GELU+dropout+residual, fwd+bwd"):
     "Log-log time vs elements for each variant, with the eager and fused memory-traffic floors dashed."
     from fewkit.measure import figure
+
     fig, ax = figure(title, device=device, figsize=(6, 4), dpi=80)
     for v in dict.fromkeys(r["variant"] for r in rows):
         rs = [r for r in rows if r["variant"] == v]
         ax.plot([r["numel"] for r in rs], [r["seconds"] * 1e3 for r in rs], "o-", label=v)
     xs = sorted({r["numel"] for r in rows})
     for fused, style in ((False, "k--"), (True, "k:")):
-        ax.plot(xs, [(chain_bytes(x, fused=fused) + chain_bytes(x, fused=fused, backward=True)) / bandwidth * 1e3 for x in xs],
-                style, label=f"bytes/bandwidth ({'fused' if fused else 'eager'})")
-    ax.set(xscale="log", yscale="log", xlabel="elements per tensor", ylabel="ms (median)"); ax.legend(fontsize=7)
+        ax.plot(
+            xs,
+            [(chain_bytes(x, fused=fused) + chain_bytes(x, fused=fused, backward=True)) / bandwidth * 1e3 for x in xs],
+            style,
+            label=f"bytes/bandwidth ({'fused' if fused else 'eager'})",
+        )
+    ax.set(xscale="log", yscale="log", xlabel="elements per tensor", ylabel="ms (median)")
+    ax.legend(fontsize=7)
     return fig
 
 # %% ../../nbs/14_fusion.ipynb #23aff59d
 def bench(out: Path, quick: bool = False) -> dict:
     "fewkit bench fusion: time eager vs compile/jit/autograd over sizes, compile time, bandwidth; writes fusion.png."
     from fewkit.measure import env_info, save_figure
-    dev = get_device(); cuda = dev.type == "cuda"
-    sizes = ([(256, 256), (1024, 512)] if quick else
-             [(1024, 1024), (4096, 4096), (8192, 8192), (16384, 8192)] if cuda else
-             [(256, 512), (1024, 1024), (2048, 2048), (4096, 2048), (4096, 4096)])
+
+    dev = get_device()
+    cuda = dev.type == "cuda"
+    sizes = (
+        [(256, 256), (1024, 512)]
+        if quick
+        else [(1024, 1024), (4096, 4096), (8192, 8192), (16384, 8192)]
+        if cuda
+        else [(256, 512), (1024, 1024), (2048, 2048), (4096, 2048), (4096, 4096)]
+    )
     bw = copy_bandwidth(2**22 if quick else 2**25) if not cuda else None
-    torch._dynamo.reset(); _COMPILED.clear()
-    t0 = time.perf_counter(); time_chain(compiled(chain_eager), *sizes[0], dev, min_run_time=0.01)
-    compile_s = time.perf_counter() - t0        # includes a few timed runs, dominated by compiling
+    torch._dynamo.reset()
+    _COMPILED.clear()
+    t0 = time.perf_counter()
+    time_chain(compiled(chain_eager), *sizes[0], dev, min_run_time=0.01)
+    compile_s = time.perf_counter() - t0  # includes a few timed runs, dominated by compiling
     rows = fusion_table(sizes, dev)
     if cuda:  # device bandwidth from a copy on the GPU
-        a = torch.randn(2**26, device=dev); b = torch.empty_like(a)
+        a = torch.randn(2**26, device=dev)
+        b = torch.empty_like(a)
         bw = 2 * a.numel() * 4 / median_time(lambda: b.copy_(a), device=dev)
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     save_figure(plot_fusion(rows, bw, dev), out / "fusion.png")
     big = [r for r in rows if r["numel"] == max(r_["numel"] for r_ in rows)]
-    return dict(env=env_info(dev), bandwidth_GBps=bw / 1e9, compile_first_call_s=compile_s, rows=rows,
-                largest={r["variant"]: r["speedup"] for r in big},
-                roofline_max_speedup=(chain_bytes(1) + chain_bytes(1, backward=True)) /
-                                     (chain_bytes(1, fused=True) + chain_bytes(1, fused=True, backward=True)))
+    return dict(
+        env=env_info(dev),
+        bandwidth_GBps=bw / 1e9,
+        compile_first_call_s=compile_s,
+        rows=rows,
+        largest={r["variant"]: r["speedup"] for r in big},
+        roofline_max_speedup=(chain_bytes(1) + chain_bytes(1, backward=True))
+        / (chain_bytes(1, fused=True) + chain_bytes(1, fused=True, backward=True)),
+    )
 
 # %% ../../nbs/14_fusion.ipynb #a589374c
 def demo_section(out: Path, ctx: dict) -> str:
     "fewkit demo: speed-up of the fused bias+GELU+dropout+residual chain at the tiny BERT's MLP shape."
     from fewkit.measure import figure, save_figure
-    dev = get_device(ctx.get("device")); c = fkm.BertConfig.preset("tiny", vocab_size=1000)
-    n, h = 8 * 128, c.intermediate_size       # batch 8 x 128 tokens, MLP width: (N, H)
+
+    dev = get_device(ctx.get("device"))
+    c = fkm.BertConfig.preset("tiny", vocab_size=1000)
+    n, h = 8 * 128, c.intermediate_size  # batch 8 x 128 tokens, MLP width: (N, H)
     ts = {k: time_chain(f, n, h, dev) for k, f in chain_variants().items()}
     fig, ax = figure(f"fused chain, tiny BERT MLP ({n}x{h}), fwd+bwd", device=dev, figsize=(5, 3), dpi=80)
-    ax.bar(list(ts), [t * 1e3 for t in ts.values()]); ax.set_ylabel("ms (median)")
+    ax.bar(list(ts), [t * 1e3 for t in ts.values()])
+    ax.set_ylabel("ms (median)")
     save_figure(fig, Path(out) / "fusion_demo.png")
-    lines = [f"| {k} | {t*1e3:.2f} | {ts['eager']/t:.2f}x |" for k, t in ts.items()]
-    return "\n".join([f"### Kernel fusion ({device_name(dev)})", "",
-                      f"bias + GELU + dropout + residual on a ({n}, {h}) fp32 tensor, forward + backward:", "",
-                      "| variant | ms | speed-up |", "|---|---|---|", *lines, "", "![fusion](fusion_demo.png)"])
+    lines = [f"| {k} | {t * 1e3:.2f} | {ts['eager'] / t:.2f}x |" for k, t in ts.items()]
+    return "\n".join(
+        [
+            f"### Kernel fusion ({device_name(dev)})",
+            "",
+            f"bias + GELU + dropout + residual on a ({n}, {h}) fp32 tensor, forward + backward:",
+            "",
+            "| variant | ms | speed-up |",
+            "|---|---|---|",
+            *lines,
+            "",
+            "![fusion](fusion_demo.png)",
+        ]
+    )

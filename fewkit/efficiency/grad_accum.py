@@ -25,12 +25,17 @@ __all__ = ['AccumSettings', 'split_batch', 'accumulate', 'accumulate_per_microba
 @dataclass
 class AccumSettings(Settings):
     "Gradient accumulation: how many micro-batches make one optimizer step."
+
     micro_batches: int = 1
+
     def __post_init__(self):
-        if self.micro_batches < 1: raise FewkitError(f"micro_batches must be >= 1, got {self.micro_batches}")
+        if self.micro_batches < 1:
+            raise FewkitError(f"micro_batches must be >= 1, got {self.micro_batches}")
+
     def to_deepspeed_config(self) -> dict:
         "DeepSpeed's knob (it also needs train_micro_batch_size_per_gpu, set by the trainer)."
-        return {'gradient_accumulation_steps': self.micro_batches}
+        return {"gradient_accumulation_steps": self.micro_batches}
+
 
 def split_batch(batch: dict[str, torch.Tensor], k: int) -> list[dict]:
     "Split each tensor of `batch` along dim 0 into `k` micro-batches (sizes differ by at most one)."
@@ -38,7 +43,8 @@ def split_batch(batch: dict[str, torch.Tensor], k: int) -> list[dict]:
     if len(sizes) != len(batch) or len(set(sizes.values())) != 1:
         raise FewkitError(f"split_batch needs tensors with one shared batch dim, got {sizes or list(batch)}")
     B = next(iter(sizes.values()))
-    if not 1 <= k <= B: raise FewkitError(f"cannot split a batch of {B} into {k} micro-batches")
+    if not 1 <= k <= B:
+        raise FewkitError(f"cannot split a batch of {B} into {k} micro-batches")
     parts = {n: torch.tensor_split(v, k) for n, v in batch.items()}
     return [{n: parts[n][i] for n in batch} for i in range(k)]
 
@@ -46,35 +52,46 @@ def split_batch(batch: dict[str, torch.Tensor], k: int) -> list[dict]:
 def accumulate(micro_batches: list, loss_sum_fn: Callable, count_fn: Callable) -> float:
     "Backward every micro-batch's summed loss / the whole batch's count; return the batch mean loss."
     n = sum(int(count_fn(mb)) for mb in micro_batches)  # items or masked tokens in the WHOLE batch
-    if n == 0: raise FewkitError("accumulate: the batch has nothing to average over (count 0)")
+    if n == 0:
+        raise FewkitError("accumulate: the batch has nothing to average over (count 0)")
     total = 0.0
     for mb in micro_batches:
-        loss_sum = loss_sum_fn(mb)      # scalar: summed, not averaged, over this micro-batch
-        (loss_sum / n).backward()       # grads add up in .grad across micro-batches
+        loss_sum = loss_sum_fn(mb)  # scalar: summed, not averaged, over this micro-batch
+        (loss_sum / n).backward()  # grads add up in .grad across micro-batches
         total += loss_sum.item()
     return total / n
+
 
 def accumulate_per_microbatch_mean(micro_batches: list, loss_mean_fn: Callable) -> float:
     "The common WRONG version: average each micro-batch, then divide by k (kept to show it fails)."
     k, total = len(micro_batches), 0.0
     for mb in micro_batches:
         loss = loss_mean_fn(mb) / k
-        loss.backward(); total += loss.item()
+        loss.backward()
+        total += loss.item()
     return total
 
 # %% ../../nbs/11_grad_accum.ipynb #c6da8931
 def mlm_loss_sum_fn(model: nn.Module) -> Callable:
     "loss_sum_fn for a fewkit BertForMaskedLM: summed MLM loss over a micro-batch's masked tokens."
-    def f(mb): return mlm_loss(model(mb['input_ids'], attention_mask=mb.get('attention_mask')), mb['labels'], reduction='sum')
+
+    def f(mb):
+        return mlm_loss(model(mb["input_ids"], attention_mask=mb.get("attention_mask")), mb["labels"], reduction="sum")
+
     return f
+
 
 def masked_count(mb: dict) -> int:
     "count_fn for MLM: masked tokens (labels != -100) in a micro-batch."
-    return int((mb['labels'] != -100).sum())
+    return int((mb["labels"] != -100).sum())
+
 
 def mlm_loss_mean_fn(model: nn.Module) -> Callable:
     "The per-micro-batch mean MLM loss (what `accumulate_per_microbatch_mean` averages)."
-    def f(mb): return mlm_loss(model(mb['input_ids'], attention_mask=mb.get('attention_mask')), mb['labels'])
+
+    def f(mb):
+        return mlm_loss(model(mb["input_ids"], attention_mask=mb.get("attention_mask")), mb["labels"])
+
     return f
 
 # %% ../../nbs/11_grad_accum.ipynb #56e6a854
@@ -88,74 +105,107 @@ def rel_diff(ga: dict, gb: dict) -> float:
     num = sum(float((ga[n].double() - gb[n].double()).pow(2).sum()) for n in gb)
     return (num / sum(float(g.double().pow(2).sum()) for g in gb.values())) ** 0.5
 
+
 def padded_mlm_batch(B=7, T=24, vocab=500, p=0.15, seed=0) -> dict:
     "Random MLM batch with different lengths (padding id 0) and ~p masked tokens per real token."
     g = torch.Generator().manual_seed(seed)
     lens = torch.randint(T // 4, T + 1, (B,), generator=g)
-    mask = (torch.arange(T)[None] < lens[:, None]).long()          # (B, T)
+    mask = (torch.arange(T)[None] < lens[:, None]).long()  # (B, T)
     ids = torch.randint(5, vocab, (B, T), generator=g) * mask
     pick = (torch.rand(B, T, generator=g) < p) & mask.bool()
-    pick[:, 0] |= True                                             # at least one masked token per row
+    pick[:, 0] |= True  # at least one masked token per row
     return dict(input_ids=ids, attention_mask=mask, labels=torch.where(pick, ids, -100))
 
-def _grads(model): return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+def _grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
 
 def big_batch_grads(model, batch) -> dict:
     "Reference: one backward of the mean MLM loss over the whole batch."
-    model.zero_grad(set_to_none=True); mlm_loss_mean_fn(model)(batch).backward(); return _grads(model)
+    model.zero_grad(set_to_none=True)
+    mlm_loss_mean_fn(model)(batch).backward()
+    return _grads(model)
+
 
 def accum_grads(model, batch, k, wrong=False) -> dict:
     "Gradients from k micro-batches (`wrong=True`: per-micro-batch means)."
-    model.zero_grad(set_to_none=True); mbs = split_batch(batch, k)
-    if wrong: accumulate_per_microbatch_mean(mbs, mlm_loss_mean_fn(model))
-    else: accumulate(mbs, mlm_loss_sum_fn(model), masked_count)
+    model.zero_grad(set_to_none=True)
+    mbs = split_batch(batch, k)
+    if wrong:
+        accumulate_per_microbatch_mean(mbs, mlm_loss_mean_fn(model))
+    else:
+        accumulate(mbs, mlm_loss_sum_fn(model), masked_count)
     return _grads(model)
 
 # %% ../../nbs/11_grad_accum.ipynb #79bbdfc1
-def activation_table(B=8, T=64, ks=(1, 2, 4, 8), layers=2, hidden=128, vocab=1000, device=None, timing=False) -> list[dict]:
+def activation_table(
+    B=8, T=64, ks=(1, 2, 4, 8), layers=2, hidden=128, vocab=1000, device=None, timing=False
+) -> list[dict]:
     "Bytes saved for backward by one micro-batch forward (and step time vs the first k) for batch B split in k."
     device = get_device(device)
-    cfg = BertConfig.preset('tiny', vocab_size=vocab).replace(num_hidden_layers=layers, hidden_size=hidden,
-                                                             intermediate_size=4 * hidden)
-    seed_everything(0); model = BertForMaskedLM(cfg).to(device).train()
+    cfg = BertConfig.preset("tiny", vocab_size=vocab).replace(
+        num_hidden_layers=layers, hidden_size=hidden, intermediate_size=4 * hidden
+    )
+    seed_everything(0)
+    model = BertForMaskedLM(cfg).to(device).train()
     batch = {n: v.to(device) for n, v in padded_mlm_batch(B, T, vocab).items()}
     rows = []
-    for k in tqdm(ks, desc='micro-batches', leave=False):
+    for k in tqdm(ks, desc="micro-batches", leave=False):
         mbs = split_batch(batch, k)
         with SavedTensorMeter(exclude=list(model.parameters())) as m:
             loss = mlm_loss_sum_fn(model)(mbs[0])
         del loss
-        r = dict(k=k, micro_batch=len(mbs[0]['input_ids']), bytes=m.bytes)
+        r = dict(k=k, micro_batch=len(mbs[0]["input_ids"]), bytes=m.bytes)
         if timing:  # whole-batch step time relative to k=1, interleaved in one run
             step = lambda mbs=mbs: accumulate(mbs, mlm_loss_sum_fn(model), masked_count)
-            if k == ks[0]: base = step
-            else: r['time_ratio'] = time_ratio(base, step, device=device, rounds=3)['ratio']
+            if k == ks[0]:
+                base = step
+            else:
+                r["time_ratio"] = time_ratio(base, step, device=device, rounds=3)["ratio"]
         rows.append(r)
     return rows
 
+
 def plot_activations(rows, path=None, device=None):
     "Bytes saved for backward per micro-batch forward vs k."
-    fig, ax = figure('gradient accumulation: activation bytes', device=device)
-    ax.plot([r['k'] for r in rows], [r['bytes'] / 2**20 for r in rows], marker='o')
-    ax.set_xscale('log', base=2); ax.set_xlabel('micro-batches k (batch B fixed)'); ax.set_ylabel('MiB saved for backward')
-    if path is not None: save_figure(fig, path)  # saves and closes
+    fig, ax = figure("gradient accumulation: activation bytes", device=device)
+    ax.plot([r["k"] for r in rows], [r["bytes"] / 2**20 for r in rows], marker="o")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("micro-batches k (batch B fixed)")
+    ax.set_ylabel("MiB saved for backward")
+    if path is not None:
+        save_figure(fig, path)  # saves and closes
     return fig
 
 # %% ../../nbs/11_grad_accum.ipynb #a073018c
 def bench(out: Path, quick: bool = False) -> dict:
     "Activation bytes and step time for batch B in k micro-batches; parity numbers; writes out/accumulation.png."
     from fewkit.measure import env_info
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    cuda = get_device().type == 'cuda'
-    if quick: B, T, ks, H = 4, 16, (1, 2, 4), 64
-    elif cuda: B, T, ks, H = 64, 256, (1, 2, 4, 8, 16), 256
-    else: B, T, ks, H = 16, 64, (1, 2, 4, 8, 16), 128
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cuda = get_device().type == "cuda"
+    if quick:
+        B, T, ks, H = 4, 16, (1, 2, 4), 64
+    elif cuda:
+        B, T, ks, H = 64, 256, (1, 2, 4, 8, 16), 256
+    else:
+        B, T, ks, H = 16, 64, (1, 2, 4, 8, 16), 128
     rows = activation_table(B, T, ks, hidden=H, timing=True)
-    plot_activations(rows, out / 'accumulation.png')
-    cfg = BertConfig.preset('tiny', vocab_size=500).replace(num_hidden_layers=2, hidden_size=64, intermediate_size=256)
-    seed_everything(0); model = BertForMaskedLM(cfg).eval(); batch = padded_mlm_batch(B=7)
+    plot_activations(rows, out / "accumulation.png")
+    cfg = BertConfig.preset("tiny", vocab_size=500).replace(num_hidden_layers=2, hidden_size=64, intermediate_size=256)
+    seed_everything(0)
+    model = BertForMaskedLM(cfg).eval()
+    batch = padded_mlm_batch(B=7)
     ref = big_batch_grads(model, batch)
-    parity = {f'k={k}': rel_diff(accum_grads(model, batch, k), ref) for k in (2, 3, 7)}
-    parity['k=3 per-micro-batch mean (wrong)'] = rel_diff(accum_grads(model, batch, 3, wrong=True), ref)
-    return dict(env=env_info(), sizes=dict(B=B, T=T, hidden=H), rows=rows, parity_rel_diff=parity,
-                bytes_ratio_k_max=rows[-1]['bytes'] / rows[0]['bytes'], png='accumulation.png')
+    parity = {f"k={k}": rel_diff(accum_grads(model, batch, k), ref) for k in (2, 3, 7)}
+    parity["k=3 per-micro-batch mean (wrong)"] = rel_diff(accum_grads(model, batch, 3, wrong=True), ref)
+    return dict(
+        env=env_info(),
+        sizes=dict(B=B, T=T, hidden=H),
+        rows=rows,
+        parity_rel_diff=parity,
+        bytes_ratio_k_max=rows[-1]["bytes"] / rows[0]["bytes"],
+        png="accumulation.png",
+    )

@@ -22,34 +22,50 @@ __all__ = ['RUNS', 'Lamb', 'param_groups', 'OptimSettings', 'build_optimizer', '
 # %% ../../nbs/12_lamb.ipynb #b0a14289
 class Lamb(torch.optim.Optimizer):
     "LAMB from scratch: Adam moments (optionally bias-corrected) and a per-tensor trust ratio ‖w‖/‖u‖."
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01,
-                 bias_correction=True, max_trust=10.0):
+
+    def __init__(
+        self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01, bias_correction=True, max_trust=10.0
+    ):
         if lr <= 0 or eps < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
             raise FewkitError(f"Lamb: bad hyper-parameters lr={lr} betas={betas} eps={eps} weight_decay={weight_decay}")
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                                      bias_correction=bias_correction, max_trust=max_trust))
+        super().__init__(
+            params,
+            dict(
+                lr=lr,
+                betas=tuple(betas),
+                eps=eps,
+                weight_decay=weight_decay,
+                bias_correction=bias_correction,
+                max_trust=max_trust,
+            ),
+        )
 
     @torch.no_grad()
     def step(self, closure=None):
         loss = None
         if closure is not None:
-            with torch.enable_grad(): loss = closure()
+            with torch.enable_grad():
+                loss = closure()
         for group in self.param_groups:
-            (b1, b2), lr, eps, wd = group['betas'], group['lr'], group['eps'], group['weight_decay']
-            for p in group['params']:
-                if p.grad is None: continue
+            (b1, b2), lr, eps, wd = group["betas"], group["lr"], group["eps"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
                 st = self.state[p]
-                if not st: st.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
-                st['step'] += 1; t, m, v = st['step'], st['exp_avg'], st['exp_avg_sq']
-                m.mul_(b1).add_(p.grad, alpha=1 - b1)                 # first moment
-                v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)     # second moment
-                c1, c2 = (1 - b1 ** t, 1 - b2 ** t) if group['bias_correction'] else (1.0, 1.0)
-                u = (m / c1) / ((v / c2).sqrt() + eps)                # Adam direction, same shape as p
-                if wd != 0: u.add_(p, alpha=wd)                       # decoupled decay inside the ratio
+                if not st:
+                    st.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+                st["step"] += 1
+                t, m, v = st["step"], st["exp_avg"], st["exp_avg_sq"]
+                m.mul_(b1).add_(p.grad, alpha=1 - b1)  # first moment
+                v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)  # second moment
+                c1, c2 = (1 - b1**t, 1 - b2**t) if group["bias_correction"] else (1.0, 1.0)
+                u = (m / c1) / ((v / c2).sqrt() + eps)  # Adam direction, same shape as p
+                if wd != 0:
+                    u.add_(p, alpha=wd)  # decoupled decay inside the ratio
                 w_norm, u_norm = p.norm(), u.norm()
                 trust = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, torch.ones_like(w_norm))
-                trust = trust.clamp(max=group['max_trust'])
-                st['trust_ratio'] = trust.item()
+                trust = trust.clamp(max=group["max_trust"])
+                st["trust_ratio"] = trust.item()
                 p.add_(u * trust, alpha=-lr)
         return loss
 
@@ -59,63 +75,85 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     decay, no_decay, seen = [], [], set()
     for mod in model.modules():
         for name, p in mod.named_parameters(recurse=False):
-            if id(p) in seen or not p.requires_grad: continue
+            if id(p) in seen or not p.requires_grad:
+                continue
             seen.add(id(p))
-            norm = isinstance(mod, nn.LayerNorm) or 'LayerNorm' in type(mod).__name__
-            (no_decay if norm or name.endswith('bias') else decay).append(p)
+            norm = isinstance(mod, nn.LayerNorm) or "LayerNorm" in type(mod).__name__
+            (no_decay if norm or name.endswith("bias") else decay).append(p)
     return [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
+
 
 @dataclass
 class OptimSettings(Settings):
     "Optimizer choice and hyper-parameters (shared by AdamW and LAMB)."
-    name: str = 'adamw'          # 'adamw' | 'lamb'
+
+    name: str = "adamw"  # 'adamw' | 'lamb'
     lr: float = 1e-3
     weight_decay: float = 0.01
     betas: tuple = (0.9, 0.999)
     eps: float = 1e-6
+
     def __post_init__(self):
-        if self.name not in ('adamw', 'lamb'): raise FewkitError(f"optimizer {self.name!r} not in ('adamw', 'lamb')")
+        if self.name not in ("adamw", "lamb"):
+            raise FewkitError(f"optimizer {self.name!r} not in ('adamw', 'lamb')")
         self.betas = tuple(self.betas)
+
     def to_deepspeed_config(self) -> dict:
         "DeepSpeed's optimizer block (its Lamb also clamps the trust ratio from below, min_coeff)."
         params = dict(lr=self.lr, betas=list(self.betas), eps=self.eps, weight_decay=self.weight_decay)
-        if self.name == 'lamb': params.update(max_coeff=10.0, min_coeff=0.01)
-        return {'optimizer': {'type': 'AdamW' if self.name == 'adamw' else 'Lamb', 'params': params}}
+        if self.name == "lamb":
+            params.update(max_coeff=10.0, min_coeff=0.01)
+        return {"optimizer": {"type": "AdamW" if self.name == "adamw" else "Lamb", "params": params}}
+
 
 def build_optimizer(model: nn.Module, cfg: OptimSettings) -> torch.optim.Optimizer:
     "AdamW or LAMB over `param_groups(model)`."
     groups = param_groups(model, cfg.weight_decay)
-    if cfg.name == 'adamw': return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
     return Lamb(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
 
 # %% ../../nbs/12_lamb.ipynb #a4a1e3a2
 def _parity_model(kind: str, seed: int):
     "A tiny fewkit BERT (MLM) or a small MLP (regression), and a function giving a fresh random loss."
-    g = torch.Generator().manual_seed(seed); seed_everything(seed)
-    if kind == 'bert':
-        cfg = BertConfig.preset('tiny', vocab_size=300).replace(num_hidden_layers=1, hidden_size=32, intermediate_size=64)
+    g = torch.Generator().manual_seed(seed)
+    seed_everything(seed)
+    if kind == "bert":
+        cfg = BertConfig.preset("tiny", vocab_size=300).replace(
+            num_hidden_layers=1, hidden_size=32, intermediate_size=64
+        )
         m = BertForMaskedLM(cfg).eval()
+
         def loss():
             ids = torch.randint(5, 300, (4, 16), generator=g)
             return mlm_loss(m(ids), torch.where(torch.rand(4, 16, generator=g) < 0.3, ids, -100))
     else:
         m = nn.Sequential(nn.Linear(16, 32), nn.LayerNorm(32), nn.GELU(), nn.Linear(32, 4))
         nn.init.normal_(m[1].bias)  # no zero tensors: ‖w‖=0 means trust 1, where bias correction shows
-        def loss(): return (m(torch.randn(8, 16, generator=g)) - torch.randn(8, 4, generator=g)).pow(2).mean()
+
+        def loss():
+            return (m(torch.randn(8, 16, generator=g)) - torch.randn(8, 4, generator=g)).pow(2).mean()
+
     return m, loss
 
-def lamb_parity(steps=20, bias_correction=False, eps=1e-6, weight_decay=0.01, lr=1e-2, seed=0, model='bert') -> float:
+
+def lamb_parity(steps=20, bias_correction=False, eps=1e-6, weight_decay=0.01, lr=1e-2, seed=0, model="bert") -> float:
     "Max |Δparam| over `steps` between fewkit Lamb and torch_optimizer.Lamb fed the same gradients."
     import torch_optimizer
-    a, loss_fn = _parity_model(model, seed); b = _parity_model(model, seed)[0]
+
+    a, loss_fn = _parity_model(model, seed)
+    b = _parity_model(model, seed)[0]
     b.load_state_dict(a.state_dict())
     oa = Lamb(param_groups(a, weight_decay), lr=lr, eps=eps, bias_correction=bias_correction, max_trust=math.inf)
     ob = torch_optimizer.Lamb(param_groups(b, weight_decay), lr=lr, eps=eps, clamp_value=1e4, debias=False)
     worst = 0.0
     for _ in range(steps):
-        oa.zero_grad(); loss_fn().backward()
-        for pa, pb in zip(a.parameters(), b.parameters()): pb.grad = pa.grad.clone()  # same gradients
-        oa.step(); ob.step()
+        oa.zero_grad()
+        loss_fn().backward()
+        for pa, pb in zip(a.parameters(), b.parameters()):
+            pb.grad = pa.grad.clone()  # same gradients
+        oa.step()
+        ob.step()
         d = max((pa - pb).abs().max().item() for pa, pb in zip(a.parameters(), b.parameters()))
         worst = max(worst, d if d == d else math.inf)  # a NaN counts as a failure
     return worst
@@ -124,16 +162,21 @@ def lamb_parity(steps=20, bias_correction=False, eps=1e-6, weight_decay=0.01, lr
 from tqdm.auto import tqdm
 from .grad_accum import split_batch, accumulate, masked_count, mlm_loss_sum_fn
 
+
 def mlm_corpus(n_texts=2000, T=32, seed=0) -> tuple:
     "Token ids (N, T) and attention mask from the embedded corpus, with fewkit's default tokenizer."
     from fewkit.data import embedded_texts
     from fewkit.tokenizer import default_tokenizer
+
     tok, texts = default_tokenizer(), []
     for t in embedded_texts():
-        if len(t) >= 8: texts.append(t)
-        if len(texts) >= n_texts: break
-    enc = tok(texts, max_length=T, truncation=True, padding='max_length', return_tensors='pt')
-    return tok, enc['input_ids'], enc['attention_mask']
+        if len(t) >= 8:
+            texts.append(t)
+        if len(texts) >= n_texts:
+            break
+    enc = tok(texts, max_length=T, truncation=True, padding="max_length", return_tensors="pt")
+    return tok, enc["input_ids"], enc["attention_mask"]
+
 
 def mask_tokens(ids, attn, tok, g, p=0.15) -> dict:
     "BERT masking: p of the real tokens; of those 80% [MASK], 10% random, 10% kept."
@@ -145,13 +188,17 @@ def mask_tokens(ids, attn, tok, g, p=0.15) -> dict:
     return dict(input_ids=x, attention_mask=attn, labels=torch.where(pick, ids, -100))
 
 # %% ../../nbs/12_lamb.ipynb #b172d2fd
-def pretrain_curve(opt: OptimSettings, batch: int, micro: int, samples: int, data, layers=2, hidden=64,
-                   seed=0, device=None) -> list[tuple]:
+def pretrain_curve(
+    opt: OptimSettings, batch: int, micro: int, samples: int, data, layers=2, hidden=64, seed=0, device=None
+) -> list[tuple]:
     "MLM pretraining of a tiny BERT: [(samples seen, loss)] for batch `batch` in `micro` micro-batches."
-    tok, ids, attn = data; device = get_device(device)
-    cfg = BertConfig.preset('tiny', vocab_size=len(tok)).replace(num_hidden_layers=layers, hidden_size=hidden,
-                                                                intermediate_size=4 * hidden)
-    seed_everything(seed); model = BertForMaskedLM(cfg).to(device).train()
+    tok, ids, attn = data
+    device = get_device(device)
+    cfg = BertConfig.preset("tiny", vocab_size=len(tok)).replace(
+        num_hidden_layers=layers, hidden_size=hidden, intermediate_size=4 * hidden
+    )
+    seed_everything(seed)
+    model = BertForMaskedLM(cfg).to(device).train()
     optim, g, curve = build_optimizer(model, opt), torch.Generator().manual_seed(seed), []
     order = torch.randperm(len(ids), generator=g)
     for step in range(samples // batch):
@@ -159,39 +206,64 @@ def pretrain_curve(opt: OptimSettings, batch: int, micro: int, samples: int, dat
         b = {n: v.to(device) for n, v in mask_tokens(ids[idx], attn[idx], tok, g).items()}
         optim.zero_grad(set_to_none=True)
         loss = accumulate(split_batch(b, micro), mlm_loss_sum_fn(model), masked_count)
-        optim.step(); curve.append(((step + 1) * batch, loss))
+        optim.step()
+        curve.append(((step + 1) * batch, loss))
     return curve
 
-RUNS = {'AdamW B': ('adamw', 1, 1), 'AdamW 4B': ('adamw', 4, 4), 'LAMB 4B': ('lamb', 4, 4)}
+
+RUNS = {"AdamW B": ("adamw", 1, 1), "AdamW 4B": ("adamw", 4, 4), "LAMB 4B": ("lamb", 4, 4)}
+
 
 def compare(B=8, samples=512, lrs=None, data=None, **kw) -> dict:
     "Loss curves for AdamW at B, AdamW at 4B and LAMB at 4B, same number of samples."
-    lrs = lrs or {'AdamW B': 1e-3, 'AdamW 4B': 2e-3, 'LAMB 4B': 5e-2}
+    lrs = lrs or {"AdamW B": 1e-3, "AdamW 4B": 2e-3, "LAMB 4B": 5e-2}
     data = data or mlm_corpus()
-    return {k: pretrain_curve(OptimSettings(name, lr=lrs[k]), B * mult, micro, samples, data, **kw)
-            for k, (name, mult, micro) in tqdm(RUNS.items(), desc='pretraining runs', leave=False)}
+    return {
+        k: pretrain_curve(OptimSettings(name, lr=lrs[k]), B * mult, micro, samples, data, **kw)
+        for k, (name, mult, micro) in tqdm(RUNS.items(), desc="pretraining runs", leave=False)
+    }
+
 
 def plot_curves(curves, path=None, device=None):
     "Loss vs samples seen, one line per run."
-    fig, ax = figure('MLM pretraining: AdamW vs LAMB at equal samples', device=device)
-    for k, c in curves.items(): ax.plot(*zip(*c), label=k)
-    ax.set_xlabel('samples seen'); ax.set_ylabel('MLM loss'); ax.legend()
-    if path is not None: save_figure(fig, path)  # saves and closes
+    fig, ax = figure("MLM pretraining: AdamW vs LAMB at equal samples", device=device)
+    for k, c in curves.items():
+        ax.plot(*zip(*c), label=k)
+    ax.set_xlabel("samples seen")
+    ax.set_ylabel("MLM loss")
+    ax.legend()
+    if path is not None:
+        save_figure(fig, path)  # saves and closes
     return fig
 
 # %% ../../nbs/12_lamb.ipynb #e34778bd
 def bench(out: Path, quick: bool = False) -> dict:
     "Parity vs torch_optimizer.Lamb and AdamW/LAMB loss curves; writes out/lamb.png."
     from fewkit.measure import env_info
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    cuda = get_device().type == 'cuda'
-    if quick: B, S, n, T, L, H = 4, 64, 200, 16, 1, 32
-    elif cuda: B, S, n, T, L, H = 32, 32 * 400, 20000, 64, 4, 256
-    else: B, S, n, T, L, H = 16, 16 * 160, 4000, 48, 2, 64
-    parity = dict(no_bias_correction=lamb_parity(steps=5 if quick else 20),
-                  bias_correction_eps0_mlp=lamb_parity(steps=5 if quick else 20, bias_correction=True, eps=1e-30, weight_decay=0.0, model='mlp'))
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cuda = get_device().type == "cuda"
+    if quick:
+        B, S, n, T, L, H = 4, 64, 200, 16, 1, 32
+    elif cuda:
+        B, S, n, T, L, H = 32, 32 * 400, 20000, 64, 4, 256
+    else:
+        B, S, n, T, L, H = 16, 16 * 160, 4000, 48, 2, 64
+    parity = dict(
+        no_bias_correction=lamb_parity(steps=5 if quick else 20),
+        bias_correction_eps0_mlp=lamb_parity(
+            steps=5 if quick else 20, bias_correction=True, eps=1e-30, weight_decay=0.0, model="mlp"
+        ),
+    )
     curves = compare(B=B, samples=S, data=mlm_corpus(n, T), layers=L, hidden=H)
-    plot_curves(curves, out / 'lamb.png')
+    plot_curves(curves, out / "lamb.png")
     final = {k: sum(l for _, l in c[-5:]) / len(c[-5:]) for k, c in curves.items()}  # mean of the last 5 steps
-    return dict(env=env_info(), sizes=dict(B=B, samples=S, texts=n, T=T, layers=L, hidden=H),
-                parity_max_abs_diff=parity, final_loss=final, curves=curves, png='lamb.png')
+    return dict(
+        env=env_info(),
+        sizes=dict(B=B, samples=S, texts=n, T=T, layers=L, hidden=H),
+        parity_max_abs_diff=parity,
+        final_loss=final,
+        curves=curves,
+        png="lamb.png",
+    )

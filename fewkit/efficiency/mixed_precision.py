@@ -20,83 +20,130 @@ __all__ = ['AmpSettings', 'DynamicLossScaler', 'MixedPrecision', 'tiny_bert', 'm
 # %% ../../nbs/13_mixed_precision.ipynb #ce1f980c
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
+
 def _f32(x: float) -> float:
     "Round a Python float to float32 (inf if too large): GradScaler keeps its scale in an fp32 tensor."
     return torch.tensor(x, dtype=torch.float64).float().item()
 
+
 @dataclass
 class AmpSettings(Settings):
     "Mixed precision: 'fp32' (plain), 'bf16' (autocast, no scaling) or 'fp16' (fp16 model, fp32 masters, loss scaling)."
+
     dtype: str = "fp32"
-    init_scale: float = 2.0**16      # first loss scale (fp16 only)
-    growth_factor: float = 2.0       # scale *= this after growth_interval clean steps
-    backoff_factor: float = 0.5      # scale *= this on an inf/nan step (the step is skipped)
+    init_scale: float = 2.0**16  # first loss scale (fp16 only)
+    growth_factor: float = 2.0  # scale *= this after growth_interval clean steps
+    backoff_factor: float = 0.5  # scale *= this on an inf/nan step (the step is skipped)
     growth_interval: int = 2000
+
     def __post_init__(self):
-        if self.dtype not in _DTYPES: raise FewkitError(f"AmpSettings.dtype must be one of {list(_DTYPES)}, got {self.dtype!r}")
+        if self.dtype not in _DTYPES:
+            raise FewkitError(f"AmpSettings.dtype must be one of {list(_DTYPES)}, got {self.dtype!r}")
+
     @property
-    def torch_dtype(self) -> torch.dtype: return _DTYPES[self.dtype]
+    def torch_dtype(self) -> torch.dtype:
+        return _DTYPES[self.dtype]
+
     def to_deepspeed_config(self) -> dict:
         "DeepSpeed's fp16/bf16 section. Note: DeepSpeed first grows after window+1 clean steps, then every window."
-        if self.dtype == "fp32": return {"fp16": {"enabled": False}, "bf16": {"enabled": False}}
-        if self.dtype == "bf16": return {"bf16": {"enabled": True}}
+        if self.dtype == "fp32":
+            return {"fp16": {"enabled": False}, "bf16": {"enabled": False}}
+        if self.dtype == "bf16":
+            return {"bf16": {"enabled": True}}
         power = math.log2(self.init_scale)
         if power != int(power) or self.growth_factor != 2.0 or self.backoff_factor != 0.5:
             raise FewkitError("DeepSpeed's loss scaler needs init_scale=2**k, growth_factor=2, backoff_factor=0.5")
-        return {"fp16": {"enabled": True, "loss_scale": 0, "initial_scale_power": int(power),
-                         "loss_scale_window": self.growth_interval, "hysteresis": 1, "min_loss_scale": 1}}
+        return {
+            "fp16": {
+                "enabled": True,
+                "loss_scale": 0,
+                "initial_scale_power": int(power),
+                "loss_scale_window": self.growth_interval,
+                "hysteresis": 1,
+                "min_loss_scale": 1,
+            }
+        }
 
 # %% ../../nbs/13_mixed_precision.ipynb #00f8556a
 class DynamicLossScaler:
     "GradScaler's rule: back off on inf/nan, grow after `growth_interval` clean steps; scale kept in float32."
-    def __init__(self, init_scale: float = 2.0**16, growth_factor: float = 2.0, backoff_factor: float = 0.5,
-                 growth_interval: int = 2000):
+
+    def __init__(
+        self,
+        init_scale: float = 2.0**16,
+        growth_factor: float = 2.0,
+        backoff_factor: float = 0.5,
+        growth_interval: int = 2000,
+    ):
         if not (growth_factor > 1 and 0 < backoff_factor < 1 and growth_interval >= 1):
             raise FewkitError("need growth_factor > 1, 0 < backoff_factor < 1, growth_interval >= 1")
         self.scale, self.growth_tracker = _f32(init_scale), 0
         self.growth_factor, self.backoff_factor, self.growth_interval = growth_factor, backoff_factor, growth_interval
+
     def update(self, found_inf: bool) -> float:
         "Call once per optimizer step with whether the (unscaled) grads held an inf/nan; returns the new scale."
-        if found_inf: self.scale, self.growth_tracker = _f32(self.scale * self.backoff_factor), 0
+        if found_inf:
+            self.scale, self.growth_tracker = _f32(self.scale * self.backoff_factor), 0
         else:
             self.growth_tracker += 1
             if self.growth_tracker == self.growth_interval:
                 grown = _f32(self.scale * self.growth_factor)
-                if math.isfinite(grown): self.scale = grown
+                if math.isfinite(grown):
+                    self.scale = grown
                 self.growth_tracker = 0
         return self.scale
+
     def state_dict(self) -> dict:
-        return {"scale": self.scale, "growth_factor": self.growth_factor, "backoff_factor": self.backoff_factor,
-                "growth_interval": self.growth_interval, "_growth_tracker": self.growth_tracker}
+        return {
+            "scale": self.scale,
+            "growth_factor": self.growth_factor,
+            "backoff_factor": self.backoff_factor,
+            "growth_interval": self.growth_interval,
+            "_growth_tracker": self.growth_tracker,
+        }
+
     def load_state_dict(self, sd: dict) -> None:
         self.scale, self.growth_tracker = _f32(sd["scale"]), int(sd["_growth_tracker"])
-        self.growth_factor, self.backoff_factor, self.growth_interval = sd["growth_factor"], sd["backoff_factor"], sd["growth_interval"]
+        self.growth_factor, self.backoff_factor, self.growth_interval = (
+            sd["growth_factor"],
+            sd["backoff_factor"],
+            sd["growth_interval"],
+        )
 
 # %% ../../nbs/13_mixed_precision.ipynb #7d719bb9
 class MixedPrecision:
     "Wraps model + optimizer: fp32 plain; bf16 autocast; fp16 = fp16 model, fp32 masters in the optimizer, loss scaling."
+
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: AmpSettings | None = None):
         self.model, self.optimizer, self.cfg = model, optimizer, cfg or AmpSettings()
         self.device_type = next(model.parameters()).device.type
         self.scaler, self.pairs = None, []  # pairs: (fp16 model param, fp32 master param)
-        if self.cfg.dtype != "fp16": return
-        if optimizer.state: raise FewkitError("create MixedPrecision before the optimizer's first step")
+        if self.cfg.dtype != "fp16":
+            return
+        if optimizer.state:
+            raise FewkitError("create MixedPrecision before the optimizer's first step")
         c = self.cfg
         self.scaler = DynamicLossScaler(c.init_scale, c.growth_factor, c.backoff_factor, c.growth_interval)
         for g in optimizer.param_groups:
             masters = [nn.Parameter(p.detach().clone().float(), requires_grad=p.requires_grad) for p in g["params"]]
             self.pairs += list(zip(g["params"], masters))
-            g["params"] = masters          # the optimizer now updates (and keeps state for) the fp32 masters
-        model.half()                       # the half-precision model copy; its params keep their identity
+            g["params"] = masters  # the optimizer now updates (and keeps state for) the fp32 masters
+        model.half()  # the half-precision model copy; its params keep their identity
 
     @property
-    def loss_scale(self) -> float: return self.scaler.scale if self.scaler else 1.0
+    def loss_scale(self) -> float:
+        return self.scaler.scale if self.scaler else 1.0
+
     @property
-    def params(self) -> list: return [p for g in self.optimizer.param_groups for p in g["params"]]
+    def params(self) -> list:
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
     def autocast(self):
         "Context for the forward pass: bf16 autocast; nothing for fp32 and fp16 (the model itself is fp16)."
-        if self.cfg.dtype == "bf16": return torch.autocast(self.device_type, dtype=torch.bfloat16)
+        if self.cfg.dtype == "bf16":
+            return torch.autocast(self.device_type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
     def backward(self, loss: torch.Tensor) -> None:
         "Backward of loss × loss_scale (the scale is 1 except for fp16)."
         (loss.float() * self.scaler.scale).backward() if self.scaler else loss.backward()
@@ -106,73 +153,104 @@ class MixedPrecision:
         inv, found = _f32(1.0 / self.scaler.scale), False
         for p, m in self.pairs:
             m.grad = None if p.grad is None else p.grad.float().mul_(inv)
-            if m.grad is not None and not bool(torch.isfinite(m.grad).all()): found = True
+            if m.grad is not None and not bool(torch.isfinite(m.grad).all()):
+                found = True
         return found
 
     def step(self, max_norm: float | None = None) -> bool:
         "Optimizer step (optionally clipping the true grads to max_norm); False if skipped for inf/nan."
         if self.scaler is None:
-            if max_norm: nn.utils.clip_grad_norm_(self.params, max_norm)
-            self.optimizer.step(); return True
+            if max_norm:
+                nn.utils.clip_grad_norm_(self.params, max_norm)
+            self.optimizer.step()
+            return True
         found = self._unscale()
         self.scaler.update(found)
         if not found:
-            if max_norm: nn.utils.clip_grad_norm_(self.params, max_norm)
+            if max_norm:
+                nn.utils.clip_grad_norm_(self.params, max_norm)
             self.optimizer.step()
         with torch.no_grad():
             for p, m in self.pairs:
-                if not found: p.copy_(m)   # fp32 -> fp16 model copy
-                m.grad = None              # master grads live only inside step (ZeRO's 16 bytes/param)
+                if not found:
+                    p.copy_(m)  # fp32 -> fp16 model copy
+                m.grad = None  # master grads live only inside step (ZeRO's 16 bytes/param)
         return not found
 
     def zero_grad(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True); self.model.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.model.zero_grad(set_to_none=True)
+
     def state_dict(self) -> dict:
-        return {"dtype": self.cfg.dtype, "scaler": self.scaler.state_dict() if self.scaler else None,
-                "master": [m.detach().clone() for _, m in self.pairs]}
+        return {
+            "dtype": self.cfg.dtype,
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "master": [m.detach().clone() for _, m in self.pairs],
+        }
+
     def load_state_dict(self, sd: dict) -> None:
-        if sd["dtype"] != self.cfg.dtype: raise FewkitError(f"state is for {sd['dtype']}, this wrapper is {self.cfg.dtype}")
-        if self.scaler: self.scaler.load_state_dict(sd["scaler"])
+        if sd["dtype"] != self.cfg.dtype:
+            raise FewkitError(f"state is for {sd['dtype']}, this wrapper is {self.cfg.dtype}")
+        if self.scaler:
+            self.scaler.load_state_dict(sd["scaler"])
         with torch.no_grad():
-            for (p, m), t in zip(self.pairs, sd["master"]): m.copy_(t); p.copy_(t)
+            for (p, m), t in zip(self.pairs, sd["master"]):
+                m.copy_(t)
+                p.copy_(t)
 
 # %% ../../nbs/13_mixed_precision.ipynb #808e931c
 from ..model import BertConfig, BertForMaskedLM, mlm_loss
 from ..measure import model_state_bytes, SavedTensorMeter, median_time
+
 
 def tiny_bert(vocab_size: int = 128, layers: int = 2, seed: int = 0, preset: str = "tiny") -> BertForMaskedLM:
     "A fewkit BERT preset shrunk for CPU demos."
     seed_everything(seed)
     return BertForMaskedLM(BertConfig.preset(preset, vocab_size=vocab_size).replace(num_hidden_layers=layers))
 
+
 def markov_mlm_batch(vocab_size: int, B: int, T: int, seed: int, p: float = 0.15) -> tuple:
     "(ids, labels) (B, T): text from a fixed random bigram grammar (4 Zipf-drawn successors per token), 15% masked ([MASK]=4)."
-    zipf = 1 / torch.arange(1, vocab_size - 4, dtype=torch.float64)   # skewed unigram: a quick first drop in loss
+    zipf = 1 / torch.arange(1, vocab_size - 4, dtype=torch.float64)  # skewed unigram: a quick first drop in loss
     succ = 5 + torch.multinomial(zipf, vocab_size * 4, replacement=True, generator=torch.Generator().manual_seed(1234))
     succ = succ.view(vocab_size, 4)
     g = torch.Generator().manual_seed(seed)
     cols = [torch.randint(5, vocab_size, (B,), generator=g)]
-    for _ in range(T - 1): cols.append(succ[cols[-1], torch.randint(0, 4, (B,), generator=g)])
-    ids = torch.stack(cols, 1); m = torch.rand(B, T, generator=g) < p
+    for _ in range(T - 1):
+        cols.append(succ[cols[-1], torch.randint(0, 4, (B,), generator=g)])
+    ids = torch.stack(cols, 1)
+    m = torch.rand(B, T, generator=g) < p
     return ids.masked_fill(m, 4), ids.masked_fill(~m, -100)
 
 # %% ../../nbs/13_mixed_precision.ipynb #3cd56927
-def amp_setup(dtype: str, vocab_size: int = 128, layers: int = 2, seed: int = 0, preset: str = "tiny", device=None,
-              lr: float = 3e-3) -> tuple:
+def amp_setup(
+    dtype: str,
+    vocab_size: int = 128,
+    layers: int = 2,
+    seed: int = 0,
+    preset: str = "tiny",
+    device=None,
+    lr: float = 3e-3,
+) -> tuple:
     "(model, optimizer, MixedPrecision) for a tiny fewkit BERT with AdamW."
     model = tiny_bert(vocab_size, layers, seed, preset).to(get_device(device))
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     return model, opt, MixedPrecision(model, opt, AmpSettings(dtype=dtype))
+
 
 def _batch(model, B: int, T: int, seed: int) -> tuple:
     "A bigram-grammar MLM batch on the model's device, for its vocabulary."
     dev = next(model.parameters()).device
     return tuple(t.to(dev) for t in markov_mlm_batch(model.bert.embeddings.word_embeddings.num_embeddings, B, T, seed))
 
+
 def amp_step(model, mp: MixedPrecision, ids, labels) -> float:
     "One training step; returns the loss."
-    with mp.autocast(): loss = mlm_loss(model(ids), labels)
-    mp.backward(loss); mp.step(); mp.zero_grad()
+    with mp.autocast():
+        loss = mlm_loss(model(ids), labels)
+    mp.backward(loss)
+    mp.step()
+    mp.zero_grad()
     return loss.item()
 
 # %% ../../nbs/13_mixed_precision.ipynb #3c90053d
@@ -180,11 +258,16 @@ def state_bytes_per_param(dtype: str, **kw) -> dict:
     "Bytes per parameter of params / grads / optimizer (incl. fp32 masters) with AdamW, by dtype."
     model, opt, mp = amp_setup(dtype, **kw)
     ids, labels = _batch(model, 2, 16, 0)
-    for _ in range(64):   # fp16: the first steps overflow at scale 2**16 and are skipped
-        with mp.autocast(): loss = mlm_loss(model(ids), labels)
-        mp.backward(loss); taken = mp.step(); mp.zero_grad()
-        if taken: break
-    with mp.autocast(): loss = mlm_loss(model(ids), labels)
+    for _ in range(64):  # fp16: the first steps overflow at scale 2**16 and are skipped
+        with mp.autocast():
+            loss = mlm_loss(model(ids), labels)
+        mp.backward(loss)
+        taken = mp.step()
+        mp.zero_grad()
+        if taken:
+            break
+    with mp.autocast():
+        loss = mlm_loss(model(ids), labels)
     mp.backward(loss)
     n = sum(p.numel() for p in model.parameters())
     sb = model_state_bytes(model, opt)
@@ -212,6 +295,7 @@ def loss_curve(dtype: str, steps: int = 20, seed: int = 0, B: int = 8, T: int = 
     model, opt, mp = amp_setup(dtype, seed=seed, **kw)
     return [amp_step(model, mp, *_batch(model, B, T, seed=1000 + i)) for i in range(steps)]
 
+
 def curve_gap(a: list, b: list, tail: int = 5) -> float:
     "Mean absolute difference of the last `tail` losses."
     return sum(abs(x - y) for x, y in zip(a[-tail:], b[-tail:])) / tail
@@ -221,21 +305,31 @@ def bench(out: Path, quick: bool = False) -> dict:
     "fewkit bench amp: bytes/param, activation bytes, step time and loss curves for fp32/bf16/fp16; writes amp.png."
     from fewkit.measure import env_info, figure, save_figure
     from tqdm.auto import tqdm
-    dev = get_device(); cuda = dev.type == "cuda"
+
+    dev = get_device()
+    cuda = dev.type == "cuda"
     kw = dict(preset="small", layers=4, vocab_size=8192) if cuda else dict(layers=2, vocab_size=128)
     B, T, steps = (4, 16, 4) if quick else ((32, 128, 200) if cuda else (8, 32, 40))
-    dts = ("fp32", "bf16", "fp16"); res = dict(env=env_info(dev), B=B, T=T, steps=steps, model=kw)
+    dts = ("fp32", "bf16", "fp16")
+    res = dict(env=env_info(dev), B=B, T=T, steps=steps, model=kw)
     res["bytes_per_param"] = {d: state_bytes_per_param(d, **kw) for d in dts}
     res["activation_bytes"] = {d: activation_bytes(d, B, T, **kw)["bytes"] for d in dts}
-    res["step_seconds"] = {d: step_time(d, B, T, device=dev, **kw) for d in tqdm(dts, desc="amp step time", leave=False)}
+    res["step_seconds"] = {
+        d: step_time(d, B, T, device=dev, **kw) for d in tqdm(dts, desc="amp step time", leave=False)
+    }
     runs = [("fp32", 0), ("fp32", 1), ("bf16", 0), ("fp16", 0)]
-    curves = {f"{d}" + (f" seed {s}" if s else ""): loss_curve(d, steps, s, B, T, device=dev, **kw)
-              for d, s in tqdm(runs, desc="amp loss curves", leave=False)}
+    curves = {
+        f"{d}" + (f" seed {s}" if s else ""): loss_curve(d, steps, s, B, T, device=dev, **kw)
+        for d, s in tqdm(runs, desc="amp loss curves", leave=False)
+    }
     res["final_loss"] = {k: v[-1] for k, v in curves.items()}
     res["gap_to_fp32"] = {k: curve_gap(curves["fp32"], v) for k, v in curves.items()}
     fig, (a1, a2) = figure(f"mixed precision, B={B} T={T}", device=dev, ncols=2, figsize=(9, 3.2))
-    for k, v in curves.items(): a1.plot(v, label=k, ls="--" if "seed" in k else "-")
-    a1.set(xlabel="step", ylabel="MLM loss"); a1.legend(fontsize=7)
-    a2.bar(list(dts), [res["step_seconds"][d] * 1e3 for d in dts]); a2.set_ylabel("ms / step (median)")
+    for k, v in curves.items():
+        a1.plot(v, label=k, ls="--" if "seed" in k else "-")
+    a1.set(xlabel="step", ylabel="MLM loss")
+    a1.legend(fontsize=7)
+    a2.bar(list(dts), [res["step_seconds"][d] * 1e3 for d in dts])
+    a2.set_ylabel("ms / step (median)")
     save_figure(fig, Path(out) / "amp.png")
     return res

@@ -12,7 +12,16 @@ import numpy as np
 import torch, torch.nn as nn, torch.nn.functional as F
 from ..core import FewkitError, FewkitDataError, cache_dir, device_name, get_logger, write_json
 from ..data import FEWCLUE_TASKS, fewclue_root, load_fewclue, task_info
-from .pet import FewShotSettings, _cap, encode_pattern, example_fields, fit, hidden_states, predict, text_ids
+from fewkit.fewshot.pet import (
+    FewShotSettings,
+    _cap,
+    encode_pattern,
+    example_fields,
+    fit,
+    hidden_states,
+    predict,
+    text_ids,
+)
 from .fuzzy_pet import predict_probs, train_method
 from .self_training import self_train, unlabeled_pool
 
@@ -28,10 +37,13 @@ def mark_wsc(ex) -> str:
     marks = []
     for key, o, c in (("span1", "【", "】"), ("span2", "（", "）")):
         w, i = t[f"{key}_text"], t.get(f"{key}_index", -1)
-        i = i if s[i:i + len(w)] == w else s.find(w)
-        if i >= 0: marks.append((i, len(w), o, c))
-    for i, n, o, c in sorted(marks, reverse=True): s = s[:i] + o + s[i:i + n] + c + s[i + n:]
+        i = i if s[i : i + len(w)] == w else s.find(w)
+        if i >= 0:
+            marks.append((i, len(w), o, c))
+    for i, n, o, c in sorted(marks, reverse=True):
+        s = s[:i] + o + s[i : i + n] + c + s[i + n :]
     return s
+
 
 def encode_cls(tok, examples, labels: list[str], max_len: int = 128) -> list[dict]:
     "Features for the [CLS] classifier: ids, segment ids tt, label index y (chid: 7 sequences)."
@@ -41,7 +53,8 @@ def encode_cls(tok, examples, labels: list[str], max_len: int = 128) -> list[dic
         if ex.task == "chid":
             f = example_fields(ex)
             ids = [encode_pattern(tok, "{left}" + c + "{right}", f, 0, max_len)[0] for c in ex.extra["candidates"]]
-            feats.append(dict(ids=ids, tt=[[0] * len(i) for i in ids], y=y)); continue
+            feats.append(dict(ids=ids, tt=[[0] * len(i) for i in ids], y=y))
+            continue
         a = text_ids(tok, mark_wsc(ex) if ex.task == "cluewsc" else ex.text_a)
         b = text_ids(tok, ex.text_b) if ex.text_b else []
         cap = _cap([len(a), len(b)], max_len - 2 - (1 if b else 0))
@@ -53,22 +66,29 @@ def encode_cls(tok, examples, labels: list[str], max_len: int = 128) -> list[dic
 # %% ../../nbs/53_fewclue.ipynb #2d6a0707
 class ClsModel(nn.Module):
     "Fine-tuning baseline: the MLM's encoder + dropout + a linear layer on [CLS]; chid: one score per candidate."
+
     def __init__(self, mlm, n_classes: int, dropout: float = 0.1):
         super().__init__()
-        self.mlm, self.drop = mlm, nn.Dropout(dropout)                # the MLM head is kept but unused
+        self.mlm, self.drop = mlm, nn.Dropout(dropout)  # the MLM head is kept but unused
         self.head = nn.Linear(mlm.cls.predictions.decoder.weight.shape[1], n_classes)
+
     def scores(self, b):
-        ids = b["ids"]; shape = ids.shape[:-1]                       # (B,) or (B, K) for multiple choice
+        ids = b["ids"]
+        shape = ids.shape[:-1]  # (B,) or (B, K) for multiple choice
         h = hidden_states(self.mlm, ids.flatten(0, -2), b["am"].flatten(0, -2), b["tt"].flatten(0, -2))[:, 0]
-        out = self.head(self.drop(h))                                 # (B*, n_classes)
+        out = self.head(self.drop(h))  # (B*, n_classes)
         return out.view(*shape, -1).squeeze(-1) if len(shape) == 2 else out
-    def loss(self, b): return F.cross_entropy(self.scores(b), b["y"])
+
+    def loss(self, b):
+        return F.cross_entropy(self.scores(b), b["y"])
+
 
 def train_finetune(mlm, tok, info, train, cfg: FewShotSettings, dev=None, progress: bool = False):
     "Fine-tune a [CLS] classifier on `train` examples: returns (ClsModel, history)."
     model = ClsModel(mlm, 1 if info.name == "chid" else len(info.labels))
     enc = lambda exs: encode_cls(tok, exs, info.labels, cfg.max_len) if exs else None
     return model, fit(model, enc(train), cfg, enc(dev), progress=progress)
+
 
 def predict_finetune(model, tok, info, examples, cfg: FewShotSettings) -> torch.Tensor:
     "Class probabilities (N, K) of a fine-tuned ClsModel."
@@ -77,54 +97,104 @@ def predict_finetune(model, tok, info, examples, cfg: FewShotSettings) -> torch.
 # %% ../../nbs/53_fewclue.ipynb #949e6454
 STEP_CAP = {"csldcp": 150, "iflytek": 150, "tnews": 100}
 
+
 def load_backbone(folder=None):
     "(load_mlm, tok, name): fresh copies of a local HF BERT folder's MLM (default: fewkit's tiny backbone)."
     from fewkit.model import from_hf
     from fewkit.tokenizer import load_tokenizer
+
     folder = Path(folder) if folder else cache_dir() / "backbone-tiny"
     if not (folder / "config.json").exists():
-        raise FewkitError(f"{folder}: no BERT checkpoint (config.json); pass --model DIR or build the tiny backbone first")
+        raise FewkitError(
+            f"{folder}: no BERT checkpoint (config.json); pass --model DIR or build the tiny backbone first"
+        )
     base = from_hf(folder).eval()
     return (lambda: copy.deepcopy(base)), load_tokenizer(folder), folder.name
+
 
 def task_settings(task: str, cfg: FewShotSettings) -> FewShotSettings:
     "The run settings of one task: the large tasks' step budget capped."
     return cfg.replace(max_steps=min(cfg.max_steps, STEP_CAP.get(task, cfg.max_steps)))
 
 # %% ../../nbs/53_fewclue.ipynb #35bb7646
-def run_split(load_mlm, tok, task: str, k: int, method: str = "fuzzy-pet", cfg: FewShotSettings | None = None,
-              root=None, self_training: bool = False, predict_on: dict | None = None, st_kw: dict | None = None) -> dict:
+def run_split(
+    load_mlm,
+    tok,
+    task: str,
+    k: int,
+    method: str = "fuzzy-pet",
+    cfg: FewShotSettings | None = None,
+    root=None,
+    self_training: bool = False,
+    predict_on: dict | None = None,
+    st_kw: dict | None = None,
+) -> dict:
     "Train one method on train_k; dev accuracy and class probabilities on dev_k and `predict_on` sets."
     info = task_info(task, root)
-    cfg = task_settings(task, cfg or FewShotSettings()); cfg = cfg.replace(seed=cfg.seed + k)
+    cfg = task_settings(task, cfg or FewShotSettings())
+    cfg = cfg.replace(seed=cfg.seed + k)
     train, dev = load_fewclue(task, f"train_{k}", root), load_fewclue(task, f"dev_{k}", root)
     sets, t0, gens = dict(dev=dev, **(predict_on or {})), time.time(), None
-    if method not in ("finetune", "pet", "fuzzy-pet"): raise FewkitError(f"unknown method {method!r}: finetune | pet | fuzzy-pet")
+    if method not in ("finetune", "pet", "fuzzy-pet"):
+        raise FewkitError(f"unknown method {method!r}: finetune | pet | fuzzy-pet")
     if method == "finetune":
         m, _ = train_finetune(load_mlm(), tok, info, train, cfg, dev)
         probs = {n: predict_finetune(m, tok, info, exs, cfg) for n, exs in sets.items()}
     elif self_training:
-        r = self_train(load_mlm, tok, info, train, dev, unlabeled_pool(task, k, root, seed=cfg.seed), cfg,
-                       "fuzzy" if method == "fuzzy-pet" else "pet", extra=predict_on, **(st_kw or {}))
+        r = self_train(
+            load_mlm,
+            tok,
+            info,
+            train,
+            dev,
+            unlabeled_pool(task, k, root, seed=cfg.seed),
+            cfg,
+            "fuzzy" if method == "fuzzy-pet" else "pet",
+            extra=predict_on,
+            **(st_kw or {}),
+        )
         probs, gens = r["probs"], r["history"]
     else:
         m, _ = train_method(load_mlm(), tok, info, train, cfg, "fuzzy" if method == "fuzzy-pet" else "pet", dev=dev)
         probs = {n: predict_probs(m, tok, info, exs, cfg) for n, exs in sets.items()}
     y = torch.tensor([info.labels.index(e.label) for e in dev])
-    return dict(task=task, split=k, dev_acc=(probs["dev"].argmax(-1) == y).float().mean().item(),
-                probs=probs, seconds=time.time() - t0, generations=gens)
+    return dict(
+        task=task,
+        split=k,
+        dev_acc=(probs["dev"].argmax(-1) == y).float().mean().item(),
+        probs=probs,
+        seconds=time.time() - t0,
+        generations=gens,
+    )
 
-def run_task(load_mlm, tok, task: str, method: str = "fuzzy-pet", cfg: FewShotSettings | None = None, root=None,
-             splits=None, self_training: bool = False, st_kw: dict | None = None) -> dict:
+
+def run_task(
+    load_mlm,
+    tok,
+    task: str,
+    method: str = "fuzzy-pet",
+    cfg: FewShotSettings | None = None,
+    root=None,
+    splits=None,
+    self_training: bool = False,
+    st_kw: dict | None = None,
+) -> dict:
     "The 5-split protocol for one task (splits=None: those present): dev mean ± std, test_public score, test predictions."
     d = fewclue_root(root) / task
     splits = [k for k in range(5) if (d / f"train_{k}.json").exists()] if splits is None else splits
     extra = {s: load_fewclue(task, s, root) for s in ("test_public", "test") if (d / f"{s}.json").exists()}
     runs = [run_split(load_mlm, tok, task, k, method, cfg, root, self_training, extra, st_kw) for k in splits]
     accs = [r["dev_acc"] for r in runs]
-    out = dict(task=task, method=method + ("+st" if self_training else ""), dev=accs, dev_mean=float(np.mean(accs)),
-               dev_std=float(np.std(accs)), seconds=sum(r["seconds"] for r in runs),
-               generations=[r["generations"] for r in runs if r["generations"]], pred={})
+    out = dict(
+        task=task,
+        method=method + ("+st" if self_training else ""),
+        dev=accs,
+        dev_mean=float(np.mean(accs)),
+        dev_std=float(np.std(accs)),
+        seconds=sum(r["seconds"] for r in runs),
+        generations=[r["generations"] for r in runs if r["generations"]],
+        pred={},
+    )
     info = task_info(task, root)
     for s, exs in extra.items():
         p = torch.stack([r["probs"][s] for r in runs]).mean(0)
@@ -135,36 +205,53 @@ def run_task(load_mlm, tok, task: str, method: str = "fuzzy-pet", cfg: FewShotSe
     return out
 
 # %% ../../nbs/53_fewclue.ipynb #4d042579
-PREDICT_FILES = {"eprstmt": "eprstmt_predict.json", "csldcp": "csldcp_predict.json", "tnews": "tnewsf_predict.json",
-                 "iflytek": "iflytekf_predict.json", "ocnli": "ocnlif_predict.json", "bustm": "bustm_predict.json",
-                 "chid": "chidf_predict.json", "csl": "cslf_predict.json", "cluewsc": "cluewscf_predict.json"}
+PREDICT_FILES = {
+    "eprstmt": "eprstmt_predict.json",
+    "csldcp": "csldcp_predict.json",
+    "tnews": "tnewsf_predict.json",
+    "iflytek": "iflytekf_predict.json",
+    "ocnli": "ocnlif_predict.json",
+    "bustm": "bustm_predict.json",
+    "chid": "chidf_predict.json",
+    "csl": "cslf_predict.json",
+    "cluewsc": "cluewscf_predict.json",
+}
 
-def _id(e): return e.extra.get("id", e.extra.get("idx", e.idx))
+
+def _id(e):
+    return e.extra.get("id", e.extra.get("idx", e.idx))
+
 
 def submission_rows(task: str, examples, probs: torch.Tensor, root=None) -> list[dict]:
     "Leaderboard rows for one task's test examples and class probabilities."
     labels, pred = task_info(task, root).labels, probs.argmax(-1).tolist()
-    if task == "chid": return [{"id": _id(e), "answer": int(p)} for e, p in zip(examples, pred)]
+    if task == "chid":
+        return [{"id": _id(e), "answer": int(p)} for e, p in zip(examples, pred)]
     return [{"id": _id(e), "label": labels[p]} for e, p in zip(examples, pred)]
+
 
 def write_submission(rows: dict, out) -> Path:
     "Write {task: rows} as the official files and zip them; returns the zip path."
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     zpath = out / "fewclue_submission.zip"
     with zipfile.ZipFile(zpath, "w", zipfile.ZIP_DEFLATED) as z:
         for task, rs in rows.items():
             z.writestr(PREDICT_FILES[task], "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rs))
     return zpath
 
+
 def validate_submission(zpath, root=None, split: str = "test") -> dict:
     "Check each file of a submission zip against the task's `split` file: ids, order, fields, labels."
     inv, n = {v: k for k, v in PREDICT_FILES.items()}, {}
     with zipfile.ZipFile(zpath) as z:
         for name in z.namelist():
-            if name not in inv: raise FewkitError(f"{zpath}: unexpected file {name!r}; official names: {sorted(inv)}")
+            if name not in inv:
+                raise FewkitError(f"{zpath}: unexpected file {name!r}; official names: {sorted(inv)}")
             task, exs = inv[name], load_fewclue(inv[name], split, root)
             lines = z.read(name).decode("utf-8").split("\n")[:-1]
-            if len(lines) != len(exs): raise FewkitDataError(name, None, f"{len(exs)} lines (one per {split} example)", len(lines))
+            if len(lines) != len(exs):
+                raise FewkitDataError(name, None, f"{len(exs)} lines (one per {split} example)", len(lines))
             key, ok = ("answer", set(range(7))) if task == "chid" else ("label", set(task_info(task, root).labels))
             for i, (l, e) in enumerate(zip(lines, exs)):
                 r = json.loads(l)
@@ -179,38 +266,61 @@ def results_table(results: list[dict]) -> str:
     rows = ["| task | method | dev acc (mean ± std) | per split | test_public | seconds |", "|---|---|---|---|---|---|"]
     for r in results:
         tp = f"{r['test_public_acc']:.3f}" if "test_public_acc" in r else "–"
-        rows.append(f"| {r['task']} | {r['method']} | {r['dev_mean']:.3f} ± {r['dev_std']:.3f} | "
-                     f"{' '.join(f'{a:.2f}' for a in r['dev'])} | {tp} | {r['seconds']:.0f} |")
+        rows.append(
+            f"| {r['task']} | {r['method']} | {r['dev_mean']:.3f} ± {r['dev_std']:.3f} | "
+            f"{' '.join(f'{a:.2f}' for a in r['dev'])} | {tp} | {r['seconds']:.0f} |"
+        )
     return "\n".join(rows)
+
 
 def plot_results(results: list[dict], path=None, device=None):
     "Grouped bars: dev accuracy mean ± std per task, one bar per method."
     from fewkit.measure import figure, save_figure
-    tasks = list(dict.fromkeys(r["task"] for r in results)); methods = list(dict.fromkeys(r["method"] for r in results))
+
+    tasks = list(dict.fromkeys(r["task"] for r in results))
+    methods = list(dict.fromkeys(r["method"] for r in results))
     fig, ax = figure("FewCLUE dev accuracy (mean ± std over splits)", device)
     w = 0.8 / len(methods)
     for j, m in enumerate(methods):
         rs = {r["task"]: r for r in results if r["method"] == m}
         xs = [i for i, t in enumerate(tasks) if t in rs]
-        ax.bar([x + j * w for x in xs], [rs[tasks[x]]["dev_mean"] for x in xs], w,
-               yerr=[rs[tasks[x]]["dev_std"] for x in xs], label=m, capsize=2)
+        ax.bar(
+            [x + j * w for x in xs],
+            [rs[tasks[x]]["dev_mean"] for x in xs],
+            w,
+            yerr=[rs[tasks[x]]["dev_std"] for x in xs],
+            label=m,
+            capsize=2,
+        )
     for i, t in enumerate(tasks):  # what guessing uniformly would score
-        ax.hlines(1 / len(task_info(t).labels), i - w / 2, i + 0.8 - w / 2, colors="k", linestyles=":",
-                  label="chance (1 / classes)" if i == 0 else None)
-    ax.set_xticks([i + 0.4 - w / 2 for i in range(len(tasks))], tasks, rotation=30); ax.set_ylabel("accuracy"); ax.legend(fontsize=8)
-    if path: save_figure(fig, path)
+        ax.hlines(
+            1 / len(task_info(t).labels),
+            i - w / 2,
+            i + 0.8 - w / 2,
+            colors="k",
+            linestyles=":",
+            label="chance (1 / classes)" if i == 0 else None,
+        )
+    ax.set_xticks([i + 0.4 - w / 2 for i in range(len(tasks))], tasks, rotation=30)
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=8)
+    if path:
+        save_figure(fig, path)
     return fig
+
 
 def save_results(results: list[dict], out, root=None, backbone: str = "") -> dict:
     "results.md / results.json / results.png, and the submission zip (validated) when test predictions exist."
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     md = f"FewCLUE, backbone `{backbone}`, {device_name()}\n\n" + results_table(results) + "\n"
     (out / "results.md").write_text(md, encoding="utf-8")
     write_json(out / "results.json", [{k: v for k, v in r.items() if k != "pred"} for r in results])
     plot_results(results, out / "results.png")
     files, by_method = {"results": str(out / "results.md")}, {}
     for r in results:
-        if "test" in r["pred"]: by_method.setdefault(r["method"], {})[r["task"]] = submission_rows(r["task"], *r["pred"]["test"], root)
+        if "test" in r["pred"]:
+            by_method.setdefault(r["method"], {})[r["task"]] = submission_rows(r["task"], *r["pred"]["test"], root)
     for m, rows in by_method.items():
         z = write_submission(rows, out / m)
         files[f"zip_{m}"], files[f"validated_{m}"] = str(z), validate_submission(z, root)
@@ -219,13 +329,20 @@ def save_results(results: list[dict], out, root=None, backbone: str = "") -> dic
 # %% ../../nbs/53_fewclue.ipynb #ec90d9db
 def cli_main(argv: list[str] | None = None) -> int:
     "`fewkit fewclue`: run the FewCLUE protocol for one or all tasks and write table, plot and submission zip."
-    ap = argparse.ArgumentParser(prog="fewkit fewclue", description="FewCLUE end to end: train on train_k, "
-                                 "select on dev_k, mean ± std over splits, leaderboard files when test.json exists.")
+    ap = argparse.ArgumentParser(
+        prog="fewkit fewclue",
+        description="FewCLUE end to end: train on train_k, "
+        "select on dev_k, mean ± std over splits, leaderboard files when test.json exists.",
+    )
     ap.add_argument("--task", default="all", help=f"all, or comma-separated of {', '.join(FEWCLUE_TASKS)}")
     ap.add_argument("--method", default="fuzzy-pet", help="finetune | pet | fuzzy-pet (comma-separated for several)")
     ap.add_argument("--self-train", action="store_true", help="add iPET-style self-training (2 generations)")
-    ap.add_argument("--model", default=None, help="local Hugging Face BERT folder (default: ~/.cache/fewkit/backbone-tiny)")
-    ap.add_argument("--data", default=None, help="FewCLUE datasets/ folder (default: shared/fewclue, else data_samples)")
+    ap.add_argument(
+        "--model", default=None, help="local Hugging Face BERT folder (default: ~/.cache/fewkit/backbone-tiny)"
+    )
+    ap.add_argument(
+        "--data", default=None, help="FewCLUE datasets/ folder (default: shared/fewclue, else data_samples)"
+    )
     ap.add_argument("--out", default="runs/fewclue", help="output folder")
     ap.add_argument("--splits", default=None, help="comma-separated splits (default: every train_k present, 0-4)")
     for k, v in (("epochs", 10), ("max-steps", 400), ("max-len", 128), ("lr", 1e-3), ("batch-size", 16), ("seed", 0)):
@@ -235,18 +352,36 @@ def cli_main(argv: list[str] | None = None) -> int:
     try:
         tasks = list(FEWCLUE_TASKS) if a.task == "all" else a.task.split(",")
         for t in tasks:
-            if t not in FEWCLUE_TASKS: raise FewkitError(f"unknown task {t!r}; tasks: {', '.join(FEWCLUE_TASKS)}")
+            if t not in FEWCLUE_TASKS:
+                raise FewkitError(f"unknown task {t!r}; tasks: {', '.join(FEWCLUE_TASKS)}")
         load, tok, name = load_backbone(a.model)
-        cfg = FewShotSettings(lr=a.lr, epochs=a.epochs, max_steps=a.max_steps, max_len=a.max_len,
-                              batch_size=a.batch_size, seed=a.seed, n_evals=a.select)
+        cfg = FewShotSettings(
+            lr=a.lr,
+            epochs=a.epochs,
+            max_steps=a.max_steps,
+            max_len=a.max_len,
+            batch_size=a.batch_size,
+            seed=a.seed,
+            n_evals=a.select,
+        )
         results = []
         for m in a.method.split(","):
             for t in tasks:
-                r = run_task(load, tok, t, m, cfg, a.data, [int(k) for k in a.splits.split(",")] if a.splits else None, a.self_train)
+                r = run_task(
+                    load,
+                    tok,
+                    t,
+                    m,
+                    cfg,
+                    a.data,
+                    [int(k) for k in a.splits.split(",")] if a.splits else None,
+                    a.self_train,
+                )
                 log.info(f"{t} {r['method']}: dev {r['dev_mean']:.3f} ± {r['dev_std']:.3f} ({r['seconds']:.0f} s)")
                 results.append(r)
         files = save_results(results, a.out, a.data, name)
-        print(results_table(results)); print(json.dumps(files, ensure_ascii=False, indent=1))
+        print(results_table(results))
+        print(json.dumps(files, ensure_ascii=False, indent=1))
         return 0
     except FewkitError as e:
         print(f"fewkit fewclue: error: {e}", file=__import__("sys").stderr)
@@ -255,48 +390,79 @@ def cli_main(argv: list[str] | None = None) -> int:
 # %% ../../nbs/53_fewclue.ipynb #8dbe43d7
 def _backbone(path=None):
     "(load_mlm, tok, description); a random tiny model when no pretrained backbone exists."
-    try: return load_backbone(path)[:2] + (f"pretrained backbone {Path(path or 'backbone-tiny').name}",)
+    try:
+        return load_backbone(path)[:2] + (f"pretrained backbone {Path(path or 'backbone-tiny').name}",)
     except FewkitError:
         from fewkit.model import BertConfig, BertForMaskedLM
         from fewkit.tokenizer import default_tokenizer
-        tok = default_tokenizer(); torch.manual_seed(0)
+
+        tok = default_tokenizer()
+        torch.manual_seed(0)
         base = BertForMaskedLM(BertConfig.preset("tiny", vocab_size=len(tok)))
-        return (lambda: copy.deepcopy(base)), tok, "RANDOM tiny model (no pretrained backbone found: numbers are near chance)"
+        return (
+            (lambda: copy.deepcopy(base)),
+            tok,
+            "RANDOM tiny model (no pretrained backbone found: numbers are near chance)",
+        )
+
 
 def bench(out: Path, quick: bool = False) -> dict:
     "Verbalizer comparison + fine-tune/PET/Fuzzy-PET per FewCLUE task; PNGs in out/, results dict."
     from fewkit.measure import env_info
     from fewkit.fewshot.fuzzy_pet import compare_verbalizers, plot_comparison
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     (load, tok, desc), gpu, splits = _backbone(), torch.cuda.is_available(), range(1) if quick else range(5)
     cfg = FewShotSettings(epochs=2, min_steps=4, max_steps=8, max_len=64) if quick else FewShotSettings(n_evals=0)
-    vt = ["eprstmt"] if quick else (["eprstmt", "ocnli", "bustm", "csl", "cluewsc", "tnews"] + (["csldcp", "iflytek"] if gpu else []))
+    vt = (
+        ["eprstmt"]
+        if quick
+        else (["eprstmt", "ocnli", "bustm", "csl", "cluewsc", "tnews"] + (["csldcp", "iflytek"] if gpu else []))
+    )
     verb = [compare_verbalizers(load, tok, t, task_settings(t, cfg), splits) for t in vt]
     plot_comparison(verb, out / "fewshot_verbalizers.png")
-    res = [run_task(load, tok, t, m, cfg, None, splits) for m in ("finetune", "pet", "fuzzy-pet")
-           for t in (["eprstmt"] if quick else FEWCLUE_TASKS)]
+    res = [
+        run_task(load, tok, t, m, cfg, None, splits)
+        for m in ("finetune", "pet", "fuzzy-pet")
+        for t in (["eprstmt"] if quick else FEWCLUE_TASKS)
+    ]
     plot_results(res, out / "fewshot_methods.png")
-    return dict(env=env_info(), backbone=desc, verbalizers=verb, spread={r["task"]: r["spread"] for r in verb},
-                table=results_table(res), methods=[{k: v for k, v in r.items() if k != "pred"} for r in res])
+    return dict(
+        env=env_info(),
+        backbone=desc,
+        verbalizers=verb,
+        spread={r["task"]: r["spread"] for r in verb},
+        table=results_table(res),
+        methods=[{k: v for k, v in r.items() if k != "pred"} for r in res],
+    )
+
 
 def demo_section(out: Path, ctx: dict) -> str:
     "Few-shot on the embedded review task: fine-tune vs PET vs Fuzzy-PET, 16 shots/class, 5 seeds."
     from fewkit.data import review_task
     from fewkit.measure import figure, save_figure
+
     load, tok, desc = _backbone(ctx.get("backbone"))
     info, cfg = task_info("reviews"), FewShotSettings(epochs=6, min_steps=12, max_len=64)
     acc = {"fine-tune": [], "PET": [], "Fuzzy-PET": []}
     for seed in range(5):
-        data = review_task(seed=seed, shots=16); test = data["test"][:150]; c = cfg.replace(seed=seed)
+        data = review_task(seed=seed, shots=16)
+        test = data["test"][:150]
+        c = cfg.replace(seed=seed)
         y = torch.tensor([info.labels.index(e.label) for e in test])
         ps = [predict_finetune(train_finetune(load(), tok, info, data["train"], c)[0], tok, info, test, c)]
         for m in ("pet", "fuzzy"):
             ps.append(predict_probs(train_method(load(), tok, info, data["train"], c, m)[0], tok, info, test, c))
-        for k, p in zip(acc, ps): acc[k].append((p.argmax(-1) == y).float().mean().item())
+        for k, p in zip(acc, ps):
+            acc[k].append((p.argmax(-1) == y).float().mean().item())
     fig, ax = figure("Review sentiment, 16 shots/class, 5 seeds", ctx.get("device"))
     ax.bar(list(acc), [np.mean(v) for v in acc.values()], yerr=[np.std(v) for v in acc.values()], capsize=4)
-    ax.set_ylabel("test accuracy (150 reviews)"); save_figure(fig, Path(out) / "fewshot_reviews.png")
+    ax.set_ylabel("test accuracy (150 reviews)")
+    save_figure(fig, Path(out) / "fewshot_reviews.png")
     rows = "\n".join(f"| {k} | {np.mean(v):.3f} ± {np.std(v):.3f} |" for k, v in acc.items())
-    return (f"## Few-shot: fine-tuning vs PET vs Fuzzy-PET\n\nEmbedded review sentiment, 16 labelled reviews per "
-            f"class, 5 seeds, on the {desc}.\n\n| method | accuracy (mean ± std) |\n|---|---|\n{rows}\n\n"
-            f"![few-shot](fewshot_reviews.png)\n")
+    return (
+        f"## Few-shot: fine-tuning vs PET vs Fuzzy-PET\n\nEmbedded review sentiment, 16 labelled reviews per "
+        f"class, 5 seeds, on the {desc}.\n\n| method | accuracy (mean ± std) |\n|---|---|\n{rows}\n\n"
+        f"![few-shot](fewshot_reviews.png)\n"
+    )

@@ -10,8 +10,19 @@ import numpy as np
 import torch, torch.nn.functional as F
 from ..core import FewkitError, get_logger
 from ..data import load_fewclue, task_info
-from .pet import (PATTERNS, WORDS, FewShotSettings, auto_words, char_id, name_words, predict, prompt_feats,
-                                train_pet, verbalizer, word_ids)
+from fewkit.fewshot.pet import (
+    PATTERNS,
+    WORDS,
+    FewShotSettings,
+    auto_words,
+    char_id,
+    name_words,
+    predict,
+    prompt_feats,
+    train_pet,
+    verbalizer,
+    word_ids,
+)
 
 # %% auto #0
 __all__ = ['GROUPS', 'COMBINE', 'word_groups', 'usable_groups', 'fuzzy_scores', 'fuzzy_loss', 'mean_logit_scores',
@@ -19,27 +30,48 @@ __all__ = ['GROUPS', 'COMBINE', 'word_groups', 'usable_groups', 'fuzzy_scores', 
 
 # %% ../../nbs/51_fuzzy_pet.ipynb #e972b894
 GROUPS = {  # task -> groups; a group maps each label to a word of the same length
-    "eprstmt": [{"Positive": "很好", "Negative": "很差"}, {"Positive": "满意", "Negative": "失望"},
-                {"Positive": "喜欢", "Negative": "讨厌"}],
-    "ocnli": [{"entailment": "相关", "neutral": "无关", "contradiction": "相反"},
-              {"entailment": "蕴含", "neutral": "中性", "contradiction": "矛盾"},
-              {"entailment": "包含", "neutral": "中立", "contradiction": "反向"}],
+    "eprstmt": [
+        {"Positive": "很好", "Negative": "很差"},
+        {"Positive": "满意", "Negative": "失望"},
+        {"Positive": "喜欢", "Negative": "讨厌"},
+    ],
+    "ocnli": [
+        {"entailment": "相关", "neutral": "无关", "contradiction": "相反"},
+        {"entailment": "蕴含", "neutral": "中性", "contradiction": "矛盾"},
+        {"entailment": "包含", "neutral": "中立", "contradiction": "反向"},
+    ],
     "bustm": [{"1": "相同", "0": "不同"}, {"1": "一样", "0": "两样"}, {"1": "相似", "0": "无关"}],
     "csl": [{"1": "正确", "0": "错误"}, {"1": "真实", "0": "虚假"}, {"1": "相关", "0": "无关"}],
-    "cluewsc": [{"true": "就是", "false": "不是"}, {"true": "正是", "false": "并非"}, {"true": "等于", "false": "不同"}],
-    "tnews": [None,   # group 0: the FewCLUE category names (故事, 文化, ...)
-              dict(zip("100 101 102 103 104 106 107 108 109 110 112 113 114 115 116".split(),
-                       "轶事 文艺 明星 球赛 经济 楼市 车辆 学校 数码 国防 旅行 世界 股市 农村 游戏".split())),
-              dict(zip("100 101 102 103 104 106 107 108 109 110 112 113 114 115 116".split(),
-                       "奇闻 历史 影视 运动 金融 房价 车市 考试 技术 武器 景点 全球 证券 种植 玩家".split()))],
+    "cluewsc": [
+        {"true": "就是", "false": "不是"},
+        {"true": "正是", "false": "并非"},
+        {"true": "等于", "false": "不同"},
+    ],
+    "tnews": [
+        None,  # group 0: the FewCLUE category names (故事, 文化, ...)
+        dict(
+            zip(
+                "100 101 102 103 104 106 107 108 109 110 112 113 114 115 116".split(),
+                "轶事 文艺 明星 球赛 经济 楼市 车辆 学校 数码 国防 旅行 世界 股市 农村 游戏".split(),
+            )
+        ),
+        dict(
+            zip(
+                "100 101 102 103 104 106 107 108 109 110 112 113 114 115 116".split(),
+                "奇闻 历史 影视 运动 金融 房价 车市 考试 技术 武器 景点 全球 证券 种植 玩家".split(),
+            )
+        ),
+    ],
 }
 GROUPS["reviews"] = GROUPS["eprstmt"]
 
+
 def word_groups(info) -> list[list[str]]:
     "Every label-word group of a task, each a word per label in `info.labels` order ([] for chid)."
-    if info.name == "chid": return []
-    g0 = verbalizer(info)                                   # PET's verbalizer is always group 0
-    if info.name not in GROUPS:                             # csldcp, iflytek: tags + words from the names
+    if info.name == "chid":
+        return []
+    g0 = verbalizer(info)  # PET's verbalizer is always group 0
+    if info.name not in GROUPS:  # csldcp, iflytek: tags + words from the names
         return [g0, auto_words([info.label_desc.get(l, l) for l in info.labels], avoid=g0)]
     return [g0] + [[g[l] for l in info.labels] for g in GROUPS[info.name][1:]]
 
@@ -53,46 +85,103 @@ def usable_groups(info, tok) -> list[list[str]]:
             new, used = list(g), {w for w in g if ok(w)}
             for i, w in enumerate(g):
                 alt = [c for c in name_words(names[i], len(w), ok) if c not in used] if not ok(w) else [w]
-                if alt: new[i] = alt[0]; used.add(alt[0])
-            log.info(f"{info.name} group {gi}: replaced {[(w, n) for w, n in zip(g, new) if w != n]} (not in vocabulary)")
+                if alt:
+                    new[i] = alt[0]
+                    used.add(alt[0])
+            log.info(
+                f"{info.name} group {gi}: replaced {[(w, n) for w, n in zip(g, new) if w != n]} (not in vocabulary)"
+            )
             g = new
-        if all(map(ok, g)) and len(set(g)) == len(g): out.append(g)
-        else: log.warning(f"{info.name}: dropped word group {gi} (no in-vocabulary replacement)")
-    if info.name != "chid" and not out: raise FewkitError(f"{info.name}: no label-word group fits the vocabulary")
+        if all(map(ok, g)) and len(set(g)) == len(g):
+            out.append(g)
+        else:
+            log.warning(f"{info.name}: dropped word group {gi} (no in-vocabulary replacement)")
+    if info.name != "chid" and not out:
+        raise FewkitError(f"{info.name}: no label-word group fits the vocabulary")
     return out
 
 # %% ../../nbs/51_fuzzy_pet.ipynb #a5186f13
-def fuzzy_scores(lp, lg): return lp.logsumexp(1)             # (B, K): log Σ_g P(word_gk)
-def fuzzy_loss(lp, lg, y): return torch.stack([F.cross_entropy(lp[:, g], y) for g in range(lp.shape[1])]).mean()
-def mean_logit_scores(lp, lg): return lg.mean(1)
-def mean_logprob_scores(lp, lg): return lp.mean(1)
-def _ce(score_fn): return lambda lp, lg, y: F.cross_entropy(score_fn(lp, lg), y)
+def fuzzy_scores(lp, lg):
+    return lp.logsumexp(1)  # (B, K): log Σ_g P(word_gk)
 
-COMBINE = {"fuzzy": (fuzzy_scores, fuzzy_loss), "mean_logits": (mean_logit_scores, _ce(mean_logit_scores)),
-           "mean_logprobs": (mean_logprob_scores, _ce(mean_logprob_scores))}
+
+def fuzzy_loss(lp, lg, y):
+    return torch.stack([F.cross_entropy(lp[:, g], y) for g in range(lp.shape[1])]).mean()
+
+
+def mean_logit_scores(lp, lg):
+    return lg.mean(1)
+
+
+def mean_logprob_scores(lp, lg):
+    return lp.mean(1)
+
+
+def _ce(score_fn):
+    return lambda lp, lg, y: F.cross_entropy(score_fn(lp, lg), y)
+
+
+COMBINE = {
+    "fuzzy": (fuzzy_scores, fuzzy_loss),
+    "mean_logits": (mean_logit_scores, _ce(mean_logit_scores)),
+    "mean_logprobs": (mean_logprob_scores, _ce(mean_logprob_scores)),
+}
 
 # %% ../../nbs/51_fuzzy_pet.ipynb #20198c78
-def train_method(mlm, tok, info, train, cfg: FewShotSettings, method: str = "fuzzy", groups=None,
-                 pattern: int = 0, dev=None, unlabeled=None, progress: bool = False):
+def train_method(
+    mlm,
+    tok,
+    info,
+    train,
+    cfg: FewShotSettings,
+    method: str = "fuzzy",
+    groups=None,
+    pattern: int = 0,
+    dev=None,
+    unlabeled=None,
+    progress: bool = False,
+):
     "Train PET ('pet:<g>' = group g alone) or a several-group method of COMBINE: (PromptModel, history)."
     groups = usable_groups(info, tok) if groups is None else groups
     words = torch.tensor([word_ids(tok, g) for g in groups]) if groups else None
-    if method.startswith("pet") or words is None or words.shape[0] == 1:      # chid / one group: plain PET
+    if method.startswith("pet") or words is None or words.shape[0] == 1:  # chid / one group: plain PET
         g = int(method.split(":")[1]) if ":" in method else 0
-        return train_pet(mlm, tok, info, train, cfg, pattern, words[g:g + 1] if words is not None else None,
-                         dev, unlabeled, progress=progress)
-    if method not in COMBINE: raise FewkitError(f"unknown method {method!r}: pet, pet:<g>, {', '.join(COMBINE)}")
+        return train_pet(
+            mlm,
+            tok,
+            info,
+            train,
+            cfg,
+            pattern,
+            words[g : g + 1] if words is not None else None,
+            dev,
+            unlabeled,
+            progress=progress,
+        )
+    if method not in COMBINE:
+        raise FewkitError(f"unknown method {method!r}: pet, pet:<g>, {', '.join(COMBINE)}")
     score_fn, loss_fn = COMBINE[method]
     return train_pet(mlm, tok, info, train, cfg, pattern, words, dev, unlabeled, score_fn, loss_fn, progress)
+
 
 def predict_probs(model, tok, info, examples, cfg: FewShotSettings, pattern: int = 0) -> torch.Tensor:
     "Class probabilities (N, K) from a trained PromptModel, whatever its score function."
     words = None if info.name == "chid" else model.words
-    return predict(model, prompt_feats(info, tok, examples, pattern, words, cfg.max_len), cfg.eval_batch_size).softmax(-1)
+    return predict(model, prompt_feats(info, tok, examples, pattern, words, cfg.max_len), cfg.eval_batch_size).softmax(
+        -1
+    )
 
 # %% ../../nbs/51_fuzzy_pet.ipynb #61e38f6a
-def compare_verbalizers(load_mlm, tok, task: str, cfg: FewShotSettings, splits=range(5), root=None,
-                        methods=("fuzzy", "mean_logits", "mean_logprobs"), pattern: int = 0) -> dict:
+def compare_verbalizers(
+    load_mlm,
+    tok,
+    task: str,
+    cfg: FewShotSettings,
+    splits=range(5),
+    root=None,
+    methods=("fuzzy", "mean_logits", "mean_logprobs"),
+    pattern: int = 0,
+) -> dict:
     "Dev accuracy per method and split: {'pet:0': [...], ..., 'fuzzy': [...], ...} plus the spread."
     info = task_info(task, root)
     groups = usable_groups(info, tok)
@@ -104,23 +193,38 @@ def compare_verbalizers(load_mlm, tok, task: str, cfg: FewShotSettings, splits=r
         for n in names:
             m, _ = train_method(load_mlm(), tok, info, train, cfg.replace(seed=cfg.seed + k), n, groups, pattern)
             acc[n].append((predict_probs(m, tok, info, dev, cfg, pattern).argmax(-1) == y).float().mean().item())
-    pets = np.array([acc[n] for n in names if n.startswith("pet")])     # (G, splits)
-    return dict(task=task, groups=groups if task != "chid" else [], acc=acc,
-                spread=float((pets.max(0) - pets.min(0)).mean()), summary={n: (float(np.mean(v)), float(np.std(v))) for n, v in acc.items()})
+    pets = np.array([acc[n] for n in names if n.startswith("pet")])  # (G, splits)
+    return dict(
+        task=task,
+        groups=groups if task != "chid" else [],
+        acc=acc,
+        spread=float((pets.max(0) - pets.min(0)).mean()),
+        summary={n: (float(np.mean(v)), float(np.std(v))) for n, v in acc.items()},
+    )
+
 
 def plot_comparison(results: list[dict], path=None, device=None):
     "Bar chart: mean ± std dev accuracy per task and method (one group of bars per task)."
     from fewkit.measure import figure, save_figure
+
     names = sorted({n for r in results for n in r["summary"]}, key=lambda n: (not n.startswith("pet"), n))
     fig, ax = figure("PET per word group vs Fuzzy-PET vs mean logits / log-probs (dev, mean ± std)", device)
     w = 0.8 / len(names)
     for j, n in enumerate(names):
         xs = [i for i, r in enumerate(results) if n in r["summary"]]
-        ax.bar([x + j * w for x in xs], [results[i]["summary"][n][0] for i in xs], w,
-               yerr=[results[i]["summary"][n][1] for i in xs], label=n, capsize=2)
+        ax.bar(
+            [x + j * w for x in xs],
+            [results[i]["summary"][n][0] for i in xs],
+            w,
+            yerr=[results[i]["summary"][n][1] for i in xs],
+            label=n,
+            capsize=2,
+        )
     ax.set_xticks([i + 0.4 - w / 2 for i in range(len(results))], [r["task"] for r in results])
-    ax.set_ylabel("accuracy"); ax.legend(fontsize=7, ncol=2)
-    if path: save_figure(fig, path)
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=7, ncol=2)
+    if path:
+        save_figure(fig, path)
     return fig
 
 # %% ../../nbs/51_fuzzy_pet.ipynb #40c50baf
@@ -129,7 +233,9 @@ def bench(out, quick: bool = False, tasks: list[str] | None = None, splits: list
     from pathlib import Path
     from fewkit.data import FEWCLUE_TASKS
     from fewkit.fewshot.fewclue import _backbone, task_settings
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     load, tok, desc = _backbone()
     tasks = tasks or (["eprstmt"] if quick else [t for t in FEWCLUE_TASKS if len(usable_groups(task_info(t), tok)) > 1])
     splits = list(splits if splits is not None else ([0] if quick else range(5)))
@@ -137,11 +243,23 @@ def bench(out, quick: bool = False, tasks: list[str] | None = None, splits: list
     res, log = [], get_logger("fewkit.fuzzy_pet")
     for t in tasks:
         res.append(compare_verbalizers(load, tok, t, task_settings(t, cfg), splits, methods=("fuzzy",)))
-        log.info(f"{t}: " + ", ".join(f"{n} {m:.3f}±{s:.3f}" for n, (m, s) in res[-1]["summary"].items()) + f"; spread {res[-1]['spread']:.3f}")
+        log.info(
+            f"{t}: "
+            + ", ".join(f"{n} {m:.3f}±{s:.3f}" for n, (m, s) in res[-1]["summary"].items())
+            + f"; spread {res[-1]['spread']:.3f}"
+        )
     plot_comparison(res, out / "verbalizers.png")
-    names = max((list(r["summary"]) for r in res), key=len)      # pet:0 .. pet:G-1, fuzzy (csldcp/iflytek: 2 groups)
+    names = max((list(r["summary"]) for r in res), key=len)  # pet:0 .. pet:G-1, fuzzy (csldcp/iflytek: 2 groups)
     cell = lambda r, n: "{:.3f} ± {:.3f}".format(*r["summary"][n]) if n in r["summary"] else "–"
-    rows = "\n".join(f"| {r['task']} | " + " | ".join(cell(r, n) for n in names) + f" | {r['spread']:.3f} |" for r in res)
+    rows = "\n".join(
+        f"| {r['task']} | " + " | ".join(cell(r, n) for n in names) + f" | {r['spread']:.3f} |" for r in res
+    )
     head = "| task | " + " | ".join(names) + " | spread |\n" + "|---" * (len(names) + 2) + "|\n"
-    return dict(backbone=desc, splits=splits, settings=cfg.to_dict(), results=res, spread={r["task"]: r["spread"] for r in res},
-                table=head + rows)
+    return dict(
+        backbone=desc,
+        splits=splits,
+        settings=cfg.to_dict(),
+        results=res,
+        spread={r["task"]: r["spread"] for r in res},
+        table=head + rows,
+    )

@@ -23,16 +23,17 @@ __all__ = ['MASK', 'PATTERNS', 'WORDS', 'example_fields', 'text_ids', 'encode_pa
 MASK = "[MASK]"
 PATTERNS = {
     "eprstmt": ["[MASK]！{a}", "{a}。总之，[MASK]。", "这次购物[MASK]。{a}"],
-    "csldcp":  ["这是一篇[MASK]类论文：{a}", "{a}学科：[MASK]。"],
-    "tnews":   ["[MASK]新闻：{a}", "{a}（这是一条[MASK]新闻）", "下面是[MASK]方面的报道：{a}"],
+    "csldcp": ["这是一篇[MASK]类论文：{a}", "{a}学科：[MASK]。"],
+    "tnews": ["[MASK]新闻：{a}", "{a}（这是一条[MASK]新闻）", "下面是[MASK]方面的报道：{a}"],
     "iflytek": ["这是一款[MASK]类应用。{a}", "{a}这个应用属于[MASK]。"],
-    "ocnli":   ["“{a}”和“{b}”的关系是[MASK]。", "{a}？[MASK]，{b}", "前提：{a}假设：{b}关系：[MASK]"],
-    "bustm":   ["“{a}”和“{b}”的意思[MASK]。", "{a}？[MASK]，{b}", "下面两句话意思[MASK]：{a}；{b}"],
-    "chid":    ["{left}[MASK]{right}", "成语填空：{left}[MASK]{right}"],
-    "csl":     ["摘要：{a}关键词：{b}。这些关键词[MASK]。", "关键词“{b}”[MASK]。{a}"],
+    "ocnli": ["“{a}”和“{b}”的关系是[MASK]。", "{a}？[MASK]，{b}", "前提：{a}假设：{b}关系：[MASK]"],
+    "bustm": ["“{a}”和“{b}”的意思[MASK]。", "{a}？[MASK]，{b}", "下面两句话意思[MASK]：{a}；{b}"],
+    "chid": ["{left}[MASK]{right}", "成语填空：{left}[MASK]{right}"],
+    "csl": ["摘要：{a}关键词：{b}。这些关键词[MASK]。", "关键词“{b}”[MASK]。{a}"],
     "cluewsc": ["{a}其中“{s2}”[MASK]“{s1}”。", "{a}“{s2}”指的是“{s1}”吗？[MASK]。"],
-    "reviews": ["[MASK]！{a}", "{a}。总之，[MASK]。"],   # the embedded review task (fewkit.data.review_task)
+    "reviews": ["[MASK]！{a}", "{a}。总之，[MASK]。"],  # the embedded review task (fewkit.data.review_task)
 }
+
 
 def example_fields(ex) -> dict:
     "The text slots of one `Example` that patterns may use: a, b; chid: left/right; cluewsc: s1, s2."
@@ -49,47 +50,64 @@ def example_fields(ex) -> dict:
 _KEEP_END = {"left"}
 _SLOT = re.compile(r"(\{\w+\}|\[MASK\])")
 
+
 def text_ids(tok, s: str) -> list[int]:
     "Token ids of `s` after NFKC (full-width '，：？' become the ',:?' a char vocabulary holds)."
     return tok(unicodedata.normalize("NFKC", s), add_special_tokens=False)["input_ids"]
+
 
 def _cap(lens: list[int], budget: int) -> int:
     "Largest L such that sum(min(l, L)) <= budget (water-filling truncation)."
     lo, hi = 0, max(lens, default=0)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if sum(min(l, mid) for l in lens) <= budget: lo = mid
-        else: hi = mid - 1
+        if sum(min(l, mid) for l in lens) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
     return lo
+
 
 def encode_pattern(tok, template: str, fields: dict, n_mask: int, max_len: int = 128) -> tuple[list[int], list[int]]:
     "[CLS] filled pattern [SEP] as ids (len <= max_len) and the positions of its `n_mask` [MASK] tokens."
-    pieces = []                                              # [slot name or None, ids]
+    pieces = []  # [slot name or None, ids]
     for p in _SLOT.split(template):
-        if not p: continue
-        if p == MASK: pieces.append(["[MASK]", [tok.mask_token_id] * n_mask])
-        elif p[0] == "{": pieces.append([p[1:-1], text_ids(tok, fields[p[1:-1]])])
-        else: pieces.append([None, text_ids(tok, p)])
+        if not p:
+            continue
+        if p == MASK:
+            pieces.append(["[MASK]", [tok.mask_token_id] * n_mask])
+        elif p[0] == "{":
+            pieces.append([p[1:-1], text_ids(tok, fields[p[1:-1]])])
+        else:
+            pieces.append([None, text_ids(tok, p)])
     fixed = sum(len(t) for n, t in pieces if n in (None, "[MASK]")) + 2
-    if fixed > max_len: raise FewkitError(f"pattern {template!r} needs {fixed} tokens > max_len={max_len}")
+    if fixed > max_len:
+        raise FewkitError(f"pattern {template!r} needs {fixed} tokens > max_len={max_len}")
     cap = _cap([len(t) for n, t in pieces if n not in (None, "[MASK]")], max_len - fixed)
     ids, mpos = [tok.cls_token_id], []
     for n, t in pieces:
-        if n not in (None, "[MASK]") and len(t) > cap: t = t[len(t) - cap:] if n in _KEEP_END else t[:cap]
-        if n == "[MASK]": mpos = list(range(len(ids), len(ids) + len(t)))
+        if n not in (None, "[MASK]") and len(t) > cap:
+            t = t[len(t) - cap :] if n in _KEEP_END else t[:cap]
+        if n == "[MASK]":
+            mpos = list(range(len(ids), len(ids) + len(t)))
         ids += t
     return ids + [tok.sep_token_id], mpos
 
 # %% ../../nbs/50_pet.ipynb #7229118f
 WORDS = {  # label -> word for the tasks with fixed labels; tnews, iflytek, csldcp use FewCLUE's 2-character tags
-    "eprstmt": {"Positive": "很好", "Negative": "很差"}, "reviews": {"Positive": "很好", "Negative": "很差"},
+    "eprstmt": {"Positive": "很好", "Negative": "很差"},
+    "reviews": {"Positive": "很好", "Negative": "很差"},
     "ocnli": {"entailment": "相关", "neutral": "无关", "contradiction": "相反"},
-    "bustm": {"1": "相同", "0": "不同"}, "csl": {"1": "正确", "0": "错误"},
-    "cluewsc": {"true": "就是", "false": "不是"}}
+    "bustm": {"1": "相同", "0": "不同"},
+    "csl": {"1": "正确", "0": "错误"},
+    "cluewsc": {"true": "就是", "false": "不是"},
+}
+
 
 def char_id(tok, c: str) -> int | None:
     "Vocabulary id of one character as the tokenizer would see it (NFKC, lower case)."
     return tok.convert_tokens_to_ids(unicodedata.normalize("NFKC", c).lower())
+
 
 def word_ids(tok, words: list[str], strict: bool = True) -> list[list[int]]:
     "Token ids of each word, one per character; error if a character is not one vocabulary token."
@@ -97,37 +115,55 @@ def word_ids(tok, words: list[str], strict: bool = True) -> list[list[int]]:
     for w in words:
         ids = [char_id(tok, c) for c in w]
         bad = [c for c, i in zip(w, ids) if i is None or i == tok.unk_token_id]
-        if bad and strict: raise FewkitError(f"label word {w!r}: {bad} not single tokens of the vocabulary "
-                                             "(PET needs one [MASK] per character); choose another word")
+        if bad and strict:
+            raise FewkitError(
+                f"label word {w!r}: {bad} not single tokens of the vocabulary "
+                "(PET needs one [MASK] per character); choose another word"
+            )
         out.append(ids)
-    if len({len(i) for i in out}) > 1: raise FewkitError(f"label words {words} differ in length: they share one [MASK] slot")
+    if len({len(i) for i in out}) > 1:
+        raise FewkitError(f"label words {words} differ in length: they share one [MASK] slot")
     return out
 
 # %% ../../nbs/50_pet.ipynb #d9deefd7
-def _is_han(c): return "\u4e00" <= c <= "\u9fff"
+def _is_han(c):
+    return "\u4e00" <= c <= "\u9fff"
+
 
 def name_words(name: str, n: int = 2, ok: Callable = lambda w: True) -> list[str]:
     "n-character words from a label name: substrings at even offsets first (Chinese words pair up), then the rest."
     han = [c for c in name if _is_han(c)] or list(name)
-    cs = ["".join(han[j:j + n]) for j in sorted(range(max(1, len(han) - n + 1)), key=lambda j: j % 2)]
+    cs = ["".join(han[j : j + n]) for j in sorted(range(max(1, len(han) - n + 1)), key=lambda j: j % 2)]
     cs += [han[j] + han[k] for j in range(len(han)) for k in range(j + 2, len(han))] if n == 2 else []
     return [w for w in dict.fromkeys(cs) if len(w) == n and ok(w)]
 
-def auto_words(names: list[str], n: int = 2, avoid: list[str] | None = None, ok: Callable = lambda w: True) -> list[str]:
+
+def auto_words(
+    names: list[str], n: int = 2, avoid: list[str] | None = None, ok: Callable = lambda w: True
+) -> list[str]:
     "One distinct n-character word per class name, taken from the name, preferably not `avoid[i]`."
     cs, used, out = [name_words(x, n, ok) for x in names], set(), [None] * len(names)
-    for i in sorted(range(len(names)), key=lambda i: len(cs[i])):   # the most constrained names choose first
+    for i in sorted(range(len(names)), key=lambda i: len(cs[i])):  # the most constrained names choose first
         free = [w for w in cs[i] if w not in used]
-        w = ([w for w in free if avoid is None or w != avoid[i]] or free or cs[i] or [avoid[i] if avoid else names[i][:n]])[0]
-        used.add(w); out[i] = w
+        w = (
+            [w for w in free if avoid is None or w != avoid[i]]
+            or free
+            or cs[i]
+            or [avoid[i] if avoid else names[i][:n]]
+        )[0]
+        used.add(w)
+        out[i] = w
     return out
+
 
 def verbalizer(info) -> list[str]:
     "PET's label word for each label of a `TaskInfo` (in `info.labels` order)."
-    if info.name in WORDS: return [WORDS[info.name][l] for l in info.labels]
+    if info.name in WORDS:
+        return [WORDS[info.name][l] for l in info.labels]
     tags = [info.tags.get(l, "") for l in info.labels]
-    if all(len(t) == 2 and all(map(_is_han, t)) for t in tags): return tags
-    return auto_words([info.label_desc.get(l, l) for l in info.labels])   # a FewCLUE copy without tag maps
+    if all(len(t) == 2 and all(map(_is_han, t)) for t in tags):
+        return tags
+    return auto_words([info.label_desc.get(l, l) for l in info.labels])  # a FewCLUE copy without tag maps
 
 # %% ../../nbs/50_pet.ipynb #3e32ce69
 def encode_prompt(tok, examples, labels: list[str], template: str, n_mask: int, max_len: int = 128) -> list[dict]:
@@ -137,9 +173,11 @@ def encode_prompt(tok, examples, labels: list[str], template: str, n_mask: int, 
     for ex in examples:
         ids, mpos = encode_pattern(tok, template, example_fields(ex), n_mask, max_len)
         f = dict(ids=ids, mpos=mpos, y=lab.get(ex.label, -1) if ex.label is not None else -1)
-        if ex.task == "chid": f["cand"] = word_ids(tok, ex.extra["candidates"], strict=False)
+        if ex.task == "chid":
+            f["cand"] = word_ids(tok, ex.extra["candidates"], strict=False)
         feats.append(f)
     return feats
+
 
 def _pad(seqs, value=0):
     "Right-pad nested lists of ids to a tensor: (B, T) or (B, K, T)."
@@ -149,13 +187,16 @@ def _pad(seqs, value=0):
     T = max(len(s) for s in seqs)
     return torch.tensor([s + [value] * (T - len(s)) for s in seqs])
 
+
 def collate(feats: list[dict], device=None) -> dict:
     "Pad a list of features into tensors on `device`: ids, am (attention mask), tt, mpos, y, cand."
     b = dict(ids=_pad([f["ids"] for f in feats]), y=torch.tensor([f["y"] for f in feats]))
-    b["am"] = (b["ids"] != 0).long()                    # [PAD] is id 0 in fewkit and in HF BERT vocabularies
+    b["am"] = (b["ids"] != 0).long()  # [PAD] is id 0 in fewkit and in HF BERT vocabularies
     b["tt"] = _pad([f["tt"] for f in feats]) if "tt" in feats[0] else torch.zeros_like(b["ids"])
-    if "mpos" in feats[0]: b["mpos"] = torch.tensor([f["mpos"] for f in feats])
-    if "cand" in feats[0]: b["cand"] = torch.tensor([f["cand"] for f in feats])
+    if "mpos" in feats[0]:
+        b["mpos"] = torch.tensor([f["mpos"] for f in feats])
+    if "cand" in feats[0]:
+        b["cand"] = torch.tensor([f["cand"] for f in feats])
     return {k: v.to(device) for k, v in b.items()} if device is not None else b
 
 # %% ../../nbs/50_pet.ipynb #12ff1130
@@ -164,52 +205,68 @@ def hidden_states(mlm, ids, am=None, tt=None):
     h = mlm.bert(ids, attention_mask=am, token_type_ids=tt)
     return h if torch.is_tensor(h) else h[0]
 
+
 def mask_logits(mlm, b: dict) -> torch.Tensor:
     "MLM logits at the mask positions only: (B, M, V)."
-    h = hidden_states(mlm, b["ids"], b["am"], b["tt"])                        # (B, T, C)
-    hm = h.gather(1, b["mpos"][..., None].expand(-1, -1, h.size(-1)))        # (B, M, C)
+    h = hidden_states(mlm, b["ids"], b["am"], b["tt"])  # (B, T, C)
+    hm = h.gather(1, b["mpos"][..., None].expand(-1, -1, h.size(-1)))  # (B, M, C)
     return mlm.cls(hm)
+
 
 def word_scores(logits: torch.Tensor, words: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     "Per-word sum over positions of log-probs and of raw logits: (B, G, K) each. words: (G,K,M) or (B,G,K,M)."
     B, M, V = logits.shape
-    if words.dim() == 3: words = words.expand(B, *words.shape)
+    if words.dim() == 3:
+        words = words.expand(B, *words.shape)
     G, K = words.shape[1:3]
-    idx = words.permute(0, 3, 1, 2).reshape(B, M, G * K)                     # (B, M, G*K)
+    idx = words.permute(0, 3, 1, 2).reshape(B, M, G * K)  # (B, M, G*K)
     lp = logits.log_softmax(-1).gather(2, idx).view(B, M, G, K).sum(1)
     lg = logits.gather(2, idx).view(B, M, G, K).sum(1)
     return lp, lg
 
 # %% ../../nbs/50_pet.ipynb #ef1dd597
-def pet_scores(lp, lg): return lp[:, 0]                                   # (B, K): group 0, log P(word)
-def pet_loss(lp, lg, y): return F.cross_entropy(lp[:, 0], y)
+def pet_scores(lp, lg):
+    return lp[:, 0]  # (B, K): group 0, log P(word)
+
+
+def pet_loss(lp, lg, y):
+    return F.cross_entropy(lp[:, 0], y)
+
 
 class PromptModel(nn.Module):
     "A masked LM plus label words (G, K, M): scores classes by the words' probabilities at the masks."
+
     def __init__(self, mlm, words: torch.Tensor | None, score_fn=pet_scores, loss_fn=pet_loss):
         super().__init__()
         self.mlm, self.score_fn, self.loss_fn = mlm, score_fn, loss_fn
         self.register_buffer("words", words if words is not None else torch.zeros(1, 1, 1, dtype=torch.long))
-    def forward(self, b):                                                     # -> lp, lg: (B, G, K)
+
+    def forward(self, b):  # -> lp, lg: (B, G, K)
         return word_scores(mask_logits(self.mlm, b), b["cand"][:, None] if "cand" in b else self.words)
-    def scores(self, b): return self.score_fn(*self(b))
-    def loss(self, b): return self.loss_fn(*self(b), b["y"])
+
+    def scores(self, b):
+        return self.score_fn(*self(b))
+
+    def loss(self, b):
+        return self.loss_fn(*self(b), b["y"])
+
 
 @dataclass
 class FewShotSettings(Settings):
     "Few-shot training: CPU-sized defaults."
-    lr: float = 1e-3             # tiny backbone, tens of steps: at 1e-4 the weights hardly move (max |Δw| 0.0016);
-                                 # fuzzy-PET dev, 3 splits: eprstmt 0.50 -> 0.60, bustm 0.51 -> 0.59 at 1e-3 (3e-3: worse)
+
+    lr: float = 1e-3  # tiny backbone, tens of steps: at 1e-4 the weights hardly move (max |Δw| 0.0016);
+    # fuzzy-PET dev, 3 splits: eprstmt 0.50 -> 0.60, bustm 0.51 -> 0.59 at 1e-3 (3e-3: worse)
     epochs: int = 10
     batch_size: int = 16
-    min_steps: int = 30          # small tasks (32 examples) still get a few dozen steps
-    max_steps: int = 400         # large ones (iflytek: 928 examples) are capped
-    max_len: int = 128           # long texts (csldcp, iflytek, csl) are truncated
+    min_steps: int = 30  # small tasks (32 examples) still get a few dozen steps
+    max_steps: int = 400  # large ones (iflytek: 928 examples) are capped
+    max_len: int = 128  # long texts (csldcp, iflytek, csl) are truncated
     eval_batch_size: int = 64
     weight_decay: float = 0.01
     warmup: float = 0.1
-    n_evals: int = 0             # dev evaluations during training; the best state is kept (select on dev)
-    mlm_weight: float = 0.0      # auxiliary MLM loss on unlabelled text (PET: 1e-4)
+    n_evals: int = 0  # dev evaluations during training; the best state is kept (select on dev)
+    mlm_weight: float = 0.0  # auxiliary MLM loss on unlabelled text (PET: 1e-4)
     seed: int = 0
     device: str | None = None
 
@@ -223,6 +280,7 @@ def mlm_aux_loss(mlm, b: dict, tok, p: float = 0.15) -> torch.Tensor:
     logits = mlm.cls(hidden_states(mlm, ids.masked_fill(sel, tok.mask_token_id), b["am"], b["tt"]))
     return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100) if sel.any() else logits.sum() * 0
 
+
 @torch.no_grad()
 def predict(model, feats: list[dict], batch_size: int = 64, device=None) -> torch.Tensor:
     "Class scores (N, K) for features, batched by length (little padding), in the input order."
@@ -231,9 +289,11 @@ def predict(model, feats: list[dict], batch_size: int = 64, device=None) -> torc
     order = sorted(range(len(feats)), key=lambda i: len(feats[i]["ids"]))
     out = [None] * len(feats)
     for s in range(0, len(order), batch_size):
-        idx = order[s:s + batch_size]
-        for i, row in zip(idx, model.scores(collate([feats[i] for i in idx], device)).float().cpu()): out[i] = row
+        idx = order[s : s + batch_size]
+        for i, row in zip(idx, model.scores(collate([feats[i] for i in idx], device)).float().cpu()):
+            out[i] = row
     return torch.stack(out)
+
 
 def accuracy(scores: torch.Tensor, feats: list[dict]) -> float:
     "Accuracy of argmax scores against the features' labels."
@@ -241,58 +301,96 @@ def accuracy(scores: torch.Tensor, feats: list[dict]) -> float:
     return (scores.argmax(-1) == y).float().mean().item()
 
 # %% ../../nbs/50_pet.ipynb #cb154fe2
-def fit(model, feats: list[dict], cfg: FewShotSettings, dev: list[dict] | None = None,
-        unlabeled: list[dict] | None = None, tok=None, progress: bool = False) -> dict:
+def fit(
+    model,
+    feats: list[dict],
+    cfg: FewShotSettings,
+    dev: list[dict] | None = None,
+    unlabeled: list[dict] | None = None,
+    tok=None,
+    progress: bool = False,
+) -> dict:
     "Train `model` (a PromptModel or ClsModel) on features; returns losses and dev accuracies."
     seed_everything(cfg.seed)
-    device = get_device(cfg.device); model.to(device)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    device = get_device(cfg.device)
+    model.to(device)
+    opt = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
     steps = min(cfg.max_steps, max(cfg.min_steps, cfg.epochs * math.ceil(len(feats) / cfg.batch_size)))
     warm = max(1, int(cfg.warmup * steps))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / (steps - warm + 1))))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / (steps - warm + 1)))
+    )
     g = torch.Generator().manual_seed(cfg.seed)
     evals_at = {round(steps * (i + 1) / cfg.n_evals) for i in range(cfg.n_evals)} if dev else set()
     order, losses, evals, best = [], [], [], (-1.0, None)
     for step in tqdm(range(steps), disable=not progress, desc="fit", leave=False):
-        if len(order) < cfg.batch_size: order += torch.randperm(len(feats), generator=g).tolist()
-        idx, order = order[:cfg.batch_size], order[cfg.batch_size:]
+        if len(order) < cfg.batch_size:
+            order += torch.randperm(len(feats), generator=g).tolist()
+        idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
         model.train()
         loss = model.loss(collate([feats[i] for i in idx], device))
         if cfg.mlm_weight > 0 and unlabeled:
             ub = collate([unlabeled[i] for i in torch.randint(len(unlabeled), (cfg.batch_size,), generator=g)], device)
             loss = (1 - cfg.mlm_weight) * loss + cfg.mlm_weight * mlm_aux_loss(model.mlm, ub, tok)
-        opt.zero_grad(set_to_none=True); loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step(); sched.step()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
         losses.append(loss.item())
         if step + 1 in evals_at:
-            acc = accuracy(predict(model, dev, cfg.eval_batch_size), dev); evals.append((step + 1, acc))
-            if acc > best[0]: best = (acc, copy.deepcopy(model.state_dict()))
-    if best[1] is not None: model.load_state_dict(best[1])
+            acc = accuracy(predict(model, dev, cfg.eval_batch_size), dev)
+            evals.append((step + 1, acc))
+            if acc > best[0]:
+                best = (acc, copy.deepcopy(model.state_dict()))
+    if best[1] is not None:
+        model.load_state_dict(best[1])
     return dict(losses=losses, evals=evals, steps=steps, best_dev=best[0] if best[1] is not None else None)
 
 # %% ../../nbs/50_pet.ipynb #4980cf32
 def label_words(info, tok, groups: list[list[str]] | None = None) -> torch.Tensor | None:
     "Word ids (G, K, M) of verbalizer groups (default: PET's one verbalizer); None for chid."
-    if info.name == "chid": return None
+    if info.name == "chid":
+        return None
     return torch.tensor([word_ids(tok, g) for g in (groups or [verbalizer(info)])])
+
 
 def prompt_feats(info, tok, examples, pattern: int, words, max_len: int) -> list[dict]:
     "Encode examples with pattern number `pattern` of the task (mask count = label-word length)."
     n_mask = 4 if info.name == "chid" else words.shape[-1]
     return encode_prompt(tok, examples, info.labels, PATTERNS[info.name][pattern], n_mask, max_len)
 
-def train_pet(mlm, tok, info, train, cfg: FewShotSettings, pattern: int = 0, words: torch.Tensor | None = None,
-              dev=None, unlabeled=None, score_fn=pet_scores, loss_fn=pet_loss, progress: bool = False):
+
+def train_pet(
+    mlm,
+    tok,
+    info,
+    train,
+    cfg: FewShotSettings,
+    pattern: int = 0,
+    words: torch.Tensor | None = None,
+    dev=None,
+    unlabeled=None,
+    score_fn=pet_scores,
+    loss_fn=pet_loss,
+    progress: bool = False,
+):
     "Train PET with one pattern on `train` examples of the task `info`: returns (PromptModel, history)."
     words = label_words(info, tok) if words is None else words
     enc = lambda exs: prompt_feats(info, tok, exs, pattern, words, cfg.max_len) if exs else None
     model = PromptModel(mlm, words, score_fn, loss_fn)
     return model, fit(model, enc(train), cfg, enc(dev), enc(unlabeled), tok, progress)
 
+
 def predict_pet(model, tok, info, examples, cfg: FewShotSettings, pattern: int = 0) -> torch.Tensor:
     "Class probabilities (N, K) of a trained PromptModel on examples."
     words = None if info.name == "chid" else model.words
-    return predict(model, prompt_feats(info, tok, examples, pattern, words, cfg.max_len), cfg.eval_batch_size).softmax(-1)
+    return predict(model, prompt_feats(info, tok, examples, pattern, words, cfg.max_len), cfg.eval_batch_size).softmax(
+        -1
+    )
+
 
 def ensemble(probs: list[torch.Tensor]) -> torch.Tensor:
     "Pattern ensemble: the mean of the patterns' class probabilities (N, K)."

@@ -17,39 +17,62 @@ from .fuzzy_pet import train_method, predict_probs, usable_groups
 __all__ = ['unlabeled_pool', 'select_pseudo', 'self_train', 'bench']
 
 # %% ../../nbs/52_self_training.ipynb #a400b06e
-def _key(e): return (e.text_a, e.text_b, repr(e.extra.get("target")))
+def _key(e):
+    return (e.text_a, e.text_b, repr(e.extra.get("target")))
+
 
 def unlabeled_pool(task: str, k: int, root=None, limit: int = 500, seed: int = 0) -> dict:
     "Unlabelled examples for split k: {'examples', 'hidden' (true labels or None), 'source'}."
-    try: pool = load_fewclue(task, "unlabeled", root)
-    except FewkitError: pool = []
-    if pool: source, hidden = "unlabeled.json", [None] * len(pool)
+    try:
+        pool = load_fewclue(task, "unlabeled", root)
+    except FewkitError:
+        pool = []
+    if pool:
+        source, hidden = "unlabeled.json", [None] * len(pool)
     else:
         seen = {_key(e) for s in (f"train_{k}", f"dev_{k}") for e in load_fewclue(task, s, root)}
         uniq = {}
         for s in ("train_few_all", "dev_few_all"):
             for e in load_fewclue(task, s, root):
-                if _key(e) not in seen: uniq.setdefault(_key(e), e)
-        pool = list(uniq.values()); hidden = [e.label for e in pool]
+                if _key(e) not in seen:
+                    uniq.setdefault(_key(e), e)
+        pool = list(uniq.values())
+        hidden = [e.label for e in pool]
         pool = [dataclasses.replace(e, label=None, split="unlabeled") for e in pool]
         source = f"other splits' texts without labels (no unlabeled.json for {task})"
-    order = list(range(len(pool))); random.Random(seed).shuffle(order); order = order[:limit]
+    order = list(range(len(pool)))
+    random.Random(seed).shuffle(order)
+    order = order[:limit]
     return dict(examples=[pool[i] for i in order], hidden=[hidden[i] for i in order], source=source)
 
 # %% ../../nbs/52_self_training.ipynb #dba5c3c3
 def select_pseudo(probs: torch.Tensor, per_class: int, min_conf: float = 0.0) -> list[tuple[int, int]]:
     "(example index, class) pairs: confident, the same number per predicted class (<= per_class)."
     conf, pred = probs.max(-1)
-    by_class = {c: [i for i in ((pred == c) & (conf >= min_conf)).nonzero().flatten().tolist()]
-                for c in range(probs.shape[1])}
+    by_class = {
+        c: [i for i in ((pred == c) & (conf >= min_conf)).nonzero().flatten().tolist()] for c in range(probs.shape[1])
+    }
     by_class = {c: sorted(v, key=lambda i: -conf[i].item()) for c, v in by_class.items() if v}
     n = min([per_class] + [len(v) for v in by_class.values()])
     return [(i, c) for c, v in by_class.items() for i in v[:n]]
 
 # %% ../../nbs/52_self_training.ipynb #ae2609be
-def self_train(load_mlm, tok, info, train, dev, pool: dict, cfg: FewShotSettings, method: str = "fuzzy",
-               generations: int = 2, per_class: int = 8, growth: int = 2, min_conf: float = 0.5,
-               patterns=(0,), extra: dict | None = None) -> dict:
+def self_train(
+    load_mlm,
+    tok,
+    info,
+    train,
+    dev,
+    pool: dict,
+    cfg: FewShotSettings,
+    method: str = "fuzzy",
+    generations: int = 2,
+    per_class: int = 8,
+    growth: int = 2,
+    min_conf: float = 0.5,
+    patterns=(0,),
+    extra: dict | None = None,
+) -> dict:
     "iPET-style generations: per-generation dev accuracy and pseudo-label stats; last generation's probs."
     groups = usable_groups(info, tok)
     y = torch.tensor([info.labels.index(e.label) for e in dev]) if dev and dev[0].label is not None else None
@@ -57,18 +80,29 @@ def self_train(load_mlm, tok, info, train, dev, pool: dict, cfg: FewShotSettings
     pseudo, sel_idx, hist, log = [], [], [], get_logger("fewkit.self_training")
     for gen in range(generations + 1):
         outs = {name: [] for name, exs in sets.items() if exs}
-        for p in patterns:      # a teacher per pattern; their probabilities are averaged (pattern ensemble)
-            m, _ = train_method(load_mlm(), tok, info, list(train) + pseudo, cfg, method, groups, p)   # same seed: only the data changes
-            for name in outs: outs[name].append(predict_probs(m, tok, info, sets[name], cfg, p))
+        for p in patterns:  # a teacher per pattern; their probabilities are averaged (pattern ensemble)
+            m, _ = train_method(
+                load_mlm(), tok, info, list(train) + pseudo, cfg, method, groups, p
+            )  # same seed: only the data changes
+            for name in outs:
+                outs[name].append(predict_probs(m, tok, info, sets[name], cfg, p))
         probs = {name: ensemble(v) for name, v in outs.items()}
         pd = probs.get("dev")
-        h = dict(generation=gen, n_pseudo=len(pseudo), dev_acc=(pd.argmax(-1) == y).float().mean().item() if y is not None else None)
+        h = dict(
+            generation=gen,
+            n_pseudo=len(pseudo),
+            dev_acc=(pd.argmax(-1) == y).float().mean().item() if y is not None else None,
+        )
         if pseudo and pool["hidden"][0] is not None:
             h["pseudo_acc"] = sum(e.label == pool["hidden"][i] for e, i in zip(pseudo, sel_idx)) / len(pseudo)
-        hist.append(h); log.info(f"{info.name} generation {gen}: {h}")
-        if gen == generations or "pool" not in probs: break
-        sel = select_pseudo(probs["pool"], per_class * growth ** gen, min_conf)
-        if not sel: log.warning(f"{info.name}: no pseudo-label above min_conf={min_conf}; stopping"); break
+        hist.append(h)
+        log.info(f"{info.name} generation {gen}: {h}")
+        if gen == generations or "pool" not in probs:
+            break
+        sel = select_pseudo(probs["pool"], per_class * growth**gen, min_conf)
+        if not sel:
+            log.warning(f"{info.name}: no pseudo-label above min_conf={min_conf}; stopping")
+            break
         sel_idx = [i for i, _ in sel]
         pseudo = [dataclasses.replace(pool["examples"][i], label=info.labels[c]) for i, c in sel]
     probs.pop("pool", None)
@@ -82,7 +116,9 @@ def bench(out, quick: bool = False, tasks: list[str] | None = None, splits: list
     from fewkit.data import task_info
     from fewkit.measure import figure, save_figure
     from fewkit.fewshot.fewclue import _backbone, task_settings
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     load, tok, desc = _backbone()
     tasks = tasks or (["eprstmt"] if quick else ["eprstmt", "bustm", "ocnli", "csl"])
     splits = list(splits if splits is not None else ([0] if quick else range(5)))
@@ -94,21 +130,41 @@ def bench(out, quick: bool = False, tasks: list[str] | None = None, splits: list
         for k in splits:
             c = task_settings(t, cfg).replace(seed=cfg.seed + k)
             pool = unlabeled_pool(t, k, seed=c.seed, limit=64 if quick else 500)
-            r = self_train(load, tok, info, load_fewclue(t, f"train_{k}"), load_fewclue(t, f"dev_{k}"), pool, c, "fuzzy", **kw)
+            r = self_train(
+                load, tok, info, load_fewclue(t, f"train_{k}"), load_fewclue(t, f"dev_{k}"), pool, c, "fuzzy", **kw
+            )
             runs.append(r["history"])
         G = min(len(h) for h in runs)
-        acc = np.array([[h[g]["dev_acc"] for g in range(G)] for h in runs])          # (splits, generations)
-        res[t] = dict(source=pool["source"], runs=runs, mean=acc.mean(0).tolist(), std=acc.std(0).tolist(),
-                      gain=(acc[:, 1:] - acc[:, :-1]).mean(0).tolist(),
-                      pseudo_acc=[float(np.mean([h[g]["pseudo_acc"] for h in runs if "pseudo_acc" in h[g]] or [np.nan])) for g in range(G)])
+        acc = np.array([[h[g]["dev_acc"] for g in range(G)] for h in runs])  # (splits, generations)
+        res[t] = dict(
+            source=pool["source"],
+            runs=runs,
+            mean=acc.mean(0).tolist(),
+            std=acc.std(0).tolist(),
+            gain=(acc[:, 1:] - acc[:, :-1]).mean(0).tolist(),
+            pseudo_acc=[
+                float(np.mean([h[g]["pseudo_acc"] for h in runs if "pseudo_acc" in h[g]] or [np.nan])) for g in range(G)
+            ],
+        )
     fig, ax = figure("Self-training: dev accuracy per generation (mean ± std over splits)")
-    for t, r in res.items(): ax.errorbar(range(len(r["mean"])), r["mean"], r["std"], label=t, marker="o", capsize=3)
-    ax.set_xlabel("generation (0 = Fuzzy-PET on the labelled data)"); ax.set_ylabel("dev accuracy"); ax.legend()
+    for t, r in res.items():
+        ax.errorbar(range(len(r["mean"])), r["mean"], r["std"], label=t, marker="o", capsize=3)
+    ax.set_xlabel("generation (0 = Fuzzy-PET on the labelled data)")
+    ax.set_ylabel("dev accuracy")
+    ax.legend()
     save_figure(fig, out / "selftrain.png")
+
     def row(t, r, g):
         gain = f"{r['gain'][g - 1]:+.3f}" if g else ""
         pa = "" if np.isnan(r["pseudo_acc"][g]) else f"{r['pseudo_acc'][g]:.2f}"
         return f"| {t} | {g} | {r['runs'][0][g]['n_pseudo']} | {r['mean'][g]:.3f} ± {r['std'][g]:.3f} | {gain} | {pa} |"
+
     rows = [row(t, r, g) for t, r in res.items() for g in range(len(r["mean"]))]
-    return dict(backbone=desc, splits=splits, settings=cfg.to_dict(), results=res,
-                table="| task | generation | pseudo-labels | dev acc | gain | pseudo-label acc |\n|---|---|---|---|---|---|\n" + "\n".join(rows))
+    return dict(
+        backbone=desc,
+        splits=splits,
+        settings=cfg.to_dict(),
+        results=res,
+        table="| task | generation | pseudo-labels | dev acc | gain | pseudo-label acc |\n|---|---|---|---|---|---|\n"
+        + "\n".join(rows),
+    )

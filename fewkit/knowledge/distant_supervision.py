@@ -21,129 +21,210 @@ __all__ = ['REL_FEATS', 'FEATS', 'Trie', 'aliases', 'build_matcher', 'norm', 'lc
 # %% ../../nbs/31_distant_supervision.ipynb #713a869f
 class Trie:
     "Character trie: `find(text)` returns leftmost-longest, non-overlapping matches."
-    def __init__(self): self.root, self.n = {}, 0
+
+    def __init__(self):
+        self.root, self.n = {}, 0
+
     def add(self, key: str, value):
         node = self.root
-        for c in key: node = node.setdefault(c, {})
-        node.setdefault(None, set()).add(value); self.n += 1
+        for c in key:
+            node = node.setdefault(c, {})
+        node.setdefault(None, set()).add(value)
+        self.n += 1
+
     def longest(self, text: str, i: int):
         "(end, values) of the longest key starting at `text[i]`, or None."
         node, best = self.root, None
         for j in range(i, len(text)):
             node = node.get(text[j])
-            if node is None: break
-            if None in node: best = (j + 1, node[None])
+            if node is None:
+                break
+            if None in node:
+                best = (j + 1, node[None])
         return best
+
     def find(self, text: str) -> list[tuple[int, int, str, frozenset]]:
         "Mentions `(start, end, surface, entities)`, scanning left to right, longest match first."
         out, i = [], 0
         while i < len(text):
             m = self.longest(text, i)
-            if m is None: i += 1; continue
-            out.append((i, m[0], text[i:m[0]], frozenset(m[1]))); i = m[0]
+            if m is None:
+                i += 1
+                continue
+            out.append((i, m[0], text[i : m[0]], frozenset(m[1])))
+            i = m[0]
         return out
 
 # %% ../../nbs/31_distant_supervision.ipynb #17ece0fa
 _PAREN = re.compile(r"^(.+?)[（(](.+?)[)）]$")
+
+
 def aliases(name: str, min_len: int = 2) -> set[str]:
     "The name and, for `A（B）` names, A and B (八达岭古长城（残长城） -> 八达岭古长城, 残长城)."
     out = {name}
     m = _PAREN.match(name)
-    if m: out |= {m.group(1).strip(), m.group(2).strip()}
+    if m:
+        out |= {m.group(1).strip(), m.group(2).strip()}
     return {a for a in out if len(a) >= min_len}
+
 
 def build_matcher(triples, entity_relations=ENTITY_RELATIONS) -> Trie:
     "Trie over entity names (subjects and entity objects) and their aliases."
     t = Trie()
     ents = {s for s, _, _ in triples} | {o for _, r, o in triples if r in entity_relations}
     for e in sorted(ents):
-        for a in aliases(e): t.add(a, e)
+        for a in aliases(e):
+            t.add(a, e)
     return t
 
 # %% ../../nbs/31_distant_supervision.ipynb #2b20be3b
 _PUNCT = re.compile(r"[\s，。！？、；：,.!?;:“”\"'‘’（）()《》【】\[\]…~～·—-]")
+
+
 def norm(s: str) -> str:
     "Drop spaces and punctuation, so '免费开放。' matches '是免费开放，'."
     return _PUNCT.sub("", s)
 
+
 def lcs_len(a: str, b: str) -> int:
     "Length of the longest common substring."
-    if not a or not b: return 0
+    if not a or not b:
+        return 0
     return difflib.SequenceMatcher(None, a, b, autojunk=False).find_longest_match(0, len(a), 0, len(b)).size
+
 
 def value_match(value_n: str, sent_n: str, min_chars: int = 6) -> tuple[bool, int]:
     "(exact, lcs): exact = normalised value inside the sentence; else longest common substring length."
-    if not value_n or not sent_n: return False, 0
-    if value_n in sent_n: return True, len(value_n)
+    if not value_n or not sent_n:
+        return False, 0
+    if value_n in sent_n:
+        return True, len(value_n)
     # cheap filter: an LCS >= min_chars needs a shared min_chars-gram
-    if not any(sent_n[i:i + min_chars] in value_n for i in range(len(sent_n) - min_chars + 1)): return False, 0
+    if not any(sent_n[i : i + min_chars] in value_n for i in range(len(sent_n) - min_chars + 1)):
+        return False, 0
     return False, lcs_len(value_n, sent_n)
 
 # %% ../../nbs/31_distant_supervision.ipynb #9bb547aa
 REL_FEATS = ("周边景点", "Information", "地址", "门票", "开放时间", "建议游玩时间", "电话")
 
+
 @dataclass
 class Pair:
     "A Sentence-SPO pair found by distant supervision, with the features of the match."
-    doc: int; sent: int; sentence: str; subject: str; relation: str; object: str
+
+    doc: int
+    sent: int
+    sentence: str
+    subject: str
+    relation: str
+    object: str
     feats: dict = field(default_factory=dict)
-    def key(self): return (self.doc, self.sent, self.subject, self.relation, self.object)
-    def to_json(self): return dict(doc=self.doc, sent=self.sent, sentence=self.sentence, s=self.subject,
-                                   p=self.relation, o=self.object, **{k: round(v, 4) for k, v in self.feats.items()})
+
+    def key(self):
+        return (self.doc, self.sent, self.subject, self.relation, self.object)
+
+    def to_json(self):
+        return dict(
+            doc=self.doc,
+            sent=self.sent,
+            sentence=self.sentence,
+            s=self.subject,
+            p=self.relation,
+            o=self.object,
+            **{k: round(v, 4) for k, v in self.feats.items()},
+        )
+
 
 def _subj_feats(s, i, history, here) -> dict:
     "Where the subject was seen: same sentence, sentences since last mention, times mentioned, recency rank."
-    seen = [j for j, es in enumerate(history[:i + 1]) if s in es]
+    seen = [j for j, es in enumerate(history[: i + 1]) if s in es]
     last = seen[-1] if seen else -99
-    order = list(dict.fromkeys(e for es in reversed(history[:i + 1]) for e in es))  # most recent first
-    return dict(same_sent=float(s in here), dist=math.log1p(i - last), n_seen=math.log1p(len(seen)),
-                recency=math.log1p(order.index(s)) if s in order else 3.)
+    order = list(dict.fromkeys(e for es in reversed(history[: i + 1]) for e in es))  # most recent first
+    return dict(
+        same_sent=float(s in here),
+        dist=math.log1p(i - last),
+        n_seen=math.log1p(len(seen)),
+        recency=math.log1p(order.index(s)) if s in order else 3.0,
+    )
 
 # %% ../../nbs/31_distant_supervision.ipynb #bbe53c77
-def align(docs: list[list[str]], triples, context: int | None = None, matcher: Trie | None = None,
-          min_chars: int = 6, min_cover: float = .5, entity_relations=ENTITY_RELATIONS, seed: int = 0):
+def align(
+    docs: list[list[str]],
+    triples,
+    context: int | None = None,
+    matcher: Trie | None = None,
+    min_chars: int = 6,
+    min_cover: float = 0.5,
+    entity_relations=ENTITY_RELATIONS,
+    seed: int = 0,
+):
     """Sentence-SPO pairs: sentence i of a doc matches the object/value of a triple whose subject is mentioned
     in sentences i-context..i (context=0: the textbook same-sentence rule; None: all earlier sentences).
     Returns (pairs, negatives): negatives are corrupted copies (other subject or other value) for the denoiser."""
     matcher = matcher or build_matcher(triples, entity_relations)
     by_s, vals = defaultdict(list), defaultdict(list)
-    for s, r, o in triples: by_s[s].append((r, o, norm(o))); vals[r].append(o)
+    for s, r, o in triples:
+        by_s[s].append((r, o, norm(o)))
+        vals[r].append(o)
     rng, pairs, negs = random.Random(seed), [], []
+
     def match(r, o, on, here, u):
-        if r in entity_relations: return (1., 1., float(len(o))) if o in here else None
+        if r in entity_relations:
+            return (1.0, 1.0, float(len(o))) if o in here else None
         ex, l = value_match(on, u, min_chars)
-        if ex or (l >= min_chars and l >= min_cover * len(u)): return (float(ex), l / max(len(u), 1), float(len(on)))
+        if ex or (l >= min_chars and l >= min_cover * len(u)):
+            return (float(ex), l / max(len(u), 1), float(len(on)))
         return None
-    def feats(r, m, sf, n_cand, o_prev=0.):
-        return dict(**sf, o_prev=o_prev, exact=m[0], cover=m[1], vlen=math.log1p(m[2]), n_cand=math.log1p(n_cand),
-                    **{f"rel={x}": float(r == x) for x in REL_FEATS})
+
+    def feats(r, m, sf, n_cand, o_prev=0.0):
+        return dict(
+            **sf,
+            o_prev=o_prev,
+            exact=m[0],
+            cover=m[1],
+            vlen=math.log1p(m[2]),
+            n_cand=math.log1p(n_cand),
+            **{f"rel={x}": float(r == x) for x in REL_FEATS},
+        )
+
     for d, sents in enumerate(docs):
         history = [set().union(*[m[3] for m in matcher.find(x)]) if x else set() for x in sents]
         for i, x in enumerate(sents):
             u, here = norm(x), history[i]
             lo = 0 if context is None else max(0, i - context)
-            ctx = sorted(set().union(*history[lo:i + 1]))
-            if context == 0: ctx = sorted(here)
-            found = [(s, r, o, m) for s in ctx for r, o, on in by_s.get(s, ()) if not (r in entity_relations and o == s)
-                     for m in [match(r, o, on, here, u)] if m is not None]
+            ctx = sorted(set().union(*history[lo : i + 1]))
+            if context == 0:
+                ctx = sorted(here)
+            found = [
+                (s, r, o, m)
+                for s in ctx
+                for r, o, on in by_s.get(s, ())
+                if not (r in entity_relations and o == s)
+                for m in [match(r, o, on, here, u)]
+                if m is not None
+            ]
             others = sorted(set().union(*history) - set(ctx)) or sorted(set().union(*history))
             for s, r, o, m in found:
-                o_prev = math.log1p(sum(o in h for h in history[:i])) if r in entity_relations else 0.
+                o_prev = math.log1p(sum(o in h for h in history[:i])) if r in entity_relations else 0.0
                 p = Pair(d, i, x, s, r, o, feats(r, m, _subj_feats(s, i, history, here), len(found), o_prev))
                 pairs.append(p)
                 # corrupt the subject (an entity of the same doc, not in context) or the value (same relation)
-                if rng.random() < .5 and others:
-                    s2 = rng.choice(others); negs.append(feats(r, m, _subj_feats(s2, i, history, here), len(found), o_prev))
+                if rng.random() < 0.5 and others:
+                    s2 = rng.choice(others)
+                    negs.append(feats(r, m, _subj_feats(s2, i, history, here), len(found), o_prev))
                 else:
-                    o2 = rng.choice(vals[r]); m2 = match(r, o2, norm(o2), here, u) or (0., lcs_len(norm(o2), u) / max(len(u), 1), float(len(o2)))
+                    o2 = rng.choice(vals[r])
+                    m2 = match(r, o2, norm(o2), here, u) or (0.0, lcs_len(norm(o2), u) / max(len(u), 1), float(len(o2)))
                     negs.append(feats(r, m2, _subj_feats(s, i, history, here), len(found), o_prev))
     return pairs, negs
 
 # %% ../../nbs/31_distant_supervision.ipynb #e7081cd9
 def load_kdconv(path) -> tuple[list[list[str]], set]:
     "KdConv dialogues (`[{messages: [{message, attrs?}]}]`): (docs of utterances, gold pair keys)."
-    try: data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e: raise FewkitDataError(path, e.lineno, "valid JSON", e.msg) from None
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise FewkitDataError(path, e.lineno, "valid JSON", e.msg) from None
     docs, gold = [], set()
     for d, dlg in enumerate(data if isinstance(data, list) else [None]):
         if not isinstance(dlg, dict) or not isinstance(dlg.get("messages"), list):
@@ -154,33 +235,50 @@ def load_kdconv(path) -> tuple[list[list[str]], set]:
                 gold.add((d, i, a["name"], a["attrname"], " ".join(a["attrvalue"].split())))
     return docs, gold
 
+
 def load_text(path) -> list[list[str]]:
     "Plain text: one sentence per line; a blank line starts a new document (dialogue)."
     docs, cur = [], []
     for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if line.strip(): cur.append(line.strip())
-        elif cur: docs.append(cur); cur = []
+        if line.strip():
+            cur.append(line.strip())
+        elif cur:
+            docs.append(cur)
+            cur = []
     return docs + [cur] if cur else docs
+
 
 def prf(pred_keys, gold) -> dict:
     "Precision, recall, F1 of predicted pair keys against gold keys."
-    pred = set(pred_keys); tp = len(pred & gold)
+    pred = set(pred_keys)
+    tp = len(pred & gold)
     p, r = tp / max(len(pred), 1), tp / max(len(gold), 1)
-    return dict(pairs=len(pred), tp=tp, precision=round(p, 4), recall=round(r, 4), f1=round(2 * p * r / max(p + r, 1e-9), 4))
+    return dict(
+        pairs=len(pred), tp=tp, precision=round(p, 4), recall=round(r, 4), f1=round(2 * p * r / max(p + r, 1e-9), 4)
+    )
 
 # %% ../../nbs/31_distant_supervision.ipynb #13bdf8a4
-FEATS = ("same_sent", "dist", "n_seen", "recency", "o_prev", "exact", "cover", "vlen", "n_cand") + tuple(f"rel={x}" for x in REL_FEATS)
+FEATS = ("same_sent", "dist", "n_seen", "recency", "o_prev", "exact", "cover", "vlen", "n_cand") + tuple(
+    f"rel={x}" for x in REL_FEATS
+)
+
+
 def featurize(feats: list[dict]) -> torch.Tensor:
     "(N, F) float tensor of match features in FEATS order."
     return torch.tensor([[f[k] for k in FEATS] for f in feats], dtype=torch.float32).reshape(-1, len(FEATS))
 
-def _logreg(F, seed):
-    torch.manual_seed(seed); return torch.nn.Linear(F, 1)
 
-def _fit(model, X, y, steps=200, lr=.1, w=None):
+def _logreg(F, seed):
+    torch.manual_seed(seed)
+    return torch.nn.Linear(F, 1)
+
+
+def _fit(model, X, y, steps=200, lr=0.1, w=None):
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     for _ in range(steps):
-        opt.zero_grad(); torch.nn.functional.binary_cross_entropy_with_logits(model(X).squeeze(-1), y, weight=w).backward(); opt.step()
+        opt.zero_grad()
+        torch.nn.functional.binary_cross_entropy_with_logits(model(X).squeeze(-1), y, weight=w).backward()
+        opt.step()
     return model
 
 # %% ../../nbs/31_distant_supervision.ipynb #fd68af41
@@ -193,22 +291,29 @@ def dsgan_scores(Xp: torch.Tensor, Xn: torch.Tensor, epochs: int = 20, d_steps: 
     Xp, Xn = (Xp - mu) / sd, (Xn - mu) / sd
     D0 = _fit(_logreg(Xp.shape[1], seed), torch.cat([Xp, Xn]), torch.cat([torch.ones(len(Xp)), torch.zeros(len(Xn))]))
     G, gen = _logreg(Xp.shape[1], seed + 1), torch.Generator().manual_seed(seed)
-    optG = torch.optim.Adam(G.parameters(), lr=.05)
+    optG = torch.optim.Adam(G.parameters(), lr=0.05)
     for _ in range(epochs):
         pG = torch.sigmoid(G(Xp)).squeeze(-1)
         T = torch.bernoulli(pG.detach(), generator=gen).bool()
-        if T.sum() == 0 or T.all(): continue
-        D = _logreg(Xp.shape[1], seed); D.load_state_dict(D0.state_dict())  # reload the pretrained D
+        if T.sum() == 0 or T.all():
+            continue
+        D = _logreg(Xp.shape[1], seed)
+        D.load_state_dict(D0.state_dict())  # reload the pretrained D
         y = torch.cat([(~T).float(), torch.zeros(len(Xn))])
         _fit(D, torch.cat([Xp, Xn]), y, steps=d_steps)
-        with torch.no_grad(): r = torch.nn.functional.logsigmoid(D(Xp[T]).squeeze(-1))
-        optG.zero_grad(); (-(torch.log(pG[T] + 1e-8) * (r - r.mean())).mean()).backward(); optG.step()
-    with torch.no_grad(): return dict(G=torch.sigmoid(G(Xp)).squeeze(-1), D0=torch.sigmoid(D0(Xp)).squeeze(-1))
+        with torch.no_grad():
+            r = torch.nn.functional.logsigmoid(D(Xp[T]).squeeze(-1))
+        optG.zero_grad()
+        (-(torch.log(pG[T] + 1e-8) * (r - r.mean())).mean()).backward()
+        optG.step()
+    with torch.no_grad():
+        return dict(G=torch.sigmoid(G(Xp)).squeeze(-1), D0=torch.sigmoid(D0(Xp)).squeeze(-1))
 
 # %% ../../nbs/31_distant_supervision.ipynb #ec0d735a
-def denoise(pairs: list[Pair], negs: list[dict], method: str = "dsgan", threshold: float = .5, seed: int = 0):
+def denoise(pairs: list[Pair], negs: list[dict], method: str = "dsgan", threshold: float = 0.5, seed: int = 0):
     "Score each pair (method 'dsgan': the generator; 'discriminator': D0 only); keep score >= threshold."
-    if not pairs: return [], torch.zeros(0)
+    if not pairs:
+        return [], torch.zeros(0)
     sc = dsgan_scores(featurize([p.feats for p in pairs]), featurize(negs), seed=seed)
     s = sc["G" if method == "dsgan" else "D0"]
     return [p for p, v in zip(pairs, s.tolist()) if v >= threshold], s
@@ -220,24 +325,41 @@ def cli_main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("align", help="align sentences with KG triples (distant supervision), write JSONL pairs")
     a.add_argument("--kg", required=True, help="triples: TSV with header subject/predicate/object, or KdConv JSON")
-    a.add_argument("--text", required=True, help="sentences: text file (one per line, blank line = new document) or KdConv dialogues .json")
+    a.add_argument(
+        "--text",
+        required=True,
+        help="sentences: text file (one per line, blank line = new document) or KdConv dialogues .json",
+    )
     a.add_argument("--out", default=None, help="output JSONL (default: stdout)")
-    a.add_argument("--context", type=int, default=None, help="subject may be mentioned this many sentences back (default: whole document; 0 = same sentence)")
-    a.add_argument("--denoise", choices=["none", "dsgan", "discriminator"], default="none", help="keep only confident pairs")
-    a.add_argument("--threshold", type=float, default=.5, help="score threshold for --denoise")
+    a.add_argument(
+        "--context",
+        type=int,
+        default=None,
+        help="subject may be mentioned this many sentences back (default: whole document; 0 = same sentence)",
+    )
+    a.add_argument(
+        "--denoise", choices=["none", "dsgan", "discriminator"], default="none", help="keep only confident pairs"
+    )
+    a.add_argument("--threshold", type=float, default=0.5, help="score threshold for --denoise")
     args = ap.parse_args(argv)
     triples = load_triples(args.kg)
     gold = None
-    if args.text.endswith(".json"): docs, gold = load_kdconv(args.text)
-    else: docs = load_text(args.text)
+    if args.text.endswith(".json"):
+        docs, gold = load_kdconv(args.text)
+    else:
+        docs = load_text(args.text)
     pairs, negs = align(docs, triples, context=args.context)
     print(f"{len(pairs)} pairs from {sum(map(len, docs))} sentences", file=sys.stderr)
-    if args.denoise != "none": pairs, _ = denoise(pairs, negs, args.denoise, args.threshold)
-    if gold: print("against gold:", prf([p.key() for p in pairs], gold), file=sys.stderr)
+    if args.denoise != "none":
+        pairs, _ = denoise(pairs, negs, args.denoise, args.threshold)
+    if gold:
+        print("against gold:", prf([p.key() for p in pairs], gold), file=sys.stderr)
     lines = "".join(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in pairs)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True); Path(args.out).write_text(lines, encoding="utf-8")
-    else: sys.stdout.write(lines)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(lines, encoding="utf-8")
+    else:
+        sys.stdout.write(lines)
     return 0
 
 # %% ../../nbs/31_distant_supervision.ipynb #2bb7785a
@@ -245,7 +367,8 @@ def alignment_report(kg_dir: Path, n_dialogues: int | None = None, seed: int = 0
     "P/R/F1 of Sentence-SPO pairs vs KdConv gold: same-sentence, document context, denoised, gold-trained reference."
     triples = load_triples(kg_dir / "kdconv_travel_triples.tsv")
     docs, gold = load_kdconv(kg_dir / "kdconv_travel" / "dev.json")
-    if n_dialogues: docs, gold = docs[:n_dialogues], {g for g in gold if g[0] < n_dialogues}
+    if n_dialogues:
+        docs, gold = docs[:n_dialogues], {g for g in gold if g[0] < n_dialogues}
     M = build_matcher(triples)
     strict, _ = align(docs, triples, context=0, matcher=M)
     pairs, negs = align(docs, triples, context=None, matcher=M, seed=seed)
@@ -253,14 +376,17 @@ def alignment_report(kg_dir: Path, n_dialogues: int | None = None, seed: int = 0
     sc = dsgan_scores(Xp, featurize(negs), seed=seed)
     keys = [p.key() for p in pairs]
     rows = {"same_sentence": prf([p.key() for p in strict], gold), "document_context": prf(keys, gold)}
-    for name, th in [("G", .5), ("D0", .5), ("D0", .7)]:
+    for name, th in [("G", 0.5), ("D0", 0.5), ("D0", 0.7)]:
         rows[f"denoised_{name}>={th}"] = prf([k for k, v in zip(keys, sc[name].tolist()) if v >= th], gold)
     # reference, NOT unsupervised: logistic model trained on the gold labels of even dialogues, scored on odd ones
-    y = torch.tensor([k in gold for k in keys]).float(); ev = torch.tensor([k[0] % 2 == 0 for k in keys])
+    y = torch.tensor([k in gold for k in keys]).float()
+    ev = torch.tensor([k[0] % 2 == 0 for k in keys])
     mu, sd = Xp.mean(0), Xp.std(0) + 1e-6
     ref = _fit(_logreg(Xp.shape[1], seed), ((Xp - mu) / sd)[ev], y[ev])
     s = torch.sigmoid(ref((Xp - mu) / sd)).squeeze(-1).tolist()
     odd_gold = {g for g in gold if g[0] % 2}
     rows["odd_dialogues_before"] = prf([k for k, e in zip(keys, ev.tolist()) if not e], odd_gold)
-    rows["odd_dialogues_gold_trained_ref"] = prf([k for k, e, v in zip(keys, ev.tolist(), s) if not e and v >= .5], odd_gold)
+    rows["odd_dialogues_gold_trained_ref"] = prf(
+        [k for k, e, v in zip(keys, ev.tolist(), s) if not e and v >= 0.5], odd_gold
+    )
     return dict(dialogues=len(docs), gold_links=len(gold), rows=rows)

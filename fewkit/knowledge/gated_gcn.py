@@ -24,11 +24,14 @@ def gcn_norm(edge_index: torch.Tensor, num_nodes: int):
     deg = torch.zeros(num_nodes, device=edge_index.device).index_add_(0, dst, torch.ones_like(dst, dtype=torch.float))
     return src, dst, deg[src].rsqrt() * deg[dst].rsqrt()
 
+
 class GCNLayer(nn.Module):
     "One graph convolution (Kipf & Welling): linear map, then normalised sum over in-neighbours and self."
+
     def __init__(self, d_in: int, d_out: int):
         super().__init__()
         self.lin, self.bias = nn.Linear(d_in, d_out, bias=False), nn.Parameter(torch.zeros(d_out))
+
     def forward(self, x, edge_index):  # x (N, d_in), edge_index (2, E) -> (N, d_out)
         src, dst, w = gcn_norm(edge_index, x.size(0))
         h = self.lin(x)
@@ -37,13 +40,16 @@ class GCNLayer(nn.Module):
 # %% ../../nbs/32_gated_gcn.ipynb #b12b1e4e
 def encode_names(names: list[str], tokenizer, max_len: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
     "Character ids (N, L) and mask (N, L) of entity names, without [CLS]/[SEP]."
-    enc = tokenizer(names, add_special_tokens=False, padding="max_length", truncation=True, max_length=max_len,
-                    return_tensors="pt")
+    enc = tokenizer(
+        names, add_special_tokens=False, padding="max_length", truncation=True, max_length=max_len, return_tensors="pt"
+    )
     return enc["input_ids"], enc["attention_mask"]
+
 
 def graph_tensors(S: nx.MultiDiGraph) -> tuple[list[str], torch.Tensor]:
     "Node names and an edge_index (2, 2E) with both directions of every edge."
-    names = list(S.nodes); ix = {n: i for i, n in enumerate(names)}
+    names = list(S.nodes)
+    ix = {n: i for i, n in enumerate(names)}
     e = [(ix[u], ix[v]) for u, v in S.edges()]
     e = e + [(v, u) for u, v in e]
     return names, torch.tensor(e, dtype=torch.long).T.reshape(2, -1)
@@ -51,21 +57,26 @@ def graph_tensors(S: nx.MultiDiGraph) -> tuple[list[str], torch.Tensor]:
 # %% ../../nbs/32_gated_gcn.ipynb #11053b20
 class KnowledgeEncoder(nn.Module):
     "GCN over a subgraph whose node features are mean character embeddings of the entity names."
+
     def __init__(self, word_embeddings: nn.Embedding, hidden: int, layers: int = 2):
         super().__init__()
         self.emb, d = word_embeddings, word_embeddings.embedding_dim  # shared with the text model
         self.gcn = nn.ModuleList(GCNLayer(d if i == 0 else hidden, hidden) for i in range(layers))
+
     def node_features(self, ids, mask):  # (N, L), (N, L) -> (N, C)
         m = mask.unsqueeze(-1).float()
         return (self.emb(ids) * m).sum(1) / m.sum(1).clamp(min=1)
+
     def forward(self, ids, mask, edge_index):  # -> (N, hidden)
         h = self.node_features(ids, mask)
-        for i, g in enumerate(self.gcn): h = g(h, edge_index) if i == len(self.gcn) - 1 else F.relu(g(h, edge_index))
+        for i, g in enumerate(self.gcn):
+            h = g(h, edge_index) if i == len(self.gcn) - 1 else F.relu(g(h, edge_index))
         return h
 
 # %% ../../nbs/32_gated_gcn.ipynb #20d41d22
 class GatedKnowledgeBert(nn.Module):
     "A `BertForMaskedLM` plus a GCN knowledge encoder fused through a per-token gate after layer `fuse_at`."
+
     def __init__(self, mlm: BertForMaskedLM, fuse_at: int | None = None, gcn_layers: int = 2):
         super().__init__()
         c = mlm.bert.embeddings.word_embeddings.embedding_dim
@@ -73,48 +84,74 @@ class GatedKnowledgeBert(nn.Module):
         self.kenc = KnowledgeEncoder(mlm.bert.embeddings.word_embeddings, c, gcn_layers)
         self.gate, self.proj = nn.Linear(2 * c, c), nn.Linear(c, c)
         self.last_gate = None  # (B, T, C) gate values of the last forward, for inspection
+
     def fuse(self, h, node_h, token_node):  # h (B, T, C), node_h (N, C), token_node (B, T)
         has = (token_node >= 0).unsqueeze(-1)
         hk = node_h[token_node.clamp(min=0)] * has  # (B, T, C), zero where no mention
         g = torch.sigmoid(self.gate(torch.cat([h, hk], -1))) * has
         self.last_gate = g.detach()
         return h + g * self.proj(hk)
+
     def hidden(self, input_ids, attention_mask=None, kg=None):  # -> (B, T, C)
         b = self.mlm.bert
         h, mb = b.embeddings(input_ids), b.extended_mask(attention_mask, torch.float32)
         node_h = self.kenc(kg["node_ids"], kg["node_mask"], kg["edge_index"]) if kg is not None else None
         for i, layer in enumerate(b.encoder.layer):
             h = layer(h, mb)
-            if i == self.fuse_at and kg is not None: h = self.fuse(h, node_h, kg["token_node"])
+            if i == self.fuse_at and kg is not None:
+                h = self.fuse(h, node_h, kg["token_node"])
         return h
+
     def forward(self, input_ids, attention_mask=None, kg=None):  # -> (B, T, V) MLM logits
         return self.mlm.cls(self.hidden(input_ids, attention_mask, kg))
 
 # %% ../../nbs/32_gated_gcn.ipynb #ab2d37e4
-def knowledge_gain_loss(l_kg: torch.Tensor, l_plain: torch.Tensor, margin: float = .05, weight: float = 1.):
+def knowledge_gain_loss(l_kg: torch.Tensor, l_plain: torch.Tensor, margin: float = 0.05, weight: float = 1.0):
     "(loss, gain): loss = l_kg + weight * relu(margin - (l_plain.detach() - l_kg)); gain = l_plain - l_kg."
     gain = l_plain.detach() - l_kg
     return l_kg + weight * F.relu(margin - gain), gain.detach()
 
 # %% ../../nbs/32_gated_gcn.ipynb #d9a843a3
-def knowledge_inputs(sentences: list[str], G, matcher, tokenizer, max_len: int = 48, max_nodes: int = 8,
-                     max_edges: int = 16, seed: int = 0) -> tuple[dict, dict]:
+def knowledge_inputs(
+    sentences: list[str],
+    G,
+    matcher,
+    tokenizer,
+    max_len: int = 48,
+    max_nodes: int = 8,
+    max_edges: int = 16,
+    seed: int = 0,
+) -> tuple[dict, dict]:
     "Batch text tensors and one merged subgraph (node offsets per sentence) with token -> node links."
     from fewkit.knowledge.kg import sample_subgraph
-    enc = tokenizer(sentences, padding="max_length", truncation=True, max_length=max_len,
-                    return_offsets_mapping=True, return_tensors="pt")
+
+    enc = tokenizer(
+        sentences,
+        padding="max_length",
+        truncation=True,
+        max_length=max_len,
+        return_offsets_mapping=True,
+        return_tensors="pt",
+    )
     names, edges, token_node = [], [], torch.full(enc["input_ids"].shape, -1)
     for b, s in enumerate(sentences):
         ms = matcher.find(s)
         seeds = [e for m in ms for e in sorted(m[3])]
         sg_names, ei = graph_tensors(sample_subgraph(G, seeds, 2, max_nodes, max_edges, s, seed))
-        off = len(names); names += sg_names; edges.append(ei + off)
+        off = len(names)
+        names += sg_names
+        edges.append(ei + off)
         ix = {n: off + i for i, n in enumerate(sg_names)}
         for st, en, _, ents in ms:
             node = next((ix[e] for e in sorted(ents) if e in ix), -1)
             for t, (a, z) in enumerate(enc["offset_mapping"][b].tolist()):
-                if z > a and a >= st and z <= en: token_node[b, t] = node
+                if z > a and a >= st and z <= en:
+                    token_node[b, t] = node
     ids, mask = encode_names(names or ["[PAD]"], tokenizer)
-    kg = dict(node_ids=ids, node_mask=mask, edge_index=torch.cat(edges, 1) if edges else torch.zeros(2, 0, dtype=torch.long),
-              token_node=token_node)
+    kg = dict(
+        node_ids=ids,
+        node_mask=mask,
+        edge_index=torch.cat(edges, 1) if edges else torch.zeros(2, 0, dtype=torch.long),
+        token_node=token_node,
+    )
     return dict(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]), kg

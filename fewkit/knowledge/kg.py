@@ -20,6 +20,7 @@ __all__ = ['TSV_HEADER', 'ENTITY_RELATIONS', 'load_triples', 'default_kg_path', 
 TSV_HEADER = ("subject", "predicate", "object")
 ENTITY_RELATIONS = ("周边景点",)  # relations whose object is itself an entity (nearby attraction)
 
+
 def _load_tsv(path: Path) -> list[tuple[str, str, str]]:
     out = []
     with open(path, encoding="utf-8") as f:
@@ -30,7 +31,8 @@ def _load_tsv(path: Path) -> list[tuple[str, str, str]]:
                 if tuple(parts) != TSV_HEADER:
                     raise FewkitDataError(path, 1, "header 'subject\\tpredicate\\tobject'", line)
                 continue
-            if not line.strip(): continue  # blank lines (e.g. a trailing one) carry nothing
+            if not line.strip():
+                continue  # blank lines (e.g. a trailing one) carry nothing
             if len(parts) != 3 or not all(p.strip() for p in parts):
                 raise FewkitDataError(path, i, "3 non-empty tab-separated fields", line)
             out.append(tuple(parts))
@@ -38,9 +40,12 @@ def _load_tsv(path: Path) -> list[tuple[str, str, str]]:
 
 # %% ../../nbs/30_kg.ipynb #a2749dce
 def _load_json(path: Path) -> list[tuple[str, str, str]]:
-    try: d = json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e: raise FewkitDataError(path, e.lineno, "valid JSON", e.msg) from None
-    if not isinstance(d, dict): raise FewkitDataError(path, None, "a JSON object head -> [[h, r, t], ...]", type(d).__name__)
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise FewkitDataError(path, e.lineno, "valid JSON", e.msg) from None
+    if not isinstance(d, dict):
+        raise FewkitDataError(path, None, "a JSON object head -> [[h, r, t], ...]", type(d).__name__)
     out = []
     for head, ts in d.items():
         for t in ts:
@@ -55,13 +60,16 @@ def load_triples(path: str | Path, dedupe: bool = True) -> list[tuple[str, str, 
     "Triples `(subject, predicate, object)` from a TSV (with header) or KdConv-style JSON file."
     path = Path(path)
     ts = _load_json(path) if path.suffix == ".json" else _load_tsv(path)
-    if dedupe: ts = list(dict.fromkeys(ts))  # keep first occurrence, file order
+    if dedupe:
+        ts = list(dict.fromkeys(ts))  # keep first occurrence, file order
     return ts
+
 
 def default_kg_path() -> Path:
     "The shared KdConv travel TSV if present, else the toy KG in data_samples/kg."
     p = find_shared("kg")
-    if p is not None and (p / "kdconv_travel_triples.tsv").exists(): return p / "kdconv_travel_triples.tsv"
+    if p is not None and (p / "kdconv_travel_triples.tsv").exists():
+        return p / "kdconv_travel_triples.tsv"
     return data_samples() / "kg" / "toy_triples.tsv"
 
 # %% ../../nbs/30_kg.ipynb #3a26efce
@@ -69,9 +77,11 @@ def build_graph(triples, entity_relations=ENTITY_RELATIONS) -> nx.MultiDiGraph:
     "MultiDiGraph: entity-entity triples as edges (key = relation), other triples as node attributes."
     G = nx.MultiDiGraph()
     for s, r, o in triples:
-        if s not in G: G.add_node(s, attrs={})
+        if s not in G:
+            G.add_node(s, attrs={})
         if r in entity_relations:
-            if o not in G: G.add_node(o, attrs={})
+            if o not in G:
+                G.add_node(o, attrs={})
             G.add_edge(s, o, key=r, relation=r)
         else:
             G.nodes[s]["attrs"].setdefault(r, []).append(o)
@@ -83,19 +93,25 @@ def kg_stats(G: nx.MultiDiGraph) -> dict:
     und = G.to_undirected(as_view=True)
     pairs = {(u, v) for u, v in G.edges() if u != v}
     comps = list(nx.weakly_connected_components(G)) if len(G) else []
-    return dict(nodes=G.number_of_nodes(), edges=G.number_of_edges(),
-                relations=dict(Counter(r for *_, r in G.edges(keys=True))),
-                attributes=dict(Counter(a for _, d in G.nodes(data=True) for a, v in d.get("attrs", {}).items() for _ in v)),
-                mean_degree=round(sum(d for _, d in und.degree()) / max(len(G), 1), 2),
-                reciprocal_pairs=sum((v, u) in pairs for u, v in pairs) // 2,
-                self_loops=nx.number_of_selfloops(G), components=len(comps),
-                largest_component=max((len(c) for c in comps), default=0))
+    return dict(
+        nodes=G.number_of_nodes(),
+        edges=G.number_of_edges(),
+        relations=dict(Counter(r for *_, r in G.edges(keys=True))),
+        attributes=dict(Counter(a for _, d in G.nodes(data=True) for a, v in d.get("attrs", {}).items() for _ in v)),
+        mean_degree=round(sum(d for _, d in und.degree()) / max(len(G), 1), 2),
+        reciprocal_pairs=sum((v, u) in pairs for u, v in pairs) // 2,
+        self_loops=nx.number_of_selfloops(G),
+        components=len(comps),
+        largest_component=max((len(c) for c in comps), default=0),
+    )
 
 # %% ../../nbs/30_kg.ipynb #fcc99ce3
 def degree_plot(G: nx.MultiDiGraph, ax=None, title: str = "degree distribution"):
     "Log-log histogram of (undirected, multi-edge) node degrees."
     import matplotlib.pyplot as plt
-    if ax is None: _, ax = plt.subplots(figsize=(4, 3), dpi=80)
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 3), dpi=80)
     cnt = Counter(d for _, d in G.to_undirected(as_view=True).degree())
     xs = sorted(k for k in cnt if k > 0)
     ax.loglog(xs, [cnt[k] for k in xs], "o", ms=3)
@@ -105,9 +121,11 @@ def degree_plot(G: nx.MultiDiGraph, ax=None, title: str = "degree distribution")
 # %% ../../nbs/30_kg.ipynb #d66f75ec
 def name_overlap(name: str, sentence: str) -> float:
     "Fraction of the characters of `name` that occur in `sentence` (0 when either is empty)."
-    if not name or not sentence: return 0.
+    if not name or not sentence:
+        return 0.0
     s = set(sentence)
     return sum(c in s for c in name) / len(name)
+
 
 def relevance(G, u, v, rel, sentence="", rel_weight=None) -> float:
     "Score of reaching `v` from `u` by `rel`: relation weight / log(2+deg v) + name overlap with the sentence."
@@ -115,8 +133,16 @@ def relevance(G, u, v, rel, sentence="", rel_weight=None) -> float:
     return w / math.log(2 + G.degree(v)) + name_overlap(v, sentence)
 
 # %% ../../nbs/30_kg.ipynb #71d78348
-def sample_subgraph(G: nx.MultiDiGraph, seeds, k: int = 2, max_nodes: int = 16, max_edges: int = 32,
-                    sentence: str = "", seed: int = 0, rel_weight: dict | None = None) -> nx.MultiDiGraph:
+def sample_subgraph(
+    G: nx.MultiDiGraph,
+    seeds,
+    k: int = 2,
+    max_nodes: int = 16,
+    max_edges: int = 32,
+    sentence: str = "",
+    seed: int = 0,
+    rel_weight: dict | None = None,
+) -> nx.MultiDiGraph:
     "Budgeted k-hop subgraph around `seeds`, neighbours ranked by `relevance`; deterministic for a seed."
     rng = random.Random(seed)
     chosen = [s for s in dict.fromkeys(seeds) if s in G][:max_nodes]
@@ -125,17 +151,27 @@ def sample_subgraph(G: nx.MultiDiGraph, seeds, k: int = 2, max_nodes: int = 16, 
         cands = {}
         for u in frontier:  # both directions: 'A near B' is informative for B as well
             for _, v, r in list(G.out_edges(u, keys=True)) + [(u, w, r) for w, _, r in G.in_edges(u, keys=True)]:
-                if v in score: continue
-                cands[v] = max(cands.get(v, -1.), relevance(G, u, v, r, sentence, rel_weight))
+                if v in score:
+                    continue
+                cands[v] = max(cands.get(v, -1.0), relevance(G, u, v, r, sentence, rel_weight))
         ranked = sorted(sorted(cands), key=lambda v: (-cands[v], rng.random()))
-        frontier = ranked[:max_nodes - len(chosen)]
-        for v in frontier: score[v] = cands[v]
+        frontier = ranked[: max_nodes - len(chosen)]
+        for v in frontier:
+            score[v] = cands[v]
         chosen += frontier
-        if len(chosen) >= max_nodes or not frontier: break
+        if len(chosen) >= max_nodes or not frontier:
+            break
     H = G.subgraph(chosen)
+
     def ekey(e):
         u, v, r = e
-        return (-(u in seed_set or v in seed_set), -(rel_weight or {}).get(r, 1.0), -min(score[u], score[v]), rng.random())
+        return (
+            -(u in seed_set or v in seed_set),
+            -(rel_weight or {}).get(r, 1.0),
+            -min(score[u], score[v]),
+            rng.random(),
+        )
+
     edges = sorted(sorted(H.edges(keys=True)), key=ekey)[:max_edges]
     S = nx.MultiDiGraph()
     S.add_nodes_from((n, G.nodes[n]) for n in chosen)
@@ -143,8 +179,20 @@ def sample_subgraph(G: nx.MultiDiGraph, seeds, k: int = 2, max_nodes: int = 16, 
     return S
 
 # %% ../../nbs/30_kg.ipynb #e2abd2e8
-_CJK_NAMES = ("Noto Sans CJK", "Noto Serif CJK", "WenQuanYi", "Source Han", "SimHei", "Microsoft YaHei",
-              "PingFang", "Heiti", "Hiragino Sans GB", "AR PL", "Droid Sans Fallback")
+_CJK_NAMES = (
+    "Noto Sans CJK",
+    "Noto Serif CJK",
+    "WenQuanYi",
+    "Source Han",
+    "SimHei",
+    "Microsoft YaHei",
+    "PingFang",
+    "Heiti",
+    "Hiragino Sans GB",
+    "AR PL",
+    "Droid Sans Fallback",
+)
+
 
 def cjk_font() -> str | None:
     "Path of a font file with Chinese glyphs, or None."
@@ -152,11 +200,15 @@ def cjk_font() -> str | None:
         try:
             out = subprocess.run(["fc-list", ":lang=zh", "file"], capture_output=True, text=True, timeout=10).stdout
             files = sorted(l.split(":")[0].strip() for l in out.splitlines() if l.strip())
-            if files: return files[0]
-        except (OSError, subprocess.SubprocessError): pass
+            if files:
+                return files[0]
+        except (OSError, subprocess.SubprocessError):
+            pass
     from matplotlib import font_manager
+
     for f in font_manager.fontManager.ttflist:
-        if any(n.lower() in f.name.lower() for n in _CJK_NAMES): return f.fname
+        if any(n.lower() in f.name.lower() for n in _CJK_NAMES):
+            return f.fname
     return None
 
 # %% ../../nbs/30_kg.ipynb #35389a1c
@@ -164,7 +216,9 @@ def draw_subgraph(S: nx.MultiDiGraph, seeds=(), ax=None, font: str | None = "aut
     "Draw a (small) subgraph; Chinese labels with a CJK font if one is found, else E<i> ids (table printed)."
     import matplotlib.pyplot as plt
     from matplotlib import font_manager
-    if ax is None: _, ax = plt.subplots(figsize=(5, 4), dpi=80)
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 4), dpi=80)
     font = cjk_font() if font == "auto" else font
     nodes = list(S.nodes)
     if font:
@@ -174,11 +228,12 @@ def draw_subgraph(S: nx.MultiDiGraph, seeds=(), ax=None, font: str | None = "aut
     else:
         family, labels = "sans-serif", {n: f"E{i}" for i, n in enumerate(nodes)}
         print("No CJK font found (try `fc-list :lang=zh`; e.g. apt install fonts-noto-cjk): labels are ids.")
-        for n in nodes: print(f"  {labels[n]} = {n}")
+        for n in nodes:
+            print(f"  {labels[n]} = {n}")
     pos = nx.spring_layout(nx.Graph(S), seed=0)
     colors = ["tab:orange" if n in seeds else "tab:blue" for n in nodes]
     nx.draw_networkx_nodes(S, pos, nodelist=nodes, node_color=colors, node_size=200, ax=ax)
-    nx.draw_networkx_edges(S, pos, ax=ax, arrows=True, alpha=.5, arrowsize=8)
+    nx.draw_networkx_edges(S, pos, ax=ax, arrows=True, alpha=0.5, arrowsize=8)
     nx.draw_networkx_labels(S, pos, labels=labels, font_family=family, font_size=9, ax=ax)
     ax.set_axis_off()
     return ax, labels

@@ -26,6 +26,7 @@ def linearize(t) -> str:
     s, r, o = t
     return f"{s}，{r}：{o}"
 
+
 def _slots(t) -> dict:
     "Character span of the subject and object slots inside `linearize(t)`."
     s, r, o = t
@@ -34,51 +35,73 @@ def _slots(t) -> dict:
 # %% ../../nbs/33_knowledge_pretrain.ipynb #55a56185
 def random_mask(ids, special, tok, prob: float, gen: torch.Generator, labels=None):
     "BERT masking: choose `prob` of non-special tokens; 80% [MASK], 10% random, 10% kept. -> (ids, labels)"
-    ids = ids.clone(); labels = torch.full_like(ids, -100) if labels is None else labels.clone()
+    ids = ids.clone()
+    labels = torch.full_like(ids, -100) if labels is None else labels.clone()
     pick = (torch.rand(ids.shape, generator=gen) < prob) & ~special & (labels == -100)
     labels[pick] = ids[pick]
     r = torch.rand(ids.shape, generator=gen)
-    ids[pick & (r < .8)] = tok.mask_token_id
-    rnd = pick & (r >= .8) & (r < .9)
+    ids[pick & (r < 0.8)] = tok.mask_token_id
+    rnd = pick & (r >= 0.8) & (r < 0.9)
     ids[rnd] = torch.randint(5, len(tok), (int(rnd.sum()),), generator=gen)  # 0..4 are the specials
     return ids, labels
+
 
 def _special(enc, tok):  # (B, T) bool: padding, [CLS], [SEP], [MASK] ([UNK] is a real position)
     ids = torch.tensor([tok.pad_token_id, tok.cls_token_id, tok.sep_token_id, tok.mask_token_id])
     return (enc["attention_mask"] == 0) | torch.isin(enc["input_ids"], ids)
 
+
 def _tokens_in(offsets, st, en, seq=None, seq_ids=None):
-    return [t for t, (a, z) in enumerate(offsets) if z > a and a >= st and z <= en and (seq is None or seq_ids[t] == seq)]
+    return [
+        t for t, (a, z) in enumerate(offsets) if z > a and a >= st and z <= en and (seq is None or seq_ids[t] == seq)
+    ]
 
 # %% ../../nbs/33_knowledge_pretrain.ipynb #5cef701a
 def mention_batch(items: list[tuple[str, list[tuple[int, int]]]], tok, max_len: int = 64):
     "Token tags for mention detection: items = (sentence, [(start, end), ...]); tags 0=O 1=B 2=I, -100 on specials."
-    enc = tok([s for s, _ in items], padding="max_length", truncation=True, max_length=max_len,
-              return_offsets_mapping=True, return_tensors="pt")
+    enc = tok(
+        [s for s, _ in items],
+        padding="max_length",
+        truncation=True,
+        max_length=max_len,
+        return_offsets_mapping=True,
+        return_tensors="pt",
+    )
     tags = torch.where(_special(enc, tok), -100, 0)
     for b, (_, spans) in enumerate(items):
         offs = enc["offset_mapping"][b].tolist()
         for st, en in spans:
             ts = _tokens_in(offs, st, en)
-            if ts: tags[b, ts[0]] = 1; tags[b, ts[1:]] = 2
+            if ts:
+                tags[b, ts[0]] = 1
+                tags[b, ts[1:]] = 2
     return dict(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]), tags
+
 
 def kg_mentions(sentences, matcher: Trie):
     "Mention-detection items from the KG trie: (sentence, spans)."
     return [(s, [(a, z) for a, z, *_ in matcher.find(s)]) for s in sentences]
 
 # %% ../../nbs/33_knowledge_pretrain.ipynb #63f8e09e
-def joint_mask_batch(pairs, tok, gen: torch.Generator, max_len: int = 96, mlm_prob: float = .1):
+def joint_mask_batch(pairs, tok, gen: torch.Generator, max_len: int = 96, mlm_prob: float = 0.1):
     """Sentence-SPO joint masking: input '[CLS] sentence [SEP] s，r：o [SEP]'; the entity mentioned in the
     sentence (subject or object) is masked in the sentence AND in its slot of the triple, plus random MLM."""
     sents, trips = [p[0] for p in pairs], [p[1] for p in pairs]
-    enc = tok(sents, [linearize(t) for t in trips], padding="max_length", truncation="longest_first",
-              max_length=max_len, return_offsets_mapping=True, return_tensors="pt")
+    enc = tok(
+        sents,
+        [linearize(t) for t in trips],
+        padding="max_length",
+        truncation="longest_first",
+        max_length=max_len,
+        return_offsets_mapping=True,
+        return_tensors="pt",
+    )
     labels = torch.full_like(enc["input_ids"], -100)
     for b, (sent, t) in enumerate(pairs):
         seq, offs = enc.sequence_ids(b), enc["offset_mapping"][b].tolist()
         present = [k for k, e in (("s", t[0]), ("o", t[2])) if e in sent]
-        if not present: continue
+        if not present:
+            continue
         k = present[int(torch.randint(len(present), (1,), generator=gen))]
         e = t[0] if k == "s" else t[2]
         st = sent.index(e)
@@ -91,9 +114,11 @@ def joint_mask_batch(pairs, tok, gen: torch.Generator, max_len: int = 96, mlm_pr
 # %% ../../nbs/33_knowledge_pretrain.ipynb #eb6e0790
 class KnowledgeHeads(nn.Module):
     "Heads of the knowledge tasks: mention tagger (B/I/O) and a projection for SPO margin embeddings."
+
     def __init__(self, hidden: int):
         super().__init__()
         self.tagger, self.proj = nn.Linear(hidden, 3), nn.Linear(hidden, hidden)
+
 
 def embed(model: BertForMaskedLM, heads: KnowledgeHeads, texts, tok, max_len: int = 64):
     "Mean-pooled, projected, L2-normalised embeddings of texts: (N, C)."
@@ -102,14 +127,15 @@ def embed(model: BertForMaskedLM, heads: KnowledgeHeads, texts, tok, max_len: in
     m = enc["attention_mask"].unsqueeze(-1).float()
     return F.normalize(heads.proj((h * m).sum(1) / m.sum(1)), dim=-1)
 
-def spo_margin_loss(model, heads, pairs, tok, margin: float = .3, max_len: int = 64):
+
+def spo_margin_loss(model, heads, pairs, tok, margin: float = 0.3, max_len: int = 64):
     """SPO margin magnify: cos(sentence, own SPO) must beat cos(sentence, every other SPO of the batch) by
     `margin` (in-batch negatives; a triple identical to the sentence's own is not a negative)."""
     sents, trips = [p[0] for p in pairs], [p[1] for p in pairs]
-    u = embed(model, heads, sents, tok, max_len)                                   # (B, C)
-    v = embed(model, heads, [linearize(t) for t in trips], tok, max_len)           # (B, C)
-    sim = u @ v.T                                                                  # (B, B)
-    neg = torch.tensor([[a != b for b in trips] for a in trips])                   # unrelated pairs
+    u = embed(model, heads, sents, tok, max_len)  # (B, C)
+    v = embed(model, heads, [linearize(t) for t in trips], tok, max_len)  # (B, C)
+    sim = u @ v.T  # (B, B)
+    neg = torch.tensor([[a != b for b in trips] for a in trips])  # unrelated pairs
     hinge = F.relu(margin - sim.diagonal()[:, None] + sim)
     return (hinge * neg).sum() / neg.sum().clamp(min=1)
 
@@ -117,39 +143,54 @@ def spo_margin_loss(model, heads, pairs, tok, margin: float = .3, max_len: int =
 @dataclass
 class KnowledgeSettings(Settings):
     "Knowledge pretraining: which tasks, how long; CPU-sized defaults. tasks=('mlm',) is the no-knowledge baseline."
+
     steps: int = 100
     batch_size: int = 16
     max_len: int = 64
     lr: float = 5e-4
     tasks: tuple = ("mlm", "mention", "joint_mask", "margin")
-    mlm_prob: float = .15
-    margin: float = .3
+    mlm_prob: float = 0.15
+    margin: float = 0.3
     seed: int = 0
+
 
 def pretrain_knowledge(model: BertForMaskedLM, tok, data: dict, cfg: KnowledgeSettings, progress: bool = False):
     "Train `model` in place on the chosen tasks (summed losses, AdamW). Returns (heads, per-step loss dicts)."
     from tqdm.auto import tqdm
-    seed_everything(cfg.seed); gen = torch.Generator().manual_seed(cfg.seed)
+
+    seed_everything(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
     heads = KnowledgeHeads(model.bert.embeddings.word_embeddings.embedding_dim)
     opt = torch.optim.AdamW(list(model.parameters()) + list(heads.parameters()), lr=cfg.lr)
     draw = lambda xs: [xs[i] for i in torch.randint(len(xs), (cfg.batch_size,), generator=gen).tolist()]
-    model.train(); hist = []
+    model.train()
+    hist = []
     for _ in tqdm(range(cfg.steps), disable=not progress, desc="knowledge pretraining"):
         L = {}
         if "mlm" in cfg.tasks:
-            enc = tok(draw(data["sentences"]), padding="max_length", truncation=True, max_length=cfg.max_len, return_tensors="pt")
+            enc = tok(
+                draw(data["sentences"]),
+                padding="max_length",
+                truncation=True,
+                max_length=cfg.max_len,
+                return_tensors="pt",
+            )
             ids, lab = random_mask(enc["input_ids"], _special(enc, tok), tok, cfg.mlm_prob, gen)
             L["mlm"] = mlm_loss(model(ids, enc["attention_mask"]), lab)
         if "mention" in cfg.tasks and data["mentions"]:
             b, tags = mention_batch(draw(data["mentions"]), tok, cfg.max_len)
-            L["mention"] = F.cross_entropy(heads.tagger(model.bert(**b)).flatten(0, 1), tags.flatten(), ignore_index=-100)
+            L["mention"] = F.cross_entropy(
+                heads.tagger(model.bert(**b)).flatten(0, 1), tags.flatten(), ignore_index=-100
+            )
         if "joint_mask" in cfg.tasks and data["pairs"]:
             b, lab = joint_mask_batch(draw(data["pairs"]), tok, gen, cfg.max_len + 32, cfg.mlm_prob)
             L["joint_mask"] = mlm_loss(model(**b), lab)
         if "margin" in cfg.tasks and data["pairs"]:
             L["margin"] = spo_margin_loss(model, heads, draw(data["pairs"]), tok, cfg.margin, cfg.max_len)
-        opt.zero_grad(); sum(L.values()).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.); opt.step()
+        opt.zero_grad()
+        sum(L.values()).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
         hist.append({k: round(v.item(), 4) for k, v in L.items()})
     model.eval()
     return heads, hist
@@ -157,72 +198,109 @@ def pretrain_knowledge(model: BertForMaskedLM, tok, data: dict, cfg: KnowledgeSe
 # %% ../../nbs/33_knowledge_pretrain.ipynb #18481c36
 PROBE_RELATIONS = ("门票", "建议游玩时间", "开放时间")
 
+
 def probe_items(triples, subjects, relations=PROBE_RELATIONS, n_cands: int = 5, max_len: int = 12, seed: int = 0):
     "Multiple-choice fill-in items (s, r, true value, candidates): distractors are other values of the relation."
     rng, vals = random.Random(seed), {}
     for s, r, o in triples:
-        if r in relations and len(o) <= max_len: vals.setdefault(r, set()).add(o)
+        if r in relations and len(o) <= max_len:
+            vals.setdefault(r, set()).add(o)
     vals = {r: sorted(v) for r, v in vals.items()}
     items = []
     for s, r, o in triples:
         if s in subjects and r in relations and len(o) <= max_len:
             others = [v for v in vals[r] if v.rstrip("。") != o.rstrip("。")]
-            if len(others) < n_cands - 1: continue
-            cands = rng.sample(others, n_cands - 1) + [o]; rng.shuffle(cands)
+            if len(others) < n_cands - 1:
+                continue
+            cands = rng.sample(others, n_cands - 1) + [o]
+            rng.shuffle(cands)
             items.append((s, r, o, cands))
     return items
+
 
 @torch.no_grad()
 def probe(model: BertForMaskedLM, tok, items, max_len: int = 40) -> dict:
     "Accuracy of choosing the true value: mean log-prob of its characters, all masked, after '{s}的{r}是'."
-    model.eval(); right, by = 0, {}
+    model.eval()
+    right, by = 0, {}
     for s, r, o, cands in items:
         pre = f"{s}的{r}是"
-        enc = tok([pre + c for c in cands], padding=True, truncation=True, max_length=max_len,
-                  return_offsets_mapping=True, return_tensors="pt")
+        enc = tok(
+            [pre + c for c in cands],
+            padding=True,
+            truncation=True,
+            max_length=max_len,
+            return_offsets_mapping=True,
+            return_tensors="pt",
+        )
         off = enc["offset_mapping"]
         tgt = (off[..., 0] >= len(pre)) & (off[..., 1] > off[..., 0])  # (K, T) the candidate's tokens
         lp = model(enc["input_ids"].masked_fill(tgt, tok.mask_token_id), enc["attention_mask"]).log_softmax(-1)
         tok_lp = lp.gather(-1, enc["input_ids"].unsqueeze(-1)).squeeze(-1) * tgt
         score = tok_lp.sum(1) / tgt.sum(1).clamp(min=1)
         ok = cands[int(score.argmax())] == o
-        right += ok; by.setdefault(r, []).append(ok)
-    return dict(n=len(items), acc=round(right / max(len(items), 1), 4),
-                by_relation={r: round(sum(v) / len(v), 4) for r, v in by.items()}, chance=round(1 / len(items[0][3]), 4) if items else None)
+        right += ok
+        by.setdefault(r, []).append(ok)
+    return dict(
+        n=len(items),
+        acc=round(right / max(len(items), 1), 4),
+        by_relation={r: round(sum(v) / len(v), 4) for r, v in by.items()},
+        chance=round(1 / len(items[0][3]), 4) if items else None,
+    )
 
 # %% ../../nbs/33_knowledge_pretrain.ipynb #8679546c
 _SPLIT = re.compile(r"(?<=[。！？；])|#")
+
+
 def split_sentences(text: str, min_len: int = 6, max_len: int = 60) -> list[str]:
     "Split a paragraph on 。！？； and '#', keep pieces of min_len..max_len characters (longer ones cut)."
     return [x.strip()[:max_len] for x in _SPLIT.split(text) if x and len(x.strip()) >= min_len]
 
-def knowledge_data(triples, dialogues=None, holdout: float = .2, seed: int = 0, people_daily: int = 0) -> dict:
+
+def knowledge_data(triples, dialogues=None, holdout: float = 0.2, seed: int = 0, people_daily: int = 0) -> dict:
     """Training data for the knowledge tasks with a held-out fifth of the subjects: no sentence, dialogue or
     triple about a held-out entity is kept. Sentences: the Information paragraphs (+ dialogues)."""
-    subjects = sorted({s for s, _, _ in triples}); random.Random(seed).shuffle(subjects)
-    held = set(subjects[:int(holdout * len(subjects))])
+    subjects = sorted({s for s, _, _ in triples})
+    random.Random(seed).shuffle(subjects)
+    held = set(subjects[: int(holdout * len(subjects))])
     ht = Trie()
     for e in held:
-        for a in aliases(e): ht.add(a, e)
+        for a in aliases(e):
+            ht.add(a, e)
     clean = lambda xs: not any(ht.find(x) for x in xs)
     docs = [[s] + split_sentences(o) for s, r, o in triples if r == "Information" and s not in held]
     docs = [[d[0]] + [x for x in d[1:] if clean([x])] for d in docs]
     n_info = len(docs)  # Information docs start with the subject's name as a header "sentence"
     docs += [d for d in (dialogues or []) if clean(d)]
-    train_t = [t for t in triples if t[0] not in held and t[1] != "Information" and not (t[1] in ENTITY_RELATIONS and t[2] in held)]
+    train_t = [
+        t
+        for t in triples
+        if t[0] not in held and t[1] != "Information" and not (t[1] in ENTITY_RELATIONS and t[2] in held)
+    ]
     pairs, _ = align(docs, train_t, context=None)
     # in an Information doc the subject is its header; other context entities there are mostly noise
-    pairs = [(p.sentence, (p.subject, p.relation, p.object)) for p in pairs
-             if p.doc >= n_info or (p.sent > 0 and (p.subject == docs[p.doc][0] or p.feats["same_sent"]))]
+    pairs = [
+        (p.sentence, (p.subject, p.relation, p.object))
+        for p in pairs
+        if p.doc >= n_info or (p.sent > 0 and (p.subject == docs[p.doc][0] or p.feats["same_sent"]))
+    ]
     sentences = [x for d in docs[:n_info] for x in d[1:]] + [x for d in docs[n_info:] for x in d]
     mentions = kg_mentions(sentences, build_matcher(train_t))
     if people_daily:
         try:
             from fewkit.data import people_daily_entities  # nr/ns/nt spans: a second source of mentions
+
             mentions += [(s, [(a, z) for a, z, _ in sp]) for s, sp in people_daily_entities()[:people_daily]]
-        except ImportError: get_logger("fewkit.knowledge").warning("fewkit.data not available: no People's Daily mentions")
-    return dict(sentences=sentences, pairs=pairs, mentions=mentions, triples=train_t, held=held,
-                train_subjects={s for s, _, _ in train_t})
+        except ImportError:
+            get_logger("fewkit.knowledge").warning("fewkit.data not available: no People's Daily mentions")
+    return dict(
+        sentences=sentences,
+        pairs=pairs,
+        mentions=mentions,
+        triples=train_t,
+        held=held,
+        train_subjects={s for s, _, _ in train_t},
+    )
 
 # %% ../../nbs/33_knowledge_pretrain.ipynb #6fdcd080
 def load_backbone(folder=None):
@@ -230,69 +308,121 @@ def load_backbone(folder=None):
     from fewkit.core import cache_dir
     from fewkit.model import from_hf
     from fewkit.tokenizer import load_tokenizer
+
     folder = Path(folder) if folder else cache_dir() / "backbone-tiny"
-    if not (folder / "config.json").exists(): return None
+    if not (folder / "config.json").exists():
+        return None
     return from_hf(folder), load_tokenizer(folder), str(folder)
+
 
 def fresh_backbone(texts, layers: int = 2, seed: int = 0):
     "A randomly initialised tiny BERT and a char tokenizer over `texts` (when no pretrained backbone exists)."
     from fewkit.model import BertConfig
     from fewkit.tokenizer import build_vocab, make_tokenizer
+
     tok = make_tokenizer(build_vocab(texts))
     seed_everything(seed)
-    return BertForMaskedLM(BertConfig.preset("tiny", vocab_size=len(tok)).replace(num_hidden_layers=layers)), tok, "random init"
+    return (
+        BertForMaskedLM(BertConfig.preset("tiny", vocab_size=len(tok)).replace(num_hidden_layers=layers)),
+        tok,
+        "random init",
+    )
 
 # %% ../../nbs/33_knowledge_pretrain.ipynb #be771263
-def probe_report(kg_dir: Path, steps: int = 150, max_items: int | None = None, seed: int = 0, progress: bool = True) -> dict:
+def probe_report(
+    kg_dir: Path, steps: int = 150, max_items: int | None = None, seed: int = 0, progress: bool = True
+) -> dict:
     "Same backbone, same steps: MLM only vs MLM + knowledge tasks; multiple-choice attribute probe, seen and held-out."
     import copy
     from fewkit.knowledge.distant_supervision import load_kdconv
+
     triples = load_triples(kg_dir / "kdconv_travel_triples.tsv")
     dialogues, _ = load_kdconv(kg_dir / "kdconv_travel" / "dev.json")
     data = knowledge_data(triples, dialogues, seed=seed, people_daily=2000)
     seen_facts = {t for _, t in data["pairs"] if t[1] in PROBE_RELATIONS}
     held = probe_items(triples, data["held"], seed=seed)[:max_items]
-    seen = [it for it in probe_items(triples, {t[0] for t in seen_facts}, seed=seed) if it[:3] in seen_facts][:max_items]
+    seen = [it for it in probe_items(triples, {t[0] for t in seen_facts}, seed=seed) if it[:3] in seen_facts][
+        :max_items
+    ]
     bb = load_backbone()
     if bb is None:
         texts = data["sentences"] + [linearize(t) for t in triples if t[1] != "Information"] + ["的是"]
         bb = fresh_backbone(texts, seed=seed)
     base, tok, source = bb
-    out = dict(backbone=source, steps=steps, n_sentences=len(data["sentences"]), n_pairs=len(data["pairs"]),
-               n_mentions=len(data["mentions"]), held_out_subjects=len(data["held"]), arms={})
+    out = dict(
+        backbone=source,
+        steps=steps,
+        n_sentences=len(data["sentences"]),
+        n_pairs=len(data["pairs"]),
+        n_mentions=len(data["mentions"]),
+        held_out_subjects=len(data["held"]),
+        arms={},
+    )
     for name, tasks in [("backbone", None), ("mlm_only", ("mlm",)), ("knowledge", KnowledgeSettings().tasks)]:
         m, t0, last = copy.deepcopy(base), time.time(), None
         if tasks:
             _, hist = pretrain_knowledge(m, tok, data, KnowledgeSettings(steps=steps, tasks=tasks, seed=seed), progress)
             last = {k: round(sum(h[k] for h in hist[-20:]) / len(hist[-20:]), 4) for k in hist[-1]}
-        out["arms"][name] = dict(held_out=probe(m, tok, held), seen=probe(m, tok, seen), last_losses=last,
-                                 seconds=round(time.time() - t0, 1))
+        out["arms"][name] = dict(
+            held_out=probe(m, tok, held), seen=probe(m, tok, seen), last_losses=last, seconds=round(time.time() - t0, 1)
+        )
     return out
+
 
 def bench(out: Path, quick: bool = False) -> dict:
     "`fewkit bench knowledge`: alignment P/R before/after denoising on KdConv dev, and the knowledge probe."
-    import matplotlib; matplotlib.use("Agg"); import matplotlib.pyplot as plt
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     from fewkit.core import device_name
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     kg_dir = find_shared("kg")
-    if kg_dir is None: return dict(skipped="shared/kg not found (KdConv travel KB and dev.json are needed)")
+    if kg_dir is None:
+        return dict(skipped="shared/kg not found (KdConv travel KB and dev.json are needed)")
     from fewkit.knowledge.distant_supervision import alignment_report
+
     al = alignment_report(kg_dir, n_dialogues=20 if quick else None)
     threads = torch.get_num_threads()
-    if not torch.cuda.is_available(): torch.set_num_threads(1)  # 2 shared cores: one thread is several times faster
-    try: pr = probe_report(kg_dir, steps=3 if quick else 150, max_items=20 if quick else None, progress=not quick)
-    finally: torch.set_num_threads(threads)
-    try: from fewkit.measure import env_info; env = env_info()
-    except ImportError: env = dict(device=device_name(), torch=torch.__version__)
+    if not torch.cuda.is_available():
+        torch.set_num_threads(1)  # 2 shared cores: one thread is several times faster
+    try:
+        pr = probe_report(kg_dir, steps=3 if quick else 150, max_items=20 if quick else None, progress=not quick)
+    finally:
+        torch.set_num_threads(threads)
+    try:
+        from fewkit.measure import env_info
+
+        env = env_info()
+    except ImportError:
+        env = dict(device=device_name(), torch=torch.__version__)
     fig, axs = plt.subplots(1, 2, figsize=(10, 3.6), dpi=80)
-    rows = al["rows"]; names = list(rows)
-    axs[0].barh(names, [rows[n]["precision"] for n in names], height=.4, label="precision")
-    axs[0].barh([i + .4 for i in range(len(names))], [rows[n]["recall"] for n in names], height=.4, label="recall")
-    axs[0].set(title=f"alignment vs KdConv gold", xlim=(0, 1)); axs[0].legend(fontsize=7)
+    rows = al["rows"]
+    names = list(rows)
+    axs[0].barh(names, [rows[n]["precision"] for n in names], height=0.4, label="precision")
+    axs[0].barh([i + 0.4 for i in range(len(names))], [rows[n]["recall"] for n in names], height=0.4, label="recall")
+    axs[0].set(title=f"alignment vs KdConv gold", xlim=(0, 1))
+    axs[0].legend(fontsize=7)
     arms = list(pr["arms"])
     for j, split in enumerate(["seen", "held_out"]):
-        axs[1].bar([i + .4 * j for i in range(len(arms))], [pr["arms"][a][split]["acc"] for a in arms], width=.4, label=split)
-    axs[1].axhline(.2, ls=":", c="k", label="chance"); axs[1].set_xticks([i + .2 for i in range(len(arms))], arms)
-    axs[1].set(title=f"attribute probe ({pr['steps']} steps)", ylabel="accuracy"); axs[1].legend(fontsize=7)
-    fig.suptitle(f"knowledge — {device_name()}"); fig.tight_layout(); fig.savefig(out / "knowledge.png"); plt.close(fig)
-    return dict(name="knowledge", quick=quick, env=env, alignment=al, probe=pr, few_shot="not measured: chapter 5 code not available")
+        axs[1].bar(
+            [i + 0.4 * j for i in range(len(arms))], [pr["arms"][a][split]["acc"] for a in arms], width=0.4, label=split
+        )
+    axs[1].axhline(0.2, ls=":", c="k", label="chance")
+    axs[1].set_xticks([i + 0.2 for i in range(len(arms))], arms)
+    axs[1].set(title=f"attribute probe ({pr['steps']} steps)", ylabel="accuracy")
+    axs[1].legend(fontsize=7)
+    fig.suptitle(f"knowledge — {device_name()}")
+    fig.tight_layout()
+    fig.savefig(out / "knowledge.png")
+    plt.close(fig)
+    return dict(
+        name="knowledge",
+        quick=quick,
+        env=env,
+        alignment=al,
+        probe=pr,
+        few_shot="not measured: chapter 5 code not available",
+    )

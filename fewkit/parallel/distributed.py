@@ -24,167 +24,273 @@ __all__ = ['DistSettings', 'default_backend', 'init_distributed', 'new_group', '
 @dataclass
 class DistSettings(Settings):
     "How processes talk: backend ('auto' = nccl on CUDA else gloo) and the timeout of every group."
-    backend: str = 'auto'
+
+    backend: str = "auto"
     timeout_s: float = 120.0
+
 
 _TIMEOUT = [120.0]  # timeout of the default group, reused by `new_group`
 
-def default_backend() -> str:  # nccl when CUDA is available, else gloo
-    return 'nccl' if torch.cuda.is_available() else 'gloo'
 
-def init_distributed(timeout_s: float = 120.0, backend: str = 'auto') -> tuple[int, int]:
+def default_backend() -> str:  # nccl when CUDA is available, else gloo
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def init_distributed(timeout_s: float = 120.0, backend: str = "auto") -> tuple[int, int]:
     "Join the process group torchrun describes in the environment; without it, a group of one. Returns (rank, world)."
-    if dist.is_initialized(): return dist.get_rank(), dist.get_world_size()
-    backend = default_backend() if backend == 'auto' else backend
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    backend = default_backend() if backend == "auto" else backend
     _TIMEOUT[0] = timeout_s
-    if backend == 'nccl': torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     kw = dict(backend=backend, timeout=timedelta(seconds=timeout_s))
-    if 'RANK' in os.environ: dist.init_process_group(**kw)   # env:// rendezvous (torchrun, deepspeed)
-    else: dist.init_process_group(**kw, store=dist.HashStore(), rank=0, world_size=1)
+    if "RANK" in os.environ:
+        dist.init_process_group(**kw)  # env:// rendezvous (torchrun, deepspeed)
+    else:
+        dist.init_process_group(**kw, store=dist.HashStore(), rank=0, world_size=1)
     return dist.get_rank(), dist.get_world_size()
+
 
 def new_group(ranks: list[int], timeout_s: float | None = None):
     "A sub-group of `ranks` (every rank must call this), with the same timeout as the default group."
     return dist.new_group(ranks, timeout=timedelta(seconds=timeout_s or _TIMEOUT[0]))
 
-def rank() -> int: return dist.get_rank() if dist.is_initialized() else 0
-def world_size() -> int: return dist.get_world_size() if dist.is_initialized() else 1
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
 def close_distributed():  # safe to call twice
-    if dist.is_initialized(): dist.destroy_process_group()
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 # %% ../../nbs/20_distributed.ipynb #544cecd5
 def read_hostfile(path) -> list[tuple[str, int]]:
     "Parse a DeepSpeed hostfile: `hostname slots=K` per line, `#` comments."
     hosts = []  # [(name, slots)]
     for i, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not (line := line.split('#')[0].strip()): continue
+        if not (line := line.split("#")[0].strip()):
+            continue
         name, *rest = line.split()
-        slots = [int(r.split('=')[1]) for r in rest if r.startswith('slots=')]
-        if not slots: raise FewkitError(f"{path}:{i}: expected 'hostname slots=K', got {line!r}")
+        slots = [int(r.split("=")[1]) for r in rest if r.startswith("slots=")]
+        if not slots:
+            raise FewkitError(f"{path}:{i}: expected 'hostname slots=K', got {line!r}")
         hosts.append((name, slots[0]))
     return hosts
 
-def launch_command(script: str, args=(), nproc: int = 2, deepspeed: bool = False, hostfile=None,
-                   port: int = 29500) -> list[str]:
+
+def launch_command(
+    script: str, args=(), nproc: int = 2, deepspeed: bool = False, hostfile=None, port: int = 29500
+) -> list[str]:
     "The command line that starts `script args` on `nproc` processes per machine."
     if deepspeed:
-        cmd = [sys.executable, '-m', 'deepspeed.launcher.runner', '--num_gpus', str(nproc)]
-        cmd += ['--hostfile', str(hostfile)] if hostfile else ['--master_port', str(port)]
+        cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(nproc)]
+        cmd += ["--hostfile", str(hostfile)] if hostfile else ["--master_port", str(port)]
         return cmd + [str(script), *map(str, args)]
-    cmd = [sys.executable, '-m', 'torch.distributed.run', '--nproc-per-node', str(nproc),
-           '--max-restarts', '0', '--monitor-interval', '0.5']
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        str(nproc),
+        "--max-restarts",
+        "0",
+        "--monitor-interval",
+        "0.5",
+    ]
     if hostfile:  # one torchrun per host; they meet at the first host
         hosts = read_hostfile(hostfile)
-        cmd += ['--nnodes', str(len(hosts)), '--rdzv-backend', 'c10d', '--rdzv-id', 'fewkit',
-                '--rdzv-endpoint', f'{hosts[0][0]}:{port}']
-    else: cmd += ['--standalone']
+        cmd += [
+            "--nnodes",
+            str(len(hosts)),
+            "--rdzv-backend",
+            "c10d",
+            "--rdzv-id",
+            "fewkit",
+            "--rdzv-endpoint",
+            f"{hosts[0][0]}:{port}",
+        ]
+    else:
+        cmd += ["--standalone"]
     return cmd + [str(script), *map(str, args)]
 
 # %% ../../nbs/20_distributed.ipynb #7aa7401c
 def cli_main(argv: list[str]) -> int:
     "`fewkit launch -n N [--deepspeed] [--hostfile F] script.py args...`: run a script on N processes."
-    p = argparse.ArgumentParser(prog='fewkit launch', description='Run a training script on N processes '
-        '(torchrun with --max-restarts 0, or the DeepSpeed launcher). One failing rank stops the job, non-zero exit.')
-    p.add_argument('-n', '--nproc', type=int, default=2, help='processes per machine')
-    p.add_argument('--deepspeed', action='store_true', help='use the deepspeed launcher (CPU: its CPU accelerator)')
-    p.add_argument('--hostfile', help="DeepSpeed-style hostfile ('host slots=K') for several machines")
-    p.add_argument('--port', type=int, default=29500, help='rendezvous port')
-    p.add_argument('--print-only', action='store_true', help='print the command instead of running it')
-    p.add_argument('script'); p.add_argument('args', nargs=argparse.REMAINDER)
+    p = argparse.ArgumentParser(
+        prog="fewkit launch",
+        description="Run a training script on N processes "
+        "(torchrun with --max-restarts 0, or the DeepSpeed launcher). One failing rank stops the job, non-zero exit.",
+    )
+    p.add_argument("-n", "--nproc", type=int, default=2, help="processes per machine")
+    p.add_argument("--deepspeed", action="store_true", help="use the deepspeed launcher (CPU: its CPU accelerator)")
+    p.add_argument("--hostfile", help="DeepSpeed-style hostfile ('host slots=K') for several machines")
+    p.add_argument("--port", type=int, default=29500, help="rendezvous port")
+    p.add_argument("--print-only", action="store_true", help="print the command instead of running it")
+    p.add_argument("script")
+    p.add_argument("args", nargs=argparse.REMAINDER)
     a = p.parse_args(argv)
     cmd = launch_command(a.script, a.args, a.nproc, a.deepspeed, a.hostfile, a.port)
-    if a.print_only: print(' '.join(cmd)); return 0
-    env = {**os.environ, 'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '1')}
+    if a.print_only:
+        print(" ".join(cmd))
+        return 0
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     return subprocess.call(cmd, env=env)
 
 # %% ../../nbs/20_distributed.ipynb #ef6dd700
 class RankError(FewkitError):
     "A rank of a distributed run failed; `.rank` and `.traceback` say which and why."
-    def __init__(self, rank, tb, log=''):
+
+    def __init__(self, rank, tb, log=""):
         self.rank, self.traceback, self.log = rank, tb, log
         super().__init__(f"rank {rank} failed:\n{tb}")
 
+
 def resolve(name: str):
     "Import 'package.module:function'."
-    mod, _, fn = name.partition(':')
+    mod, _, fn = name.partition(":")
     return getattr(importlib.import_module(mod), fn)
+
 
 def _worker(folder):
     "Entry point of each process started by `run_function`."
-    d = Path(folder); call = pickle.loads((d / 'call.pkl').read_bytes()); r = int(os.environ['RANK'])
+    d = Path(folder)
+    call = pickle.loads((d / "call.pkl").read_bytes())
+    r = int(os.environ["RANK"])
     try:
-        init_distributed(call['timeout_s'])
-        out = resolve(call['fn'])(*call['args'], **call['kwargs'])
-        (d / f'rank{r}.tmp').write_bytes(pickle.dumps(out)); (d / f'rank{r}.tmp').rename(d / f'rank{r}.pkl')
+        init_distributed(call["timeout_s"])
+        out = resolve(call["fn"])(*call["args"], **call["kwargs"])
+        (d / f"rank{r}.tmp").write_bytes(pickle.dumps(out))
+        (d / f"rank{r}.tmp").rename(d / f"rank{r}.pkl")
     except BaseException:
-        tb = traceback.format_exc(); (d / f'rank{r}.err').write_text(tb)
-        print(f'[rank {r}] {tb}', file=sys.stderr, flush=True); os._exit(1)  # no atexit/destroy: never hang
+        tb = traceback.format_exc()
+        (d / f"rank{r}.err").write_text(tb)
+        print(f"[rank {r}] {tb}", file=sys.stderr, flush=True)
+        os._exit(1)  # no atexit/destroy: never hang
     close_distributed()
 
 # %% ../../nbs/20_distributed.ipynb #0627609e
 def _fork_main(folder: str, nproc: int):
     "A minimal torchrun: fork `nproc` ranks of `_worker`; if one fails, kill the rest and exit 1."
     import multiprocessing as mp, socket
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]
-    base = dict(WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc), MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    def child(r): os.environ.update(base, RANK=str(r), LOCAL_RANK=str(r)); _worker(folder)
-    call = pickle.loads((Path(folder) / 'call.pkl').read_bytes())  # import the code once, before forking
-    for name in [call['fn']] + [a[0] for a in call['args'] if isinstance(a, tuple) and a and isinstance(a[0], str)]:
-        try: importlib.import_module(name.partition(':')[0])
-        except Exception: pass  # the rank will raise it properly
-    ctx = mp.get_context('fork'); procs = [ctx.Process(target=child, args=(r,)) for r in range(nproc)]
-    for p in procs: p.start()
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = dict(WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+
+    def child(r):
+        os.environ.update(base, RANK=str(r), LOCAL_RANK=str(r))
+        _worker(folder)
+
+    call = pickle.loads((Path(folder) / "call.pkl").read_bytes())  # import the code once, before forking
+    for name in [call["fn"]] + [a[0] for a in call["args"] if isinstance(a, tuple) and a and isinstance(a[0], str)]:
+        try:
+            importlib.import_module(name.partition(":")[0])
+        except Exception:
+            pass  # the rank will raise it properly
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=child, args=(r,)) for r in range(nproc)]
+    for p in procs:
+        p.start()
     while True:
         codes = [p.exitcode for p in procs]
         if any(c not in (None, 0) for c in codes):
-            for p in procs: p.kill()
+            for p in procs:
+                p.kill()
             sys.exit(1)
-        if all(c == 0 for c in codes): return
+        if all(c == 0 for c in codes):
+            return
         time.sleep(0.02)
+
 
 def _kill_tree(p: subprocess.Popen):
     "SIGTERM then SIGKILL the launcher's whole process group."
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        try: os.killpg(p.pid, sig)
-        except ProcessLookupError: return
-        try: p.wait(5); return
-        except subprocess.TimeoutExpired: pass
+        try:
+            os.killpg(p.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            p.wait(5)
+            return
+        except subprocess.TimeoutExpired:
+            pass
 
-def run_function(fn: str, nproc: int = 2, args=(), kwargs=None, timeout_s: float = 120.0,
-                 group_timeout_s: float | None = None, threads: int = 1, echo: bool = False,
-                 launcher: str = 'fork') -> list:
+
+def run_function(
+    fn: str,
+    nproc: int = 2,
+    args=(),
+    kwargs=None,
+    timeout_s: float = 120.0,
+    group_timeout_s: float | None = None,
+    threads: int = 1,
+    echo: bool = False,
+    launcher: str = "fork",
+) -> list:
     "Run `fn` ('module:function') on `nproc` local processes; return each rank's result, in rank order."
     # timeout_s: hard limit for the whole job; group_timeout_s: limit of each collective (default timeout_s)
-    with tempfile.TemporaryDirectory(prefix='fewkit-run-') as d:
+    with tempfile.TemporaryDirectory(prefix="fewkit-run-") as d:
         d = Path(d)
-        (d / 'call.pkl').write_bytes(pickle.dumps(dict(fn=fn, args=tuple(args), kwargs=kwargs or {}, timeout_s=group_timeout_s or timeout_s)))
-        (d / 'w.py').write_text(f'from fewkit.parallel.distributed import _worker\n_worker({str(d)!r})\n')
-        cmd = (launch_command(d / 'w.py', nproc=nproc) if launcher == 'torchrun' else [sys.executable, '-c',
-               f'from fewkit.parallel.distributed import _fork_main; _fork_main({str(d)!r}, {nproc})'])
-        env = {**os.environ, 'OMP_NUM_THREADS': str(threads), 'PYTHONUNBUFFERED': '1'}
-        p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        try: log, _ = p.communicate(timeout=timeout_s)
+        (d / "call.pkl").write_bytes(
+            pickle.dumps(dict(fn=fn, args=tuple(args), kwargs=kwargs or {}, timeout_s=group_timeout_s or timeout_s))
+        )
+        (d / "w.py").write_text(f"from fewkit.parallel.distributed import _worker\n_worker({str(d)!r})\n")
+        cmd = (
+            launch_command(d / "w.py", nproc=nproc)
+            if launcher == "torchrun"
+            else [
+                sys.executable,
+                "-c",
+                f"from fewkit.parallel.distributed import _fork_main; _fork_main({str(d)!r}, {nproc})",
+            ]
+        )
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+        p = subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        )
+        try:
+            log, _ = p.communicate(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            _kill_tree(p); log = p.communicate()[0] or ''
-            raise FewkitError(f"{fn} on {nproc} processes timed out after {timeout_s:.0f} s; all killed. Output:\n{log[-3000:]}")
-        finally: _kill_tree(p)
-        if echo: print(log)
-        errs = sorted(d.glob('rank*.err'), key=lambda f: f.stat().st_mtime)
-        if errs: raise RankError(int(errs[0].stem[4:]), errs[0].read_text(), log)
-        if p.returncode: raise FewkitError(f"{fn}: launcher exited {p.returncode}\n{log[-3000:]}")
-        return [pickle.loads((d / f'rank{r}.pkl').read_bytes()) for r in range(nproc)]
+            _kill_tree(p)
+            log = p.communicate()[0] or ""
+            raise FewkitError(
+                f"{fn} on {nproc} processes timed out after {timeout_s:.0f} s; all killed. Output:\n{log[-3000:]}"
+            )
+        finally:
+            _kill_tree(p)
+        if echo:
+            print(log)
+        errs = sorted(d.glob("rank*.err"), key=lambda f: f.stat().st_mtime)
+        if errs:
+            raise RankError(int(errs[0].stem[4:]), errs[0].read_text(), log)
+        if p.returncode:
+            raise FewkitError(f"{fn}: launcher exited {p.returncode}\n{log[-3000:]}")
+        return [pickle.loads((d / f"rank{r}.pkl").read_bytes()) for r in range(nproc)]
 
 # %% ../../nbs/20_distributed.ipynb #ff85cee2
 def hello() -> dict:
     "Each rank all-reduces its rank number: tiny smoke test of a group."
-    t = torch.tensor([float(rank())]); dist.all_reduce(t)
+    t = torch.tensor([float(rank())])
+    dist.all_reduce(t)
     return dict(rank=rank(), world=world_size(), sum=t.item(), backend=dist.get_backend())
 
-def fail_on(bad_rank: int = 1, how: str = 'raise') -> int:
+
+def fail_on(bad_rank: int = 1, how: str = "raise") -> int:
     "Rank `bad_rank` raises (or hangs, `how='hang'`); the others block in an all-reduce it never joins."
-    if rank() == bad_rank and how == 'hang': time.sleep(3600)
-    if rank() == bad_rank: raise ValueError(f'rank {bad_rank} exploded on purpose')
-    t = torch.ones(1); dist.all_reduce(t); return rank()
+    if rank() == bad_rank and how == "hang":
+        time.sleep(3600)
+    if rank() == bad_rank:
+        raise ValueError(f"rank {bad_rank} exploded on purpose")
+    t = torch.ones(1)
+    dist.all_reduce(t)
+    return rank()
 
 # %% ../../nbs/20_distributed.ipynb #5844ba0f
 def calls(*specs) -> list:
@@ -194,82 +300,123 @@ def calls(*specs) -> list:
 # %% ../../nbs/20_distributed.ipynb #c6d1e16d
 def broadcast_params(model: nn.Module, src: int = 0, group=None):
     "Make every rank start from the parameters and buffers of rank `src` *of `group`* (not the global rank)."
-    for t in [*model.parameters(), *model.buffers()]: dist.broadcast(t.data, group=group, group_src=src)
+    for t in [*model.parameters(), *model.buffers()]:
+        dist.broadcast(t.data, group=group, group_src=src)
+
 
 def allreduce_grads(model: nn.Module, group=None):
     "Naive DP: after backward, all-reduce each gradient (one collective per tensor) and average."
     n = dist.get_world_size(group)
     for p in model.parameters():
-        if p.grad is not None: dist.all_reduce(p.grad, group=group); p.grad.div_(n)
+        if p.grad is not None:
+            dist.all_reduce(p.grad, group=group)
+            p.grad.div_(n)
 
 # %% ../../nbs/20_distributed.ipynb #7bb2d48f
 class BucketedDP:
     "Gradient buckets all-reduced asynchronously while backward runs; call `finish()` before `optimizer.step()`."
+
     def __init__(self, model: nn.Module, bucket_bytes: int = 1 << 20, group=None):
         self.group, self.n = group, dist.get_world_size(group)
         params = [p for p in model.parameters() if p.requires_grad]
         self.buckets, cur, size = [], [], 0
         for p in reversed(params):  # backward order, roughly
-            cur.append(p); size += p.numel() * p.element_size()
-            if size >= bucket_bytes: self.buckets.append(cur); cur, size = [], 0
-        if cur: self.buckets.append(cur)
+            cur.append(p)
+            size += p.numel() * p.element_size()
+            if size >= bucket_bytes:
+                self.buckets.append(cur)
+                cur, size = [], 0
+        if cur:
+            self.buckets.append(cur)
         self.where = {p: i for i, b in enumerate(self.buckets) for p in b}
         self.hooks = [p.register_post_accumulate_grad_hook(self._ready) for p in params]
         self.log = []  # (bucket, grads still missing in the whole model when it was launched)
         self._reset()
 
-    def _reset(self): self.missing, self.next, self.inflight = [len(b) for b in self.buckets], 0, []
+    def _reset(self):
+        self.missing, self.next, self.inflight = [len(b) for b in self.buckets], 0, []
+
     def _ready(self, p):
         self.missing[self.where[p]] -= 1
-        while self.next < len(self.buckets) and self.missing[self.next] == 0: self._launch()
+        while self.next < len(self.buckets) and self.missing[self.next] == 0:
+            self._launch()
+
     def _launch(self):
         b = self.buckets[self.next]
         flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in b])
         self.inflight.append((b, flat, dist.all_reduce(flat, group=self.group, async_op=True)))
-        self.log.append((self.next, sum(self.missing))); self.next += 1
+        self.log.append((self.next, sum(self.missing)))
+        self.next += 1
+
     def finish(self):
         "Launch what backward did not complete (unused params), wait for all buckets, write mean grads."
-        while self.next < len(self.buckets): self._launch()
+        while self.next < len(self.buckets):
+            self._launch()
         for b, flat, work in self.inflight:
-            work.wait(); flat.div_(self.n); i = 0
+            work.wait()
+            flat.div_(self.n)
+            i = 0
             for p in b:
-                g = flat[i:i + p.numel()].view_as(p); i += p.numel()
+                g = flat[i : i + p.numel()].view_as(p)
+                i += p.numel()
                 p.grad = g.clone() if p.grad is None else p.grad.copy_(g)
         self._reset()
-    def remove(self): [h.remove() for h in self.hooks]  # detach the gradient hooks
+
+    def remove(self):
+        [h.remove() for h in self.hooks]  # detach the gradient hooks
 
 # %% ../../nbs/20_distributed.ipynb #3a3c0e86
 @dataclass
 class DPSettings(Settings):
     "Data-parallel flavour: 'naive' | 'bucketed' | 'torch' (DistributedDataParallel), bucket size in bytes."
-    impl: str = 'bucketed'
+
+    impl: str = "bucketed"
     bucket_bytes: int = 1 << 20
+
     def to_deepspeed_config(self) -> dict:
-        return {'zero_optimization': {'stage': 0, 'reduce_bucket_size': self.bucket_bytes // 4,
-                                      'allreduce_bucket_size': self.bucket_bytes // 4}}  # DeepSpeed counts elements
+        return {
+            "zero_optimization": {
+                "stage": 0,
+                "reduce_bucket_size": self.bucket_bytes // 4,
+                "allreduce_bucket_size": self.bucket_bytes // 4,
+            }
+        }  # DeepSpeed counts elements
+
 
 class _Naive:
-    def __init__(self, model, group=None): self.finish = lambda: allreduce_grads(model, group)
+    def __init__(self, model, group=None):
+        self.finish = lambda: allreduce_grads(model, group)
+
 
 def data_parallel(model: nn.Module, cfg: DPSettings = DPSettings(), group=None):
     "Broadcast rank 0's weights, then wrap: returns (model to call, object whose `finish()` syncs grads)."
     broadcast_params(model, 0, group)
-    if cfg.impl == 'naive': return model, _Naive(model, group)
-    if cfg.impl == 'bucketed': return model, BucketedDP(model, cfg.bucket_bytes, group)
-    if cfg.impl == 'torch':
+    if cfg.impl == "naive":
+        return model, _Naive(model, group)
+    if cfg.impl == "bucketed":
+        return model, BucketedDP(model, cfg.bucket_bytes, group)
+    if cfg.impl == "torch":
         ddp = nn.parallel.DistributedDataParallel(model, bucket_cap_mb=cfg.bucket_bytes / 2**20, process_group=group)
-        return ddp, type('Done', (), {'finish': lambda self: None})()
+        return ddp, type("Done", (), {"finish": lambda self: None})()
     raise FewkitError(f"DPSettings.impl: expected 'naive'|'bucketed'|'torch', got {cfg.impl!r}")
 
 # %% ../../nbs/20_distributed.ipynb #24e91b73
 def tiny_bert(seed: int = 0, vocab: int = 64, hidden: int = 32, layers: int = 2, heads: int = 2, dtype=torch.float32):
     "A tiny fewkit `BertForMaskedLM` without dropout, same weights for the same seed."
     from fewkit.model import BertConfig, BertForMaskedLM
-    cfg = BertConfig.preset('tiny', vocab_size=vocab).replace(
-        hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads, intermediate_size=4 * hidden,
-        max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+    cfg = BertConfig.preset("tiny", vocab_size=vocab).replace(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+        max_position_embeddings=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     torch.manual_seed(seed)
     return BertForMaskedLM(cfg).to(dtype)
+
 
 def mlm_batch(step: int, rows: int, seq: int = 8, vocab: int = 64, seed: int = 0):
     "Random (input_ids, labels), both (rows, seq), the same on every rank for the same step."
@@ -277,10 +424,12 @@ def mlm_batch(step: int, rows: int, seq: int = 8, vocab: int = 64, seed: int = 0
     return torch.randint(5, vocab, (rows, seq), generator=g), torch.randint(5, vocab, (rows, seq), generator=g)
 
 # %% ../../nbs/20_distributed.ipynb #a7b47f08
-def dp_parity(impls=('naive', 'bucketed', 'torch'), steps: int = 3, rows: int = 2, bucket_bytes: int = 4096,
-              seed: int = 0) -> dict:
+def dp_parity(
+    impls=("naive", "bucketed", "torch"), steps: int = 3, rows: int = 2, bucket_bytes: int = 4096, seed: int = 0
+) -> dict:
     "Run on N ranks: per DP flavour, its losses, a 1-process run on the concatenated batch, and max |Δgrad|."
     from fewkit.model import mlm_loss
+
     r, n, out = rank(), world_size(), {}
     for impl in impls:
         model, ref = tiny_bert(seed), tiny_bert(seed)
@@ -288,12 +437,23 @@ def dp_parity(impls=('naive', 'bucketed', 'torch'), steps: int = 3, rows: int = 
         opt, ref_opt = torch.optim.Adam(model.parameters(), 1e-2), torch.optim.Adam(ref.parameters(), 1e-2)
         dp, single, gdiff = [], [], 0.0
         for s in range(steps):
-            ids, labels = mlm_batch(s, rows * n, seed=seed)           # (N*rows, T): the global batch
-            mine = slice(r * rows, (r + 1) * rows)                    # this rank's rows
-            loss = mlm_loss(fwd(ids[mine]), labels[mine]); loss.backward(); sync.finish()
-            ref_loss = mlm_loss(ref(ids), labels); ref_loss.backward()
-            gdiff = max(gdiff, max((p.grad - q.grad).abs().max().item() for p, q in zip(model.parameters(), ref.parameters())))
-            opt.step(); opt.zero_grad(); ref_opt.step(); ref_opt.zero_grad()
-            l = loss.detach().clone(); dist.all_reduce(l); dp.append(l.item() / n); single.append(ref_loss.item())
-        out[impl] = dict(dp=dp, single=single, max_grad_diff=gdiff, log=getattr(sync, 'log', None))
+            ids, labels = mlm_batch(s, rows * n, seed=seed)  # (N*rows, T): the global batch
+            mine = slice(r * rows, (r + 1) * rows)  # this rank's rows
+            loss = mlm_loss(fwd(ids[mine]), labels[mine])
+            loss.backward()
+            sync.finish()
+            ref_loss = mlm_loss(ref(ids), labels)
+            ref_loss.backward()
+            gdiff = max(
+                gdiff, max((p.grad - q.grad).abs().max().item() for p, q in zip(model.parameters(), ref.parameters()))
+            )
+            opt.step()
+            opt.zero_grad()
+            ref_opt.step()
+            ref_opt.zero_grad()
+            l = loss.detach().clone()
+            dist.all_reduce(l)
+            dp.append(l.item() / n)
+            single.append(ref_loss.item())
+        out[impl] = dict(dp=dp, single=single, max_grad_diff=gdiff, log=getattr(sync, "log", None))
     return out

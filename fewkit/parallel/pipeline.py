@@ -22,12 +22,16 @@ __all__ = ['SCHEDULES', 'stage_bounds', 'Stage', 'gpipe', 'one_f_one_b', 'in_fli
 # %% ../../nbs/24_pipeline_parallel.ipynb #05b3b45e
 def stage_bounds(n_layers: int, p: int) -> list[tuple[int, int]]:
     "Layer ranges [a, b) of p stages, as even as possible (earlier stages take the remainder)."
-    if not 1 <= p <= n_layers: raise FewkitError(f"cannot cut {n_layers} layers into {p} stages")
-    q, r = divmod(n_layers, p); sizes = [q + (i < r) for i in range(p)]
-    return [(sum(sizes[:i]), sum(sizes[:i + 1])) for i in range(p)]
+    if not 1 <= p <= n_layers:
+        raise FewkitError(f"cannot cut {n_layers} layers into {p} stages")
+    q, r = divmod(n_layers, p)
+    sizes = [q + (i < r) for i in range(p)]
+    return [(sum(sizes[:i]), sum(sizes[: i + 1])) for i in range(p)]
+
 
 class Stage(nn.Module):
     "Stage s of p of a fewkit BertForMaskedLM: [embeddings] → layers[a:b] → [MLM head]."
+
     def __init__(self, model: nn.Module, s: int, p: int):
         super().__init__()
         a, b = stage_bounds(len(model.bert.encoder.layer), p)[s]
@@ -35,85 +39,137 @@ class Stage(nn.Module):
         self.embeddings = model.bert.embeddings if self.first else None
         self.layers = nn.ModuleList(model.bert.encoder.layer[a:b])
         self.cls = model.cls if self.last else None
+
     def forward(self, x):  # first: ids (B, T); else hidden (B, T, C) -> hidden, or logits (B, T, V) on the last
         h = self.embeddings(x) if self.first else x
-        for layer in self.layers: h = layer(h)
+        for layer in self.layers:
+            h = layer(h)
         return self.cls(h) if self.last else h
+
     def tied(self) -> list[nn.Parameter]:
         "The copies of the tied word-embedding/decoder weight this stage holds."
-        return [m.weight for m in (self.embeddings and self.embeddings.word_embeddings, self.cls and self.cls.predictions.decoder) if m is not None]
+        return [
+            m.weight
+            for m in (self.embeddings and self.embeddings.word_embeddings, self.cls and self.cls.predictions.decoder)
+            if m is not None
+        ]
 
 # %% ../../nbs/24_pipeline_parallel.ipynb #18d55ffe
 def gpipe(m: int, p: int, s: int) -> list[tuple[str, int]]:
     "GPipe: F0 … F(m−1), then B0 … B(m−1)."
-    return [('F', i) for i in range(m)] + [('B', i) for i in range(m)]
+    return [("F", i) for i in range(m)] + [("B", i) for i in range(m)]
+
 
 def one_f_one_b(m: int, p: int, s: int) -> list[tuple[str, int]]:
     "1F1B (PipeDream-Flush): p−s−1 warm-up forwards, then one forward / one backward, then the rest."
-    w = min(p - s - 1, m); acts, f = [('F', i) for i in range(w)], w
+    w = min(p - s - 1, m)
+    acts, f = [("F", i) for i in range(w)], w
     for b in range(m):
-        if f < m: acts.append(('F', f)); f += 1
-        acts.append(('B', b))
+        if f < m:
+            acts.append(("F", f))
+            f += 1
+        acts.append(("B", b))
     return acts
 
-SCHEDULES = {'gpipe': gpipe, '1f1b': one_f_one_b}
+
+SCHEDULES = {"gpipe": gpipe, "1f1b": one_f_one_b}
+
 
 def in_flight(schedule) -> int:
     "Most micro-batches whose forward ran and backward did not yet."
     live = peak = 0
-    for k, _ in schedule: live += 1 if k == 'F' else -1; peak = max(peak, live)
+    for k, _ in schedule:
+        live += 1 if k == "F" else -1
+        peak = max(peak, live)
     return peak
 
 # %% ../../nbs/24_pipeline_parallel.ipynb #621f03c3
-def run_schedule(stage: Stage, schedule, micro: list, prev: int | None, nxt: int | None, shape, norm: float,
-                 work_s: float = 0.0) -> dict:
+def run_schedule(
+    stage: Stage, schedule, micro: list, prev: int | None, nxt: int | None, shape, norm: float, work_s: float = 0.0
+) -> dict:
     "Run `schedule` on this rank's `stage`; `micro` = [(ids, labels)]; returns loss, busy/start/end times, bytes."
     dev, params = _device(), list(stage.parameters())
     acts, saved, sends, busy, live, peak, loss = {}, {}, [], 0.0, 0, 0, 0.0
     t_start = time.perf_counter()
     for kind, i in schedule:
-        if kind == 'F':
-            if stage.first: x = micro[i][0]
-            else: x = torch.empty(shape, device=dev); dist.recv(x, prev); x.requires_grad_()
+        if kind == "F":
+            if stage.first:
+                x = micro[i][0]
+            else:
+                x = torch.empty(shape, device=dev)
+                dist.recv(x, prev)
+                x.requires_grad_()
             t0 = time.perf_counter()
             with SavedTensorMeter(exclude=params) as mt:
                 y = stage(x)
-                if stage.last: y = mlm_loss(y, micro[i][1], 'sum') / norm; loss += y.item()
-            if work_s: time.sleep(work_s)
+                if stage.last:
+                    y = mlm_loss(y, micro[i][1], "sum") / norm
+                    loss += y.item()
+            if work_s:
+                time.sleep(work_s)
             busy += time.perf_counter() - t0
-            if not stage.last: out = y.detach(); sends.append((dist.isend(out, nxt), out))
-            acts[i], saved[i] = (x, y), mt.bytes; live += mt.bytes; peak = max(peak, live)
+            if not stage.last:
+                out = y.detach()
+                sends.append((dist.isend(out, nxt), out))
+            acts[i], saved[i] = (x, y), mt.bytes
+            live += mt.bytes
+            peak = max(peak, live)
         else:
             x, y = acts.pop(i)
-            if not stage.last: g = torch.empty_like(y); dist.recv(g, nxt)
+            if not stage.last:
+                g = torch.empty_like(y)
+                dist.recv(g, nxt)
             t0 = time.perf_counter()
             y.backward() if stage.last else y.backward(g)
-            if work_s: time.sleep(2 * work_s)
+            if work_s:
+                time.sleep(2 * work_s)
             busy += time.perf_counter() - t0
-            if not stage.first: sends.append((dist.isend(x.grad, prev), x.grad))
+            if not stage.first:
+                sends.append((dist.isend(x.grad, prev), x.grad))
             live -= saved.pop(i)
-    for w, _ in sends: w.wait()
-    return dict(loss=loss, busy=busy, start=t_start, end=time.perf_counter(), peak_act_bytes=peak,
-                per_micro_bytes=max(saved.values(), default=0) if saved else None)
+    for w, _ in sends:
+        w.wait()
+    return dict(
+        loss=loss,
+        busy=busy,
+        start=t_start,
+        end=time.perf_counter(),
+        peak_act_bytes=peak,
+        per_micro_bytes=max(saved.values(), default=0) if saved else None,
+    )
 
 # %% ../../nbs/24_pipeline_parallel.ipynb #522b07f8
 def sync_tied(stage: Stage, group=None):
     "All-reduce the tied embedding/decoder gradient between the first and last stage (`group` holds both)."
-    if stage.p == 1: return
-    for w in stage.tied(): dist.all_reduce(w.grad, group=group)
+    if stage.p == 1:
+        return
+    for w in stage.tied():
+        dist.all_reduce(w.grad, group=group)
 
-def pipeline_step(model: nn.Module, ids, labels, m: int, schedule: str = '1f1b', ranks=None, tied_group=None,
-                  work_s: float = 0.0) -> tuple[Stage, dict]:
+
+def pipeline_step(
+    model: nn.Module, ids, labels, m: int, schedule: str = "1f1b", ranks=None, tied_group=None, work_s: float = 0.0
+) -> tuple[Stage, dict]:
     "One forward/backward of `model` over `m` micro-batches on the pipeline `ranks` (this rank is one of them)."
     ranks = list(range(dist.get_world_size())) if ranks is None else ranks
     p, s = len(ranks), ranks.index(dist.get_rank())
     stage = model if isinstance(model, Stage) else Stage(model, s, p)
-    if ids.shape[0] % m: raise FewkitError(f"batch of {ids.shape[0]} rows does not split into {m} micro-batches")
+    if ids.shape[0] % m:
+        raise FewkitError(f"batch of {ids.shape[0]} rows does not split into {m} micro-batches")
     micro = list(zip(ids.chunk(m), labels.chunk(m)))
     shape = (ids.shape[0] // m, ids.shape[1], stage.layers[0].attention.output.dense.out_features)
-    out = run_schedule(stage, SCHEDULES[schedule](m, p, s), micro, ranks[s - 1] if s else None,
-                       ranks[s + 1] if s < p - 1 else None, shape, float(labels.numel()), work_s)
-    if p > 1: sync_tied(stage, tied_group if tied_group is not None else dist.new_group([ranks[0], ranks[-1]]))
+    out = run_schedule(
+        stage,
+        SCHEDULES[schedule](m, p, s),
+        micro,
+        ranks[s - 1] if s else None,
+        ranks[s + 1] if s < p - 1 else None,
+        shape,
+        float(labels.numel()),
+        work_s,
+    )
+    if p > 1:
+        sync_tied(stage, tied_group if tied_group is not None else dist.new_group([ranks[0], ranks[-1]]))
     return stage, out
 
 # %% ../../nbs/24_pipeline_parallel.ipynb #9a5c4c04
@@ -122,79 +178,121 @@ def _grad_diff(stage: Stage, ref: nn.Module, model: nn.Module) -> float:
     mine, refp = {id(p) for p in stage.parameters()}, dict(ref.named_parameters())
     return max((p.grad - refp[n].grad).abs().max().item() for n, p in model.named_parameters() if id(p) in mine)
 
-def pp_parity(schedules=('gpipe', '1f1b'), m: int = 4, rows: int = 8, seq: int = 8, layers: int = 4, seed: int = 0,
-              work_s: float = 0.0) -> dict:
+
+def pp_parity(
+    schedules=("gpipe", "1f1b"),
+    m: int = 4,
+    rows: int = 8,
+    seq: int = 8,
+    layers: int = 4,
+    seed: int = 0,
+    work_s: float = 0.0,
+) -> dict:
     "Run on p ranks: per schedule, loss vs no pipeline, max |Δgrad| of this stage, bubble timing, activation bytes."
     dev, kw, out = _device(), dict(vocab=128, hidden=64, layers=layers, heads=4), {}
     ids, labels = (t.to(dev) for t in mlm_batch(0, rows, seq, 128, seed))
-    ref = tiny_bert(seed, **kw).to(dev); ref_loss = mlm_loss(ref(ids), labels); ref_loss.backward()
+    ref = tiny_bert(seed, **kw).to(dev)
+    ref_loss = mlm_loss(ref(ids), labels)
+    ref_loss.backward()
     tied = dist.new_group([0, dist.get_world_size() - 1])
     for name in schedules:
         model = tiny_bert(seed, **kw).to(dev)
-        dist.barrier(); stage, r = pipeline_step(model, ids, labels, m, name, tied_group=tied, work_s=work_s)
-        t = torch.tensor([r['start'], -r['end']], dtype=torch.float64); dist.all_reduce(t, op=dist.ReduceOp.MIN)
+        dist.barrier()
+        stage, r = pipeline_step(model, ids, labels, m, name, tied_group=tied, work_s=work_s)
+        t = torch.tensor([r["start"], -r["end"]], dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
         span = -t[1].item() - t[0].item()  # first start to last end, over all stages (one machine: one clock)
-        out[name] = dict(loss=r['loss'], ref_loss=ref_loss.item(), grad_diff=_grad_diff(stage, ref, model),
-                         busy=r['busy'], span=span, bubble=1 - r['busy'] / span, peak_act_bytes=r['peak_act_bytes'])
+        out[name] = dict(
+            loss=r["loss"],
+            ref_loss=ref_loss.item(),
+            grad_diff=_grad_diff(stage, ref, model),
+            busy=r["busy"],
+            span=span,
+            bubble=1 - r["busy"] / span,
+            peak_act_bytes=r["peak_act_bytes"],
+        )
     return out
 
 # %% ../../nbs/24_pipeline_parallel.ipynb #0b4e80f6
 class _Fn(nn.Module):
     "Wrap a module so DeepSpeed's PipelineModule sees one tensor in, one out."
-    def __init__(self, mod): super().__init__(); self.mod = mod
-    def forward(self, x): return self.mod(x)
+
+    def __init__(self, mod):
+        super().__init__()
+        self.mod = mod
+
+    def forward(self, x):
+        return self.mod(x)
+
 
 def deepspeed_pipe(m: int = 4, rows: int = 8, seq: int = 8, layers: int = 4, seed: int = 0, steps: int = 1) -> dict:
     "Run on 2 ranks: DeepSpeed PipelineModule with our split; its losses (lr 0) and the fewkit loss."
     import deepspeed
     from deepspeed.pipe import PipelineModule
     import sys, deepspeed.comm.torch
-    dsc = sys.modules['deepspeed.comm.torch']  # (the attribute path resolves to the torch package itself)
+
+    dsc = sys.modules["deepspeed.comm.torch"]  # (the attribute path resolves to the torch package itself)
     # DeepSpeed's CPU backend JIT-compiles an optional shared-memory all-reduce kernel (a minute, and a file lock
     # that a killed build leaves behind blocks every later run); the pipeline needs only gloo send/recv.
     dsc.build_shm_op = lambda: None
     deepspeed.init_distributed(dist_backend=dist.get_backend())  # joins the group that is already up
     model = tiny_bert(seed, vocab=128, hidden=64, layers=layers, heads=4)
     parts = [_Fn(model.bert.embeddings), *model.bert.encoder.layer, _Fn(model.cls)]
-    pm = PipelineModule(parts, num_stages=2, partition_method='uniform', loss_fn=lambda out, y: mlm_loss(out, y))
-    cfg = dict(train_batch_size=rows, train_micro_batch_size_per_gpu=rows // m, gradient_accumulation_steps=m,
-               steps_per_print=10**9, optimizer=dict(type='Adam', params=dict(lr=0.0, torch_adam=True)))
+    pm = PipelineModule(parts, num_stages=2, partition_method="uniform", loss_fn=lambda out, y: mlm_loss(out, y))
+    cfg = dict(
+        train_batch_size=rows,
+        train_micro_batch_size_per_gpu=rows // m,
+        gradient_accumulation_steps=m,
+        steps_per_print=10**9,
+        optimizer=dict(type="Adam", params=dict(lr=0.0, torch_adam=True)),
+    )
     engine, *_ = deepspeed.initialize(model=pm, config=cfg, model_parameters=pm.parameters())
     ids, labels = mlm_batch(0, rows, seq, 128, seed)
     losses = [engine.train_batch(iter(list(zip(ids.chunk(m), labels.chunk(m))))).item() for _ in range(steps)]
     ref = mlm_loss(tiny_bert(seed, vocab=128, hidden=64, layers=layers, heads=4)(ids), labels).item()
     return dict(losses=losses, ref_loss=ref, parts=pm.parts)
 
-def torch_pipe(schedule: str = '1f1b', m: int = 4, rows: int = 8, seq: int = 8, layers: int = 4, seed: int = 0) -> dict:
+
+def torch_pipe(schedule: str = "1f1b", m: int = 4, rows: int = 8, seq: int = 8, layers: int = 4, seed: int = 0) -> dict:
     "Run on p ranks: torch.distributed.pipelining on our stages; loss vs no pipeline, max |Δgrad| of this stage."
     from torch.distributed.pipelining import PipelineStage, ScheduleGPipe, Schedule1F1B
+
     dev, p, s = _device(), dist.get_world_size(), dist.get_rank()
     kw = dict(vocab=128, hidden=64, layers=layers, heads=4)
     ids, labels = (t.to(dev) for t in mlm_batch(0, rows, seq, 128, seed))
-    ref = tiny_bert(seed, **kw).to(dev); ref_loss = mlm_loss(ref(ids), labels); ref_loss.backward()
-    model = tiny_bert(seed, **kw).to(dev); stage = Stage(model, s, p)
-    sched = {'gpipe': ScheduleGPipe, '1f1b': Schedule1F1B}[schedule](
-        PipelineStage(stage, s, p, dev), n_microbatches=m, loss_fn=lambda out, y: mlm_loss(out, y))
+    ref = tiny_bert(seed, **kw).to(dev)
+    ref_loss = mlm_loss(ref(ids), labels)
+    ref_loss.backward()
+    model = tiny_bert(seed, **kw).to(dev)
+    stage = Stage(model, s, p)
+    sched = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}[schedule](
+        PipelineStage(stage, s, p, dev), n_microbatches=m, loss_fn=lambda out, y: mlm_loss(out, y)
+    )
     losses = []
-    if s == 0: sched.step(ids)
-    elif s == p - 1: sched.step(target=labels, losses=losses)
-    else: sched.step()
+    if s == 0:
+        sched.step(ids)
+    elif s == p - 1:
+        sched.step(target=labels, losses=losses)
+    else:
+        sched.step()
     sync_tied(stage, dist.new_group([0, p - 1]))
     loss = torch.stack(losses).mean().item() if losses else None
     return dict(loss=loss, ref_loss=ref_loss.item(), grad_diff=_grad_diff(stage, ref, model))
 
 # %% ../../nbs/24_pipeline_parallel.ipynb #07b2c723
-def bubble_sweep(ms=(1, 2, 4, 8), work_s: float = 0.05, schedule: str = '1f1b', rows_per_micro: int = 1) -> list[dict]:
+def bubble_sweep(ms=(1, 2, 4, 8), work_s: float = 0.05, schedule: str = "1f1b", rows_per_micro: int = 1) -> list[dict]:
     "Run on p ranks: measured bubble (mean over stages) vs (p−1)/(m+p−1) for each m."
     out, p = [], dist.get_world_size()
     pp_parity((schedule,), m=2, rows=2 * rows_per_micro)  # warm-up: first calls are slow
     for m in ms:
         r = pp_parity((schedule,), m=m, rows=m * rows_per_micro, work_s=work_s)[schedule]
-        b = torch.tensor([r['bubble']]); dist.all_reduce(b)
+        b = torch.tensor([r["bubble"]])
+        dist.all_reduce(b)
         out.append(dict(m=m, p=p, measured=b.item() / p, formula=(p - 1) / (m + p - 1)))
     return out
 
+
 def activation_peaks(m: int = 8, rows_per_micro: int = 1, seq: int = 32) -> dict:
     "Run on p ranks: this stage's peak saved-activation bytes under GPipe and 1F1B."
-    r = pp_parity(('gpipe', '1f1b'), m=m, rows=m * rows_per_micro, seq=seq)
-    return {k: r[k]['peak_act_bytes'] for k in ('gpipe', '1f1b')}
+    r = pp_parity(("gpipe", "1f1b"), m=m, rows=m * rows_per_micro, seq=seq)
+    return {k: r[k]["peak_act_bytes"] for k in ("gpipe", "1f1b")}

@@ -24,188 +24,294 @@ __all__ = ['SMALL', 'A100', 'LAYOUTS', 'Shape', 'Hardware', 'allreduce_s', 'step
 @dataclass
 class Shape(Settings):
     "What the cost model needs to know of a BERT: layers, hidden, intermediate, vocab, sequence length."
+
     L: int = 24
     H: int = 2048
     I: int = 8192
     V: int = 21128
     T: int = 512
+
     @classmethod
     def of(cls, cfg, T: int) -> "Shape":
         return cls(cfg.num_hidden_layers, cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, T)
-    def layer_params(self) -> int: return 4 * self.H ** 2 + 2 * self.H * self.I  # q, k, v, o, MLP in and out
+
+    def layer_params(self) -> int:
+        return 4 * self.H**2 + 2 * self.H * self.I  # q, k, v, o, MLP in and out
+
     def flops_per_token(self, layers_only: bool = False) -> float:
         "Training FLOPs per token: 6·(matmul weights) + 12·L·T·H; `layers_only` leaves out the head."
-        head = 0 if layers_only else 6 * (self.H ** 2 + self.H * self.V)
+        head = 0 if layers_only else 6 * (self.H**2 + self.H * self.V)
         return 6 * self.L * self.layer_params() + 12 * self.L * self.T * self.H + head
 
 # %% ../../nbs/27_scaling.ipynb #ab3e1698
 @dataclass
 class Hardware(Settings):
     "Constants of the cost model: FLOP/s per device, link latency (s) and inverse bandwidth (s/byte), overlap."
-    flops: float = 1e9          # achieved FLOP/s of one device (process) on this model
-    alpha: float = 1e-4         # intra-node latency per message
-    beta: float = 1e-9          # intra-node seconds per byte
-    alpha_x: float = 1e-4       # inter-node latency
-    beta_x: float = 1e-9        # inter-node seconds per byte (per rail)
-    per_node: int = 10**9       # devices per node (a group larger than this crosses the network)
-    cores: float = math.inf     # CPU: physical cores shared by all processes
-    overlap: float = 0.5        # fraction of the DP all-reduce hidden behind backward
-    oversub: float = 1.0        # CPU: exponent of the latency penalty when processes > cores
-    bytes_per: int = 4          # bytes per value (fp32 on CPU, bf16 on GPU)
-    call_s: float = 0.0         # fixed cost of one layer forward+backward on one (micro-)batch (Python, kernel launches)
+
+    flops: float = 1e9  # achieved FLOP/s of one device (process) on this model
+    alpha: float = 1e-4  # intra-node latency per message
+    beta: float = 1e-9  # intra-node seconds per byte
+    alpha_x: float = 1e-4  # inter-node latency
+    beta_x: float = 1e-9  # inter-node seconds per byte (per rail)
+    per_node: int = 10**9  # devices per node (a group larger than this crosses the network)
+    cores: float = math.inf  # CPU: physical cores shared by all processes
+    overlap: float = 0.5  # fraction of the DP all-reduce hidden behind backward
+    oversub: float = 1.0  # CPU: exponent of the latency penalty when processes > cores
+    bytes_per: int = 4  # bytes per value (fp32 on CPU, bf16 on GPU)
+    call_s: float = 0.0  # fixed cost of one layer forward+backward on one (micro-)batch (Python, kernel launches)
+
 
 def allreduce_s(nbytes: float, n: int, hw: Hardware, span: int = 1) -> float:
     "Ring all-reduce time; `span` = group stride in ranks (a group whose members are a node apart uses the network)."
-    if n <= 1: return 0.0
+    if n <= 1:
+        return 0.0
     inter = n * span > hw.per_node
     a, b = (hw.alpha_x, hw.beta_x) if inter else (hw.alpha, hw.beta)
     a *= max(1.0, n / hw.cores) ** hw.oversub
     return 2 * (n - 1) * a + 2 * (n - 1) / n * nbytes * b
 
+
 def step_time(sh: Shape, B: int, hw: Hardware, dp: int = 1, tp: int = 1, pp: int = 1, m: int = 1) -> dict:
     "Predicted seconds per step (compute, comm, bubble) for B sequences per step on dp·tp·pp devices."
-    n = dp * tp * pp; rate = hw.flops * min(1.0, hw.cores / n)   # oversubscribed CPU: a share of a core each
-    tok = B * sh.T / dp                                          # tokens per pipeline per step
+    n = dp * tp * pp
+    rate = hw.flops * min(1.0, hw.cores / n)  # oversubscribed CPU: a share of a core each
+    tok = B * sh.T / dp  # tokens per pipeline per step
     layers = sh.flops_per_token(layers_only=True) * tok / (tp * pp)
     head = (sh.flops_per_token() - sh.flops_per_token(layers_only=True)) * tok / (pp if pp > 1 else 1)
-    calls = sh.L / pp * (m if pp > 1 else 1)                      # layer passes per rank per step
+    calls = sh.L / pp * (m if pp > 1 else 1)  # layer passes per rank per step
     compute = (layers + head) / rate + calls * hw.call_s * max(1.0, n / hw.cores)
-    bubble = compute * (pp - 1) / m if pp > 1 else 0.0   # (p−1) idle slots of one micro-batch each
-    act = tok / (m if pp > 1 else 1) * sh.H * hw.bytes_per      # one (micro-)batch of activations, bytes
+    bubble = compute * (pp - 1) / m if pp > 1 else 0.0  # (p−1) idle slots of one micro-batch each
+    act = tok / (m if pp > 1 else 1) * sh.H * hw.bytes_per  # one (micro-)batch of activations, bytes
     tp_comm = 4 * (sh.L / pp) * (m if pp > 1 else 1) * allreduce_s(act, tp, hw) if tp > 1 else 0.0
-    hop = (hw.alpha_x if tp * pp > hw.per_node else hw.alpha) * max(1.0, n / hw.cores) ** hw.oversub \
-        + act / tp * (hw.beta_x if tp * pp > hw.per_node else hw.beta)  # send of one micro-batch (split over tp rails)
+    hop = (hw.alpha_x if tp * pp > hw.per_node else hw.alpha) * max(1.0, n / hw.cores) ** hw.oversub + act / tp * (
+        hw.beta_x if tp * pp > hw.per_node else hw.beta
+    )  # send of one micro-batch (split over tp rails)
     pp_comm = 2 * (m + pp - 2) * hop if pp > 1 else 0.0
     params = (sh.L * sh.layer_params() / pp + sh.H * sh.V) / tp
     dp_comm = (1 - hw.overlap) * allreduce_s(params * hw.bytes_per, dp, hw, span=tp * pp) if dp > 1 else 0.0
     total = compute + bubble + tp_comm + pp_comm + dp_comm
-    return dict(total=total, compute=compute, bubble=bubble, tp_comm=tp_comm, pp_comm=pp_comm, dp_comm=dp_comm,
-                tokens_per_s=B * sh.T / total)
+    return dict(
+        total=total,
+        compute=compute,
+        bubble=bubble,
+        tp_comm=tp_comm,
+        pp_comm=pp_comm,
+        dp_comm=dp_comm,
+        tokens_per_s=B * sh.T / total,
+    )
 
 # %% ../../nbs/27_scaling.ipynb #4dd8a2bf
 SMALL = dict(layers=4, hidden=128, heads=4, vocab=1000, rows=8, seq=64, m=4)
 
-def throughput_run(strategy: str = 'dp', steps: int = 4, layers: int = 4, hidden: int = 128, heads: int = 4,
-                   vocab: int = 1000, rows: int = 8, seq: int = 64, m: int = 4) -> dict:
+
+def throughput_run(
+    strategy: str = "dp",
+    steps: int = 4,
+    layers: int = 4,
+    hidden: int = 128,
+    heads: int = 4,
+    vocab: int = 1000,
+    rows: int = 8,
+    seq: int = 64,
+    m: int = 4,
+) -> dict:
     "Run on n ranks: seconds per training step and tokens/s of one strategy ('dp' | 'tp' | 'pp')."
     n, r, dev = dist.get_world_size(), dist.get_rank(), _device()
     model = tiny_bert(0, vocab=vocab, hidden=hidden, layers=layers, heads=heads).to(dev)
-    sync, stage, tied = None, None, (dist.new_group([0, n - 1]) if strategy == 'pp' and n > 1 else None)
-    if strategy == 'dp': model, sync = data_parallel(model, DPSettings('bucketed'))
-    if strategy == 'tp': apply_tensor_parallel(model)
-    if strategy == 'pp': stage = Stage(model, r, n)
+    sync, stage, tied = None, None, (dist.new_group([0, n - 1]) if strategy == "pp" and n > 1 else None)
+    if strategy == "dp":
+        model, sync = data_parallel(model, DPSettings("bucketed"))
+    if strategy == "tp":
+        apply_tensor_parallel(model)
+    if strategy == "pp":
+        stage = Stage(model, r, n)
     opt = torch.optim.SGD((stage or model).parameters(), lr=1e-3)
+
     def step(i):
         ids, labels = (t.to(dev) for t in mlm_batch(i, rows, seq, vocab))
-        if strategy == 'pp': pipeline_step(stage, ids, labels, m, '1f1b', tied_group=tied)
+        if strategy == "pp":
+            pipeline_step(stage, ids, labels, m, "1f1b", tied_group=tied)
         else:
-            if strategy == 'dp': ids, labels = ids.chunk(n)[r], labels.chunk(n)[r]
+            if strategy == "dp":
+                ids, labels = ids.chunk(n)[r], labels.chunk(n)[r]
             mlm_loss(model(ids), labels).backward()
-            if sync: sync.finish()
-        opt.step(); opt.zero_grad()
-    step(0); ts = []
+            if sync:
+                sync.finish()
+        opt.step()
+        opt.zero_grad()
+
+    step(0)
+    ts = []
     for i in range(steps):  # median of per-step times: robust to other jobs' bursts on a shared machine
-        dist.barrier(); t0 = time.perf_counter(); step(i + 1); dist.barrier(); ts.append(time.perf_counter() - t0)
+        dist.barrier()
+        t0 = time.perf_counter()
+        step(i + 1)
+        dist.barrier()
+        ts.append(time.perf_counter() - t0)
     dt = sorted(ts)[len(ts) // 2]
     return dict(strategy=strategy, n=n, step_s=dt, tokens_per_s=rows * seq / dt)
+
 
 def comm_probe(sizes=(64, 1 << 20), reps: int = 20) -> dict:
     "Run on n ranks: median seconds of an all-reduce of each size (bytes)."
     out = {}
     for s in sizes:
         t, ts = torch.ones(s // 4), []
-        for _ in range(reps): dist.barrier(); t0 = time.perf_counter(); dist.all_reduce(t); ts.append(time.perf_counter() - t0)
+        for _ in range(reps):
+            dist.barrier()
+            t0 = time.perf_counter()
+            dist.all_reduce(t)
+            ts.append(time.perf_counter() - t0)
         out[s] = sorted(ts)[reps // 2]
     return out
 
 # %% ../../nbs/27_scaling.ipynb #ab193b71
-def calibrate(runs: list[dict], probe: dict, cores: float, sh: Shape, B: int, m: int = 4) -> tuple[Hardware, list[dict]]:
+def calibrate(
+    runs: list[dict], probe: dict, cores: float, sh: Shape, B: int, m: int = 4
+) -> tuple[Hardware, list[dict]]:
     "Fit the CPU constants to measured runs; returns the hardware and each run with its prediction and error."
-    t1 = sum(r['step_s'] for r in runs if r['n'] == 1) / sum(r['n'] == 1 for r in runs)
+    t1 = sum(r["step_s"] for r in runs if r["n"] == 1) / sum(r["n"] == 1 for r in runs)
     (s0, a0), (s1, a1) = sorted(probe.items())
-    alpha = a0 / 2; beta = max(a1 - a0, 1e-12) / s1  # n = 2: 2(n−1) = 2 messages, 2(n−1)/n = 1 × bytes
+    alpha = a0 / 2
+    beta = max(a1 - a0, 1e-12) / s1  # n = 2: 2(n−1) = 2 messages, 2(n−1)/n = 1 × bytes
+
     def predict(hw):
         rows = []
         for r in runs:
-            kw = {'dp': dict(dp=r['n']), 'tp': dict(tp=r['n']), 'pp': dict(pp=r['n'], m=m)}[r['strategy']]
-            p = step_time(sh, B, hw, **kw)['total']; rows.append({**r, 'pred_s': p, 'err': p / r['step_s'] - 1})
+            kw = {"dp": dict(dp=r["n"]), "tp": dict(tp=r["n"]), "pp": dict(pp=r["n"], m=m)}[r["strategy"]]
+            p = step_time(sh, B, hw, **kw)["total"]
+            rows.append({**r, "pred_s": p, "err": p / r["step_s"] - 1})
         return rows
+
     best = None
-    cands = sorted({cores, *[c for c in (1.0, 1.25, 1.5, 1.75, 2.0) if c <= cores]})  # cores we really get (shared machine)
+    cands = sorted(
+        {cores, *[c for c in (1.0, 1.25, 1.5, 1.75, 2.0) if c <= cores]}
+    )  # cores we really get (shared machine)
     for call in [i / 20 for i in range(19)]:  # fraction of the 1-process step that is per-layer fixed cost
         flops = sh.flops_per_token() * B * sh.T / (t1 * (1 - call))
         for c in cands:
             for ov in [i / 5 for i in range(6)]:
                 for os_ in [i / 2 for i in range(7)]:
-                    hw = Hardware(flops=flops, alpha=alpha, beta=beta, alpha_x=alpha, beta_x=beta, cores=c, overlap=ov,
-                                  oversub=os_, call_s=t1 * call / sh.L)
-                    rows = predict(hw); worst = max(abs(x['err']) for x in rows)
-                    if best is None or worst < best[0]: best = (worst, hw, rows)
+                    hw = Hardware(
+                        flops=flops,
+                        alpha=alpha,
+                        beta=beta,
+                        alpha_x=alpha,
+                        beta_x=beta,
+                        cores=c,
+                        overlap=ov,
+                        oversub=os_,
+                        call_s=t1 * call / sh.L,
+                    )
+                    rows = predict(hw)
+                    worst = max(abs(x["err"]) for x in rows)
+                    if best is None or worst < best[0]:
+                        best = (worst, hw, rows)
     return best[1], best[2]
 
 # %% ../../nbs/27_scaling.ipynb #2b613f7a
-A100 = Hardware(flops=312e12 * 0.45, alpha=5e-6, beta=1 / 230e9, alpha_x=10e-6, beta_x=1 / 12.5e9, per_node=8,
-                overlap=0.8, oversub=0.0, bytes_per=2)
+A100 = Hardware(
+    flops=312e12 * 0.45,
+    alpha=5e-6,
+    beta=1 / 230e9,
+    alpha_x=10e-6,
+    beta_x=1 / 12.5e9,
+    per_node=8,
+    overlap=0.8,
+    oversub=0.0,
+    bytes_per=2,
+)
 LAYOUTS = {  # name: (gpus, sequences per DP replica) -> (dp, tp, pp, sequences per step)
-    'TP8 in node × DP across': lambda g, b: (g // 8, 8, 1, b * g // 8),
-    'TP4 × PP2 in node × DP across': lambda g, b: (g // 8, 4, 2, b * g // 8),
-    'TP8 × PP across nodes (no DP)': lambda g, b: (1, 8, g // 8, 8 * b),  # one pipeline, fixed batch
+    "TP8 in node × DP across": lambda g, b: (g // 8, 8, 1, b * g // 8),
+    "TP4 × PP2 in node × DP across": lambda g, b: (g // 8, 4, 2, b * g // 8),
+    "TP8 × PP across nodes (no DP)": lambda g, b: (1, 8, g // 8, 8 * b),  # one pipeline, fixed batch
 }
+
 
 def predict_a100(gpus=(8, 16, 32, 64), seqs_per_replica: int = 16, m: int = 16, hw: Hardware = A100) -> dict:
     "Predicted tokens/s of the 1.2B model per layout and GPU count, and the scaling efficiency vs 8 GPUs."
-    sh, out = Shape.of(BertConfig.preset('seed-1.2b'), 512), {}
+    sh, out = Shape.of(BertConfig.preset("seed-1.2b"), 512), {}
     for name, lay in LAYOUTS.items():
         rows = []
         for g in gpus:
             dp, tp, pp, B = lay(g, seqs_per_replica)
             rows.append(dict(gpus=g, dp=dp, tp=tp, pp=pp, **step_time(sh, B, hw, dp, tp, pp, m if pp > 1 else 1)))
-        base = rows[0]['tokens_per_s'] / rows[0]['gpus']
-        for r in rows: r['efficiency'] = r['tokens_per_s'] / (base * r['gpus'])
+        base = rows[0]["tokens_per_s"] / rows[0]["gpus"]
+        for r in rows:
+            r["efficiency"] = r["tokens_per_s"] / (base * r["gpus"])
         out[name] = rows
     return out
 
 # %% ../../nbs/27_scaling.ipynb #2289442c
 def measure_cpu(ns=(1, 2, 4), steps: int = 4, **kw) -> tuple[list[dict], dict]:
     "Measured step times of DP, TP and PP on 1..4 local processes (CPU, gloo), and the all-reduce probe on 2."
-    F = 'fewkit.parallel.scaling:throughput_run'
-    runs = [run_function(F, 1, kwargs=dict(strategy='dp', steps=steps, **kw), timeout_s=300)[0]]
+    F = "fewkit.parallel.scaling:throughput_run"
+    runs = [run_function(F, 1, kwargs=dict(strategy="dp", steps=steps, **kw), timeout_s=300)[0]]
     for n in ns:
-        if n == 1: continue
-        res = run_function('fewkit.parallel.distributed:calls', n, timeout_s=600, args=tuple(
-            (F, dict(strategy=s, steps=steps, **kw)) for s in ('dp', 'tp', 'pp')))
+        if n == 1:
+            continue
+        res = run_function(
+            "fewkit.parallel.distributed:calls",
+            n,
+            timeout_s=600,
+            args=tuple((F, dict(strategy=s, steps=steps, **kw)) for s in ("dp", "tp", "pp")),
+        )
         runs += res[0]
-    probe = run_function('fewkit.parallel.scaling:comm_probe', 2, timeout_s=120)[0] if max(ns) > 1 else {64: 0.0, 1 << 20: 0.0}
-    return [*({**runs[0], 'strategy': s} for s in ('dp', 'tp', 'pp')), *runs[1:]], probe
+    probe = (
+        run_function("fewkit.parallel.scaling:comm_probe", 2, timeout_s=120)[0]
+        if max(ns) > 1
+        else {64: 0.0, 1 << 20: 0.0}
+    )
+    return [*({**runs[0], "strategy": s} for s in ("dp", "tp", "pp")), *runs[1:]], probe
 
 # %% ../../nbs/27_scaling.ipynb #5a0008e7
 def bench(out: Path, quick: bool = False) -> dict:
     "Measured throughput (DP/TP/PP × 1, 2, 4 processes), calibrated cost model, A100 prediction; PNGs in `out`."
     from fewkit.measure import env_info, figure, save_figure
+
     out, cuda = Path(out), torch.cuda.is_available()
     kw = dict(layers=2, rows=4, seq=32) if quick else dict(SMALL)
-    if cuda and not quick: kw.update(layers=8, hidden=1024, heads=16, rows=64)  # GPU: big enough to time (T ≤ 64)
-    m = kw.pop('m', 4)
+    if cuda and not quick:
+        kw.update(layers=8, hidden=1024, heads=16, rows=64)  # GPU: big enough to time (T ≤ 64)
+    m = kw.pop("m", 4)
     ns = (1, 2) if quick else (1, 2, 4)
-    if cuda: ns = tuple(n for n in ns if n <= torch.cuda.device_count())  # one process per GPU (nccl)
+    if cuda:
+        ns = tuple(n for n in ns if n <= torch.cuda.device_count())  # one process per GPU (nccl)
     runs, probe = measure_cpu(ns=ns, steps=2 if quick else 4, **kw)
-    H = kw.get('hidden', 128)
-    sh = Shape(kw.get('layers', 4), H, 4 * H, kw.get('vocab', 1000), kw['seq'])
-    hw, rows = calibrate(runs, probe, math.inf if cuda else os.cpu_count(), sh, kw['rows'], m)
-    for r in rows: r['efficiency'] = r['tokens_per_s'] / (r['n'] * rows[0]['tokens_per_s'])
+    H = kw.get("hidden", 128)
+    sh = Shape(kw.get("layers", 4), H, 4 * H, kw.get("vocab", 1000), kw["seq"])
+    hw, rows = calibrate(runs, probe, math.inf if cuda else os.cpu_count(), sh, kw["rows"], m)
+    for r in rows:
+        r["efficiency"] = r["tokens_per_s"] / (r["n"] * rows[0]["tokens_per_s"])
     pred = predict_a100()
-    fig, ax = figure('Measured vs cost model (' + ('GPU processes, nccl' if cuda else 'CPU processes, gloo') + ')')
-    for s, c in (('dp', 'C0'), ('tp', 'C1'), ('pp', 'C2')):
-        rs = [r for r in rows if r['strategy'] == s]
-        ax.plot([r['n'] for r in rs], [r['tokens_per_s'] for r in rs], 'o-', color=c, label=f'{s} measured')
-        ax.plot([r['n'] for r in rs], [kw['rows'] * kw['seq'] / r['pred_s'] for r in rs], 'x--', color=c, label=f'{s} model')
-    ax.set_xlabel('processes'); ax.set_ylabel('tokens/s'); ax.legend(fontsize=7); save_figure(fig, out / 'scaling_cpu.png')
-    fig, ax = figure('1.2B BERT on A100s: cost-model prediction', device='cpu')
-    g = [r['gpus'] for r in next(iter(pred.values()))]
-    first = max(rs[0]['tokens_per_s'] for rs in pred.values())
-    ax.plot(g, [first * x / g[0] for x in g], 'k:', label='linear ideal')
-    for name, rs in pred.items(): ax.plot(g, [r['tokens_per_s'] for r in rs], 'o-', label=name)
-    ax.set_xlabel('GPUs'); ax.set_ylabel('tokens/s'); ax.set_xticks(g); ax.legend(fontsize=7)
-    save_figure(fig, out / 'scaling_a100.png')
-    return dict(env=env_info(), cpu_runs=rows, probe=probe, hardware_cpu=hw.to_dict(),
-                max_abs_error=max(abs(r['err']) for r in rows), a100=pred, a100_constants=A100.to_dict())
+    fig, ax = figure("Measured vs cost model (" + ("GPU processes, nccl" if cuda else "CPU processes, gloo") + ")")
+    for s, c in (("dp", "C0"), ("tp", "C1"), ("pp", "C2")):
+        rs = [r for r in rows if r["strategy"] == s]
+        ax.plot([r["n"] for r in rs], [r["tokens_per_s"] for r in rs], "o-", color=c, label=f"{s} measured")
+        ax.plot(
+            [r["n"] for r in rs], [kw["rows"] * kw["seq"] / r["pred_s"] for r in rs], "x--", color=c, label=f"{s} model"
+        )
+    ax.set_xlabel("processes")
+    ax.set_ylabel("tokens/s")
+    ax.legend(fontsize=7)
+    save_figure(fig, out / "scaling_cpu.png")
+    fig, ax = figure("1.2B BERT on A100s: cost-model prediction", device="cpu")
+    g = [r["gpus"] for r in next(iter(pred.values()))]
+    first = max(rs[0]["tokens_per_s"] for rs in pred.values())
+    ax.plot(g, [first * x / g[0] for x in g], "k:", label="linear ideal")
+    for name, rs in pred.items():
+        ax.plot(g, [r["tokens_per_s"] for r in rs], "o-", label=name)
+    ax.set_xlabel("GPUs")
+    ax.set_ylabel("tokens/s")
+    ax.set_xticks(g)
+    ax.legend(fontsize=7)
+    save_figure(fig, out / "scaling_a100.png")
+    return dict(
+        env=env_info(),
+        cpu_runs=rows,
+        probe=probe,
+        hardware_cpu=hw.to_dict(),
+        max_abs_error=max(abs(r["err"]) for r in rows),
+        a100=pred,
+        a100_constants=A100.to_dict(),
+    )

@@ -19,50 +19,81 @@ __all__ = ['COMM', 'CopyToTP', 'ReduceFromTP', 'copy_to_tp', 'reduce_from_tp', '
            'tp_parity']
 
 # %% ../../nbs/23_tensor_parallel.ipynb #29ab1fd9
-COMM = {'fwd': 0, 'bwd': 0, 'bytes': 0}  # all-reduces issued by f and g in this process
+COMM = {"fwd": 0, "bwd": 0, "bytes": 0}  # all-reduces issued by f and g in this process
+
 
 def _allreduce(t, group):
-    t = t.contiguous().clone(); dist.all_reduce(t, group=group)
-    COMM['bytes'] += t.numel() * t.element_size(); return t
+    t = t.contiguous().clone()
+    dist.all_reduce(t, group=group)
+    COMM["bytes"] += t.numel() * t.element_size()
+    return t
+
 
 class CopyToTP(torch.autograd.Function):
     "f: identity forward; all-reduce of the input gradient backward."
+
     @staticmethod
-    def forward(ctx, x, group): ctx.group = group; return x.view_as(x)
+    def forward(ctx, x, group):
+        ctx.group = group
+        return x.view_as(x)
+
     @staticmethod
-    def backward(ctx, g): COMM['bwd'] += 1; return _allreduce(g, ctx.group), None
+    def backward(ctx, g):
+        COMM["bwd"] += 1
+        return _allreduce(g, ctx.group), None
+
 
 class ReduceFromTP(torch.autograd.Function):
     "g: all-reduce forward; identity backward."
-    @staticmethod
-    def forward(ctx, x, group): COMM['fwd'] += 1; return _allreduce(x, group)
-    @staticmethod
-    def backward(ctx, g): return g, None
 
-def copy_to_tp(x, group=None): return CopyToTP.apply(x, group)
-def reduce_from_tp(x, group=None): return ReduceFromTP.apply(x, group)
+    @staticmethod
+    def forward(ctx, x, group):
+        COMM["fwd"] += 1
+        return _allreduce(x, group)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, None
+
+
+def copy_to_tp(x, group=None):
+    return CopyToTP.apply(x, group)
+
+
+def reduce_from_tp(x, group=None):
+    return ReduceFromTP.apply(x, group)
 
 # %% ../../nbs/23_tensor_parallel.ipynb #68ff8d07
 def shard(t: torch.Tensor, dim: int, group=None) -> torch.Tensor:
     "This rank's equal slice of `t` along `dim` (a copy)."
     n, r = dist.get_world_size(group), dist.get_rank(group)
-    if t.shape[dim] % n: raise FewkitError(f"cannot split size {t.shape[dim]} (dim {dim}) over {n} ranks")
+    if t.shape[dim] % n:
+        raise FewkitError(f"cannot split size {t.shape[dim]} (dim {dim}) over {n} ranks")
     return t.chunk(n, dim)[r].clone()
+
 
 class ColumnParallelLinear(nn.Module):
     "Y_r = f(X) A_rᵀ + b_r: output features split over the group."
+
     def __init__(self, full: nn.Linear, group=None):
-        super().__init__(); self.group = group
+        super().__init__()
+        self.group = group
         self.weight = nn.Parameter(shard(full.weight.data, 0, group))  # (out/n, in)
         self.bias = None if full.bias is None else nn.Parameter(shard(full.bias.data, 0, group))  # (out/n,)
-    def forward(self, x): return F.linear(copy_to_tp(x, self.group), self.weight, self.bias)  # (..., out/n)
+
+    def forward(self, x):
+        return F.linear(copy_to_tp(x, self.group), self.weight, self.bias)  # (..., out/n)
+
 
 class RowParallelLinear(nn.Module):
     "Y = g(Σ_r X_r B_rᵀ) + b: input features split; bias added once after the all-reduce."
+
     def __init__(self, full: nn.Linear, group=None):
-        super().__init__(); self.group = group
+        super().__init__()
+        self.group = group
         self.weight = nn.Parameter(shard(full.weight.data, 1, group))  # (out, in/n)
         self.bias = None if full.bias is None else nn.Parameter(full.bias.data.clone())  # replicated
+
     def forward(self, x):  # x (..., in/n): the output of a ColumnParallelLinear
         y = reduce_from_tp(F.linear(x, self.weight), self.group)
         return y if self.bias is None else y + self.bias
@@ -70,43 +101,71 @@ class RowParallelLinear(nn.Module):
 # %% ../../nbs/23_tensor_parallel.ipynb #a3051ef2
 def _device() -> torch.device:
     "cuda:LOCAL_RANK under nccl, else CPU."
-    if dist.is_initialized() and dist.get_backend() == 'nccl': return torch.device('cuda', int(os.environ.get('LOCAL_RANK', 0)))
-    return torch.device('cpu')
+    if dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
 
 def mlp_parity(d: int = 16, seed: int = 0) -> dict:
     "Run on N ranks: column→row MLP against the full MLP (output and input-gradient differences)."
-    dev = _device(); torch.manual_seed(seed)
-    fc1, fc2, x = nn.Linear(d, 4 * d).to(dev), nn.Linear(4 * d, d).to(dev), torch.randn(3, d, device=dev, requires_grad=True)
-    ref = fc2(F.gelu(fc1(x))); ref.sum().backward(); gx, x.grad = x.grad.clone(), None
+    dev = _device()
+    torch.manual_seed(seed)
+    fc1, fc2, x = (
+        nn.Linear(d, 4 * d).to(dev),
+        nn.Linear(4 * d, d).to(dev),
+        torch.randn(3, d, device=dev, requires_grad=True),
+    )
+    ref = fc2(F.gelu(fc1(x)))
+    ref.sum().backward()
+    gx, x.grad = x.grad.clone(), None
     c, r = ColumnParallelLinear(fc1), RowParallelLinear(fc2)
-    y = r(F.gelu(c(x))); y.sum().backward()
+    y = r(F.gelu(c(x)))
+    y.sum().backward()
     return dict(out=(y - ref).abs().max().item(), grad_x=(x.grad - gx).abs().max().item(), comm=dict(COMM))
 
 # %% ../../nbs/23_tensor_parallel.ipynb #42839c2e
 def _keep(lin: nn.Linear, dim: int, group):
     "Replace `lin`'s weight (and bias for dim 0) by this rank's shard; tag with `tp_dim` for gathering."
-    lin.weight = nn.Parameter(shard(lin.weight.data, dim, group)); lin.weight.tp_dim = dim
-    if dim == 0 and lin.bias is not None: lin.bias = nn.Parameter(shard(lin.bias.data, 0, group)); lin.bias.tp_dim = 0
+    lin.weight = nn.Parameter(shard(lin.weight.data, dim, group))
+    lin.weight.tp_dim = dim
+    if dim == 0 and lin.bias is not None:
+        lin.bias = nn.Parameter(shard(lin.bias.data, 0, group))
+        lin.bias.tp_dim = 0
     lin.out_features, lin.in_features = lin.weight.shape
 
-def _f_hook(group, mod, args): return (copy_to_tp(args[0], group), *args[1:])
-def _g_then(fn, group, y, *rest): return fn(reduce_from_tp(y, group), *rest)
+
+def _f_hook(group, mod, args):
+    return (copy_to_tp(args[0], group), *args[1:])
+
+
+def _g_then(fn, group, y, *rest):
+    return fn(reduce_from_tp(y, group), *rest)
+
 
 def tp_layer(layer: nn.Module, group=None) -> nn.Module:
     "Shard one `BertLayer` in place: heads and intermediate features split over `group`."
     n, a = dist.get_world_size(group), layer.attention.self
-    if a.num_heads % n: raise FewkitError(f"num_attention_heads={a.num_heads} is not divisible by tp={n}")
-    for m in (a.query, a.key, a.value): _keep(m, 0, group)
+    if a.num_heads % n:
+        raise FewkitError(f"num_attention_heads={a.num_heads} is not divisible by tp={n}")
+    for m in (a.query, a.key, a.value):
+        _keep(m, 0, group)
     a.num_heads //= n
-    _keep(layer.attention.output.dense, 1, group); _keep(layer.intermediate.dense, 0, group); _keep(layer.output.dense, 1, group)
-    a.register_forward_pre_hook(partial(_f_hook, group)); layer.intermediate.register_forward_pre_hook(partial(_f_hook, group))
-    for o in (layer.attention.output, layer.output): o.bias_dropout_add = partial(_g_then, o.bias_dropout_add, group)
+    _keep(layer.attention.output.dense, 1, group)
+    _keep(layer.intermediate.dense, 0, group)
+    _keep(layer.output.dense, 1, group)
+    a.register_forward_pre_hook(partial(_f_hook, group))
+    layer.intermediate.register_forward_pre_hook(partial(_f_hook, group))
+    for o in (layer.attention.output, layer.output):
+        o.bias_dropout_add = partial(_g_then, o.bias_dropout_add, group)
     return layer
+
 
 def apply_tensor_parallel(model: nn.Module, tp_group=None) -> nn.Module:
     "Shard every encoder layer of a fewkit BERT over `tp_group` (embeddings and head stay replicated)."
-    if dist.get_world_size(tp_group) == 1: return model
-    for layer in model.bert.encoder.layer: tp_layer(layer, tp_group)
+    if dist.get_world_size(tp_group) == 1:
+        return model
+    for layer in model.bert.encoder.layer:
+        tp_layer(layer, tp_group)
     model.tp_group = tp_group
     return model
 
@@ -114,30 +173,49 @@ def apply_tensor_parallel(model: nn.Module, tp_group=None) -> nn.Module:
 def tp_gather(t: torch.Tensor, dim: int, group=None) -> torch.Tensor:
     "Concatenate the shards of `t` along `dim` from every rank of `group`."
     parts = [torch.empty_like(t) for _ in range(dist.get_world_size(group))]
-    dist.all_gather(parts, t.contiguous(), group=group); return torch.cat(parts, dim)
+    dist.all_gather(parts, t.contiguous(), group=group)
+    return torch.cat(parts, dim)
 
-def full_named(model: nn.Module, what: str = 'grad', group=None) -> dict:
+
+def full_named(model: nn.Module, what: str = "grad", group=None) -> dict:
     "{name: full tensor} of parameters ('data') or gradients ('grad'), gathering tensor-parallel shards."
     out = {}
     for name, p in model.named_parameters():
-        t = p.data if what == 'data' else p.grad
-        out[name] = tp_gather(t, p.tp_dim, group) if hasattr(p, 'tp_dim') else t
+        t = p.data if what == "data" else p.grad
+        out[name] = tp_gather(t, p.tp_dim, group) if hasattr(p, "tp_dim") else t
     return out
 
 # %% ../../nbs/23_tensor_parallel.ipynb #8b7af819
-def tp_parity(layers: int = 4, hidden: int = 64, heads: int = 4, vocab: int = 128, rows: int = 2, seq: int = 8,
-              seed: int = 0) -> dict:
+def tp_parity(
+    layers: int = 4, hidden: int = 64, heads: int = 4, vocab: int = 128, rows: int = 2, seq: int = 8, seed: int = 0
+) -> dict:
     "Run on N ranks: max |Δ| of logits and gathered gradients, TP = N vs TP = 1, and all-reduce counts."
     from fewkit.model import mlm_loss
+
     dev, kw = _device(), dict(vocab=vocab, hidden=hidden, layers=layers, heads=heads)
     ref, model = tiny_bert(seed, **kw).to(dev), tiny_bert(seed, **kw).to(dev)
     apply_tensor_parallel(model)
-    ids, labels = (t.to(dev) for t in mlm_batch(0, rows, seq, vocab, seed + dist.get_rank() * 0))  # same batch everywhere
-    lr = ref(ids); mlm_loss(lr, labels).backward()
-    for k in COMM: COMM[k] = 0
-    lt = model(ids); f = COMM['fwd']; loss = mlm_loss(lt, labels); loss.backward()
+    ids, labels = (
+        t.to(dev) for t in mlm_batch(0, rows, seq, vocab, seed + dist.get_rank() * 0)
+    )  # same batch everywhere
+    lr = ref(ids)
+    mlm_loss(lr, labels).backward()
+    for k in COMM:
+        COMM[k] = 0
+    lt = model(ids)
+    f = COMM["fwd"]
+    loss = mlm_loss(lt, labels)
+    loss.backward()
     g, gref = full_named(model), dict(ref.named_parameters())
     gdiff = max((g[k] - gref[k].grad).abs().max().item() for k in g)
     nbytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    return dict(logits=(lt - lr).abs().max().item(), grads=gdiff, loss=loss.item(), fwd_allreduce=f,
-                bwd_allreduce=COMM['bwd'], comm_bytes=COMM['bytes'], param_bytes=nbytes, n_grads=len(g))
+    return dict(
+        logits=(lt - lr).abs().max().item(),
+        grads=gdiff,
+        loss=loss.item(),
+        fwd_allreduce=f,
+        bwd_allreduce=COMM["bwd"],
+        comm_bytes=COMM["bytes"],
+        param_bytes=nbytes,
+        n_grads=len(g),
+    )

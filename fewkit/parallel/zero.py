@@ -18,13 +18,15 @@ __all__ = ['DTYPES', 'ZeroSettings', 'zero_formula_bytes', 'Zero', 'step', 'zero
            'numel', 'zero_run', 'zero_memory', 'zero_subgroup']
 
 # %% ../../nbs/21_zero.ipynb #e5fae78d
-DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
 
 @dataclass
 class ZeroSettings(Settings):
     "ZeRO stage (0 = plain DP, 1 = optimizer states, 2 = + gradients, 3 = + parameters partitioned) with Adam."
+
     stage: int = 1
-    dtype: str = 'fp32'   # parameters and gradients; master weights and Adam moments stay fp32
+    dtype: str = "fp32"  # parameters and gradients; master weights and Adam moments stay fp32
     lr: float = 1e-3
     betas: tuple = (0.9, 0.999)
     eps: float = 1e-8
@@ -33,16 +35,28 @@ class ZeroSettings(Settings):
 
     def to_deepspeed_config(self) -> dict:
         "The DeepSpeed config fragment for the same stage, precision and optimizer."
-        z = {'stage': self.stage}
-        if self.offload_optimizer: z['offload_optimizer'] = {'device': 'cpu', 'pin_memory': False}
-        opt = {'lr': self.lr, 'betas': list(self.betas), 'eps': self.eps, 'weight_decay': self.weight_decay,
-               'adam_w_mode': False, 'torch_adam': not self.offload_optimizer}
-        return {'zero_optimization': z, 'optimizer': {'type': 'Adam', 'params': opt},
-                'bf16': {'enabled': self.dtype == 'bf16'}, 'gradient_clipping': 0.0}  # DeepSpeed clips at 1.0 by default
+        z = {"stage": self.stage}
+        if self.offload_optimizer:
+            z["offload_optimizer"] = {"device": "cpu", "pin_memory": False}
+        opt = {
+            "lr": self.lr,
+            "betas": list(self.betas),
+            "eps": self.eps,
+            "weight_decay": self.weight_decay,
+            "adam_w_mode": False,
+            "torch_adam": not self.offload_optimizer,
+        }
+        return {
+            "zero_optimization": z,
+            "optimizer": {"type": "Adam", "params": opt},
+            "bf16": {"enabled": self.dtype == "bf16"},
+            "gradient_clipping": 0.0,
+        }  # DeepSpeed clips at 1.0 by default
 
-def zero_formula_bytes(psi: int, n: int, stage: int, dtype: str = 'bf16') -> dict:
+
+def zero_formula_bytes(psi: int, n: int, stage: int, dtype: str = "bf16") -> dict:
     "Per-rank bytes of params, grads and optimizer states from the ZeRO paper (K = 12 mixed, 8 fp32)."
-    b, k = (2, 12) if dtype != 'fp32' else (4, 8)  # fp32 Adam: the params are the master copy; K = m + v
+    b, k = (2, 12) if dtype != "fp32" else (4, 8)  # fp32 Adam: the params are the master copy; K = m + v
     params = b * psi // (n if stage >= 3 else 1)
     grads = b * psi // (n if stage >= 2 else 1)
     opt = k * psi // (n if stage >= 1 else 1)
@@ -52,45 +66,62 @@ def zero_formula_bytes(psi: int, n: int, stage: int, dtype: str = 'bf16') -> dic
 def _unique(params):
     seen = set()
     for p in params:
-        if id(p) not in seen: seen.add(id(p)); yield p
+        if id(p) not in seen:
+            seen.add(id(p))
+            yield p
+
 
 class _Unit:
     "The parameters of one layer (or the root) as views into one flat buffer `full`, padded to `parts`."
+
     def __init__(self, params, parts: int, r: int, dtype):
         self.params, self.numel = params, sum(p.numel() for p in params)
-        self.padded = -(-self.numel // parts) * parts; self.P = self.padded // parts
-        self.sl = slice(r * self.P, (r + 1) * self.P)              # this rank's partition
+        self.padded = -(-self.numel // parts) * parts
+        self.P = self.padded // parts
+        self.sl = slice(r * self.P, (r + 1) * self.P)  # this rank's partition
         self.full, self.offset, off = torch.zeros(self.padded, dtype=dtype), {}, 0
         with torch.no_grad():
             for p in params:
-                self.full[off:off + p.numel()].copy_(p.reshape(-1))
-                p.data, self.offset[p], off = self.full[off:off + p.numel()].view(p.shape), off, off + p.numel()
+                self.full[off : off + p.numel()].copy_(p.reshape(-1))
+                p.data, self.offset[p], off = self.full[off : off + p.numel()].view(p.shape), off, off + p.numel()
         self.gathered, self.stage_buf, self.missing = True, None, len(params)
 
 # %% ../../nbs/21_zero.ipynb #2cb07452
 class Zero:
     "ZeRO-0/1/2/3 Adam for `model` (units: `model.bert.encoder.layer` or `layers`). Call `step()` after backward."
+
     def __init__(self, model: nn.Module, cfg: ZeroSettings = ZeroSettings(), layers=None, group=None):
-        if cfg.dtype not in DTYPES: raise FewkitError(f"ZeroSettings.dtype: expected one of {list(DTYPES)}, got {cfg.dtype!r}")
+        if cfg.dtype not in DTYPES:
+            raise FewkitError(f"ZeroSettings.dtype: expected one of {list(DTYPES)}, got {cfg.dtype!r}")
         self.model, self.cfg, self.group, self.comm = model, cfg, group, 0
         self.n, self.dtype, s = dist.get_world_size(group), DTYPES[cfg.dtype], cfg.stage
-        self.mixed, parts, r = self.dtype != torch.float32, (1 if s == 0 else self.n), (0 if s == 0 else dist.get_rank(group))
+        self.mixed, parts, r = (
+            self.dtype != torch.float32,
+            (1 if s == 0 else self.n),
+            (0 if s == 0 else dist.get_rank(group)),
+        )
         layers = list(model.bert.encoder.layer if layers is None else layers)
         inside = {id(p) for l in layers for p in l.parameters()}
-        groups = [[p for p in _unique(model.parameters()) if id(p) not in inside]] + [list(_unique(l.parameters())) for l in layers]
+        groups = [[p for p in _unique(model.parameters()) if id(p) not in inside]] + [
+            list(_unique(l.parameters())) for l in layers
+        ]
         self.units = [_Unit(ps, parts, r, self.dtype) for ps in groups]
         for u in self.units:
             dist.broadcast(u.full, group=group, group_src=0)  # everyone starts from the group's first rank's weights
-            if s == 3: u.shard = u.full[u.sl].clone()
+            if s == 3:
+                u.shard = u.full[u.sl].clone()
             keep = u.shard if s == 3 else u.full[u.sl]
             u.master = nn.Parameter(keep.float() if self.mixed else keep)  # fp32: shares storage with params
             u.grad = torch.zeros(u.padded if s < 2 else u.P, dtype=self.dtype)
             if s < 2:  # gradients accumulate straight into the flat gradient buffer
-                for p in u.params: p.grad = u.grad[u.offset[p]:u.offset[p] + p.numel()].view(p.shape)
-            for p in u.params: p.register_post_accumulate_grad_hook(partial(self._grad_ready, u))
+                for p in u.params:
+                    p.grad = u.grad[u.offset[p] : u.offset[p] + p.numel()].view(p.shape)
+            for p in u.params:
+                p.register_post_accumulate_grad_hook(partial(self._grad_ready, u))
         self.order = self.units[1:][::-1] + self.units[:1]  # backward finishes last layer first, root last
-        self.opt = torch.optim.Adam([u.master for u in self.units], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
-                                    weight_decay=cfg.weight_decay)
+        self.opt = torch.optim.Adam(
+            [u.master for u in self.units], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+        )
         if s == 3:
             for u, m in zip(self.units, [model] + layers):
                 m.register_forward_pre_hook(partial(self._pre_forward, u))
@@ -101,18 +132,29 @@ class Zero:
 # %% ../../nbs/21_zero.ipynb #9b44ad5f
 @torch.no_grad()
 def _gather(self, u):
-    if u.gathered: return
+    if u.gathered:
+        return
     u.full.untyped_storage().resize_(u.padded * u.full.element_size())
-    dist.all_gather_into_tensor(u.full, u.shard, group=self.group); self.comm += u.padded; u.gathered = True
+    dist.all_gather_into_tensor(u.full, u.shard, group=self.group)
+    self.comm += u.padded
+    u.gathered = True
 
-def _free(self, u): u.full.untyped_storage().resize_(0); u.gathered = False
 
-def _pre_forward(self, u, mod, args): self._gather(u)
+def _free(self, u):
+    u.full.untyped_storage().resize_(0)
+    u.gathered = False
+
+
+def _pre_forward(self, u, mod, args):
+    self._gather(u)
+
 
 def _post_forward(self, u, mod, args, out):
     t = out if torch.is_tensor(out) else next(o for o in out if torch.is_tensor(o))
-    if torch.is_grad_enabled() and t.requires_grad: t.register_hook(lambda g: self._gather(u))  # re-gather for backward
+    if torch.is_grad_enabled() and t.requires_grad:
+        t.register_hook(lambda g: self._gather(u))  # re-gather for backward
     self._free(u)
+
 
 Zero._gather, Zero._free, Zero._pre_forward, Zero._post_forward = _gather, _free, _pre_forward, _post_forward
 
@@ -121,22 +163,34 @@ Zero._gather, Zero._free, Zero._pre_forward, Zero._post_forward = _gather, _free
 def _grad_ready(self, u, p):
     s = self.cfg.stage
     if s >= 2:  # move the fresh gradient into the unit's temporary full-size buffer and drop it
-        if u.stage_buf is None: u.stage_buf = torch.zeros(u.padded, dtype=self.dtype)
-        u.stage_buf[u.offset[p]:u.offset[p] + p.numel()].add_(p.grad.reshape(-1)); p.grad = None
+        if u.stage_buf is None:
+            u.stage_buf = torch.zeros(u.padded, dtype=self.dtype)
+        u.stage_buf[u.offset[p] : u.offset[p] + p.numel()].add_(p.grad.reshape(-1))
+        p.grad = None
     else:
-        view = u.grad[u.offset[p]:u.offset[p] + p.numel()].view(p.shape)
-        if p.grad.data_ptr() != view.data_ptr(): view.add_(p.grad); p.grad = view  # someone replaced .grad
+        view = u.grad[u.offset[p] : u.offset[p] + p.numel()].view(p.shape)
+        if p.grad.data_ptr() != view.data_ptr():
+            view.add_(p.grad)
+            p.grad = view  # someone replaced .grad
     u.missing -= 1
-    while self.next < len(self.order) and self.order[self.next].missing <= 0: self._reduce(self.order[self.next])
+    while self.next < len(self.order) and self.order[self.next].missing <= 0:
+        self._reduce(self.order[self.next])
+
 
 def _reduce(self, u):
     "Start the unit's gradient collective (async)."
     s, self.next = self.cfg.stage, self.next + 1
-    if s == 0: self.comm += 2 * u.padded; self.inflight.append((u, None, dist.all_reduce(u.grad, group=self.group, async_op=True))); return
+    if s == 0:
+        self.comm += 2 * u.padded
+        self.inflight.append((u, None, dist.all_reduce(u.grad, group=self.group, async_op=True)))
+        return
     src = u.grad if s == 1 else (u.stage_buf if u.stage_buf is not None else torch.zeros(u.padded, dtype=self.dtype))
-    out = torch.empty(u.P, dtype=self.dtype); self.comm += u.padded
+    out = torch.empty(u.P, dtype=self.dtype)
+    self.comm += u.padded
     self.inflight.append((u, out, dist.reduce_scatter_tensor(out, src, group=self.group, async_op=True)))
-    if s == 3: self._free(u)  # the unit's backward is done
+    if s == 3:
+        self._free(u)  # the unit's backward is done
+
 
 Zero._grad_ready, Zero._reduce = _grad_ready, _reduce
 
@@ -144,14 +198,21 @@ Zero._grad_ready, Zero._reduce = _grad_ready, _reduce
 @torch.no_grad()
 def _finish(self):
     "Launch what backward left (unused parameters), wait for every collective, average into the partitions."
-    while self.next < len(self.order): self._reduce(self.order[self.next])
+    while self.next < len(self.order):
+        self._reduce(self.order[self.next])
     for u, out, work in self.inflight:
         work.wait()
-        if out is None: u.grad.div_(self.n)
-        elif self.cfg.stage == 1: u.grad[u.sl].copy_(out.div_(self.n))
-        else: u.grad.add_(out.div_(self.n)); u.stage_buf = None
+        if out is None:
+            u.grad.div_(self.n)
+        elif self.cfg.stage == 1:
+            u.grad[u.sl].copy_(out.div_(self.n))
+        else:
+            u.grad.add_(out.div_(self.n))
+            u.stage_buf = None
     self.inflight, self.next = [], 0
-    for u in self.units: u.missing = len(u.params)
+    for u in self.units:
+        u.missing = len(u.params)
+
 
 @torch.no_grad()
 def step(self, max_norm: float = 0.0):
@@ -160,30 +221,42 @@ def step(self, max_norm: float = 0.0):
     for u in self.units:
         g = u.grad[u.sl] if self.cfg.stage < 2 else u.grad
         u.master.grad = g.float() if self.mixed else g
-    if max_norm > 0: self.clip_(max_norm)
+    if max_norm > 0:
+        self.clip_(max_norm)
     self.opt.step()
     for u in self.units:
-        if self.mixed: u.master.grad = None  # the fp32 copy of the gradient was temporary
+        if self.mixed:
+            u.master.grad = None  # the fp32 copy of the gradient was temporary
         if self.cfg.stage == 3:
-            if self.mixed: u.shard.copy_(u.master)
+            if self.mixed:
+                u.shard.copy_(u.master)
             continue
-        if self.mixed: u.full[u.sl].copy_(u.master)
+        if self.mixed:
+            u.full[u.sl].copy_(u.master)
         if self.cfg.stage > 0 and self.n > 1:
-            dist.all_gather_into_tensor(u.full, u.full[u.sl].clone(), group=self.group); self.comm += u.padded
+            dist.all_gather_into_tensor(u.full, u.full[u.sl].clone(), group=self.group)
+            self.comm += u.padded
+
 
 def zero_grad(self):
     "Zero the gradient buffers (flat views stay in place)."
-    for u in self.units: u.grad.zero_()
+    for u in self.units:
+        u.grad.zero_()
+
 
 @torch.no_grad()
 def clip_(self, max_norm: float) -> float:
     "Scale this rank's gradient partition so the *global* gradient norm is at most `max_norm` (as clip_grad_norm_)."
     sq = torch.stack([u.master.grad.float().pow(2).sum() for u in self.units]).sum().double()
-    if self.cfg.stage > 0 and self.n > 1: dist.all_reduce(sq, group=self.group)   # partitions: sum the squares over ranks
-    norm = sq.sqrt().item(); coef = min(1.0, max_norm / (norm + 1e-6))
+    if self.cfg.stage > 0 and self.n > 1:
+        dist.all_reduce(sq, group=self.group)  # partitions: sum the squares over ranks
+    norm = sq.sqrt().item()
+    coef = min(1.0, max_norm / (norm + 1e-6))
     if coef < 1:
-        for u in self.units: u.master.grad.mul_(coef)
+        for u in self.units:
+            u.master.grad.mul_(coef)
     return norm
+
 
 Zero._finish, Zero.step, Zero.clip_, Zero.zero_grad = _finish, step, clip_, zero_grad
 
@@ -191,7 +264,9 @@ Zero._finish, Zero.step, Zero.clip_, Zero.zero_grad = _finish, step, clip_, zero
 def distinct_bytes(tensors) -> int:
     "Bytes of the distinct storages behind `tensors` (views of one buffer count once), via fewkit.measure."
     from fewkit.measure import storage_bytes
+
     return sum({t.untyped_storage().data_ptr(): storage_bytes(t) for t in tensors}.values())
+
 
 def state_bytes(self) -> dict:
     "Per-rank bytes of parameters, gradients and optimizer states that persist between steps."
@@ -201,53 +276,96 @@ def state_bytes(self) -> dict:
     opt = distinct_bytes(opt + ([u.master for u in self.units] if self.mixed else []))
     return dict(params=params, grads=grads, optimizer=opt, total=params + grads + opt)
 
+
 def numel(self, padded: bool = True) -> int:
     "Ψ: number of parameters (padded: as stored, a multiple of N per unit)."
     return sum(u.padded if padded else u.numel for u in self.units)
+
 
 Zero.state_bytes, Zero.numel = state_bytes, numel
 
 # %% ../../nbs/21_zero.ipynb #2f79ba0e
 def _train(model, fwd, step, zero_grad, steps, rows, seed, dtype):
     from fewkit.model import mlm_loss
+
     r, n, losses, vocab = rank(), world_size(), [], model.config.vocab_size
     for s in range(steps):
-        ids, labels = mlm_batch(s, rows * n, vocab=vocab, seed=seed); mine = slice(r * rows, (r + 1) * rows)
-        loss = mlm_loss(fwd(ids[mine]).float(), labels[mine]); loss.backward(); step(); zero_grad()
-        l = loss.detach().clone(); dist.all_reduce(l); losses.append(l.item() / n)
+        ids, labels = mlm_batch(s, rows * n, vocab=vocab, seed=seed)
+        mine = slice(r * rows, (r + 1) * rows)
+        loss = mlm_loss(fwd(ids[mine]).float(), labels[mine])
+        loss.backward()
+        step()
+        zero_grad()
+        l = loss.detach().clone()
+        dist.all_reduce(l)
+        losses.append(l.item() / n)
     return losses
 
-def zero_run(stages=(1, 2, 3), dtype: str = 'fp32', steps: int = 20, rows: int = 2, seed: int = 0,
-             lr: float = 1e-3, ddp: bool = True, **model_kw) -> dict:
+
+def zero_run(
+    stages=(1, 2, 3),
+    dtype: str = "fp32",
+    steps: int = 20,
+    rows: int = 2,
+    seed: int = 0,
+    lr: float = 1e-3,
+    ddp: bool = True,
+    **model_kw,
+) -> dict:
     "On every rank: DDP+Adam reference and ZeRO `stages`; loss trajectories, bytes vs formula, comm per step."
     n, out = world_size(), {}
     if ddp:
-        m = tiny_bert(seed, **model_kw); d = nn.parallel.DistributedDataParallel(m)
+        m = tiny_bert(seed, **model_kw)
+        d = nn.parallel.DistributedDataParallel(m)
         opt = torch.optim.Adam(m.parameters(), lr=lr)
-        out['ddp'] = dict(losses=_train(m, d, opt.step, opt.zero_grad, steps, rows, seed, dtype))
+        out["ddp"] = dict(losses=_train(m, d, opt.step, opt.zero_grad, steps, rows, seed, dtype))
     for st in stages:
-        m = tiny_bert(seed, **model_kw); z = Zero(m, ZeroSettings(stage=st, dtype=dtype, lr=lr))
-        c0 = z.comm; losses = _train(m, m, z.step, z.zero_grad, steps, rows, seed, dtype); comm = (z.comm - c0) / steps
+        m = tiny_bert(seed, **model_kw)
+        z = Zero(m, ZeroSettings(stage=st, dtype=dtype, lr=lr))
+        c0 = z.comm
+        losses = _train(m, m, z.step, z.zero_grad, steps, rows, seed, dtype)
+        comm = (z.comm - c0) / steps
         psi, psi_p = z.numel(False), z.numel(True)
-        out[st] = dict(losses=losses, bytes=z.state_bytes(), formula=zero_formula_bytes(psi_p, n, st, dtype),
-                       formula_unpadded=zero_formula_bytes(psi, n, st, dtype), psi=psi, psi_padded=psi_p,
-                       comm_per_step=comm / psi_p)
+        out[st] = dict(
+            losses=losses,
+            bytes=z.state_bytes(),
+            formula=zero_formula_bytes(psi_p, n, st, dtype),
+            formula_unpadded=zero_formula_bytes(psi, n, st, dtype),
+            psi=psi,
+            psi_padded=psi_p,
+            comm_per_step=comm / psi_p,
+        )
     return out
 
 # %% ../../nbs/21_zero.ipynb #94961b44
-def zero_memory(ns=(1, 2, 4), stages=(0, 1, 2, 3), dtypes=('bf16', 'fp32'), **model_kw) -> list[dict]:
+def zero_memory(ns=(1, 2, 4), stages=(0, 1, 2, 3), dtypes=("bf16", "fp32"), **model_kw) -> list[dict]:
     "Per-rank bytes after one step, for each group size in `ns` (needs max(ns) ranks), stage and dtype."
     from fewkit.model import mlm_loss
     from fewkit.parallel.distributed import new_group
+
     rows, groups = [], {n: new_group(list(range(n))) for n in ns}
     for n, g in groups.items():
-        if rank() >= n: continue
+        if rank() >= n:
+            continue
         for dt in dtypes:
             for st in stages:
-                m = tiny_bert(0, **model_kw); z = Zero(m, ZeroSettings(stage=st, dtype=dt), group=g)
-                ids, labels = mlm_batch(0, 2, vocab=model_kw.get('vocab', 64)); mlm_loss(m(ids).float(), labels).backward(); z.step(); z.zero_grad()
-                rows.append(dict(n=n, stage=st, dtype=dt, psi=z.numel(False), psi_padded=z.numel(True),
-                                 **z.state_bytes(), formula=zero_formula_bytes(z.numel(True), n, st, dt)['total']))
+                m = tiny_bert(0, **model_kw)
+                z = Zero(m, ZeroSettings(stage=st, dtype=dt), group=g)
+                ids, labels = mlm_batch(0, 2, vocab=model_kw.get("vocab", 64))
+                mlm_loss(m(ids).float(), labels).backward()
+                z.step()
+                z.zero_grad()
+                rows.append(
+                    dict(
+                        n=n,
+                        stage=st,
+                        dtype=dt,
+                        psi=z.numel(False),
+                        psi_padded=z.numel(True),
+                        **z.state_bytes(),
+                        formula=zero_formula_bytes(z.numel(True), n, st, dt)["total"],
+                    )
+                )
     return rows
 
 # %% ../../nbs/21_zero.ipynb #3f7c22a7
@@ -255,10 +373,15 @@ def zero_subgroup(stage: int = 3, dp: str = "bucketed") -> dict | None:
     "Run on 3 ranks: ranks 1 and 2 train in their own group, rank 0 sits out. Both must start from global rank 1's weights."
     from fewkit.model import mlm_loss
     from fewkit.parallel.distributed import new_group, data_parallel, DPSettings
-    g = new_group([1, 2])                                      # every rank takes part in creating a group
-    if rank() == 0: return None
+
+    g = new_group([1, 2])  # every rank takes part in creating a group
+    if rank() == 0:
+        return None
     ids, labels = mlm_batch(0, 2)
-    ref = mlm_loss(tiny_bert(seed=1)(ids), labels).item()      # the loss of the weights global rank 1 starts with
-    m = tiny_bert(seed=rank()); Zero(m, ZeroSettings(stage=stage), group=g)  # different weights on each rank before
-    d = tiny_bert(seed=rank()); fwd, _ = data_parallel(d, DPSettings(dp), group=g)
-    with torch.no_grad(): return dict(ref=ref, zero=mlm_loss(m(ids), labels).item(), dp=mlm_loss(fwd(ids), labels).item())
+    ref = mlm_loss(tiny_bert(seed=1)(ids), labels).item()  # the loss of the weights global rank 1 starts with
+    m = tiny_bert(seed=rank())
+    Zero(m, ZeroSettings(stage=stage), group=g)  # different weights on each rank before
+    d = tiny_bert(seed=rank())
+    fwd, _ = data_parallel(d, DPSettings(dp), group=g)
+    with torch.no_grad():
+        return dict(ref=ref, zero=mlm_loss(m(ids), labels).item(), dp=mlm_loss(fwd(ids), labels).item())

@@ -22,81 +22,112 @@ __all__ = ['TEXT_KEYS', 'PROMPTS', 'jsonl_texts', 'read_corpus', 'pack', 'mask_t
 
 # %% ../../nbs/40_pretrain.ipynb #b46ff730
 TEXT_KEYS = ("sentence", "sentence1", "sentence2", "content", "abst", "text")
+
+
 def jsonl_texts(path: str | Path) -> list[str]:
     "The text fields (TEXT_KEYS) of every record of a JSON-lines file such as FewCLUE's unlabeled.json."
     out = []
     with open(path, encoding="utf-8", newline="\n") as f:
         for i, line in enumerate(f, 1):
-            if not line.strip(): continue
-            try: d = json.loads(line)
-            except ValueError as e: raise FewkitDataError(path, i, "a JSON object", line) from e
-            if not isinstance(d, dict): raise FewkitDataError(path, i, "a JSON object", line)
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+            except ValueError as e:
+                raise FewkitDataError(path, i, "a JSON object", line) from e
+            if not isinstance(d, dict):
+                raise FewkitDataError(path, i, "a JSON object", line)
             out += [d[k].replace("#idiom#", "") for k in TEXT_KEYS if isinstance(d.get(k), str) and d[k].strip()]
     return out
+
+
 def read_corpus(source: str | Path = "embedded", max_texts: int = 0) -> list[str]:
     "Texts of 'embedded', a .json/.jsonl file, a FewCLUE folder (its unlabeled.json files) or a folder of .txt."
     if str(source) == "embedded":
         from fewkit.data import embedded_texts
+
         texts = list(embedded_texts())
     else:
         p = Path(source)
-        if p.is_file(): files = [p]
-        elif p.is_dir(): files = sorted(p.glob("*/unlabeled.json")) or sorted(p.rglob("*.txt"))
-        else: raise FewkitError(f"corpus {p}: no such file or folder (or use 'embedded')")
-        if not files: raise FewkitError(f"corpus {p}: no */unlabeled.json and no .txt files in it")
+        if p.is_file():
+            files = [p]
+        elif p.is_dir():
+            files = sorted(p.glob("*/unlabeled.json")) or sorted(p.rglob("*.txt"))
+        else:
+            raise FewkitError(f"corpus {p}: no such file or folder (or use 'embedded')")
+        if not files:
+            raise FewkitError(f"corpus {p}: no */unlabeled.json and no .txt files in it")
         texts = []
         for f in files:
-            if f.suffix in (".json", ".jsonl"): texts += jsonl_texts(f)
-            else: texts += [l.strip() for l in open(f, encoding="utf-8", newline="\n") if l.strip()]
-    if not texts: raise FewkitError(f"corpus {source}: no text found")
+            if f.suffix in (".json", ".jsonl"):
+                texts += jsonl_texts(f)
+            else:
+                texts += [l.strip() for l in open(f, encoding="utf-8", newline="\n") if l.strip()]
+    if not texts:
+        raise FewkitError(f"corpus {source}: no text found")
     return texts[:max_texts] if max_texts else texts
 
 # %% ../../nbs/40_pretrain.ipynb #e72d1c51
 def _word_starts(text: str, offsets) -> list[bool]:
     import jieba, itertools
+
     starts = set(itertools.accumulate((len(w) for w in jieba.cut(text)), initial=0))
     return [a in starts for a, _ in offsets]
+
+
 def pack(texts: list[str], tok, seq_len: int = 128, whole_word: bool = False, batch: int = 1000) -> dict:
     "Token ids of `texts` packed into rows [CLS] ... [SEP] of `seq_len`: {'ids': (N, T), 'word_start': (N, T) bool}."
     from fewkit.tokenizer import normalise  # NFKC as the vocabulary was built: '，' -> ',' (else [UNK])
+
     ids, ws = [], []
     for i in range(0, len(texts), batch):
-        chunk = [normalise(t) for t in texts[i:i + batch]]
+        chunk = [normalise(t) for t in texts[i : i + batch]]
         enc = tok(chunk, add_special_tokens=False, return_offsets_mapping=whole_word)
         for j, t in enumerate(enc["input_ids"]):
             ids += t + [tok.sep_token_id]
-            if whole_word: ws += _word_starts(chunk[j], enc["offset_mapping"][j]) + [True]
+            if whole_word:
+                ws += _word_starts(chunk[j], enc["offset_mapping"][j]) + [True]
     body = seq_len - 2
     n = len(ids) // body
-    if n == 0: raise FewkitError(f"pack: {len(ids)} tokens are fewer than one row of {seq_len}")
-    core = torch.tensor(ids[:n * body]).view(n, body)
+    if n == 0:
+        raise FewkitError(f"pack: {len(ids)} tokens are fewer than one row of {seq_len}")
+    core = torch.tensor(ids[: n * body]).view(n, body)
     cls, sep = torch.full((n, 1), tok.cls_token_id), torch.full((n, 1), tok.sep_token_id)
     out = dict(ids=torch.cat([cls, core, sep], 1))
     if whole_word:
-        w = torch.tensor(ws[:n * body]).view(n, body)
+        w = torch.tensor(ws[: n * body]).view(n, body)
         out["word_start"] = torch.cat([torch.ones(n, 1, dtype=torch.bool), w, torch.ones(n, 1, dtype=torch.bool)], 1)
     return out
 
 # %% ../../nbs/40_pretrain.ipynb #7b20dd50
-def mask_tokens(ids: torch.Tensor, mask_id: int, special_ids, vocab_size: int, prob: float = 0.15,
-                generator: torch.Generator | None = None, word_start: torch.Tensor | None = None):
+def mask_tokens(
+    ids: torch.Tensor,
+    mask_id: int,
+    special_ids,
+    vocab_size: int,
+    prob: float = 0.15,
+    generator: torch.Generator | None = None,
+    word_start: torch.Tensor | None = None,
+):
     "BERT masking of (B, T) `ids` -> (input_ids, labels); labels are -100 where nothing is predicted."
     B, T = ids.shape
     special_ids = torch.as_tensor(sorted(set(special_ids)))
-    special = torch.isin(ids, special_ids)                            # (B, T) never masked
+    special = torch.isin(ids, special_ids)  # (B, T) never masked
     k = (((~special).sum(1).float() * prob).round().clamp(min=1)).long()  # tokens to choose per row
     ws = torch.ones_like(special) if word_start is None else word_start | special
-    ws[:, 1:] |= special[:, :-1]                                      # a word never spans a special
-    wid = ws.long().cumsum(1) - 1                                     # (B, T) word index of each token
-    score = torch.rand(B, T, generator=generator).gather(1, wid)      # one random score per word
-    order = score.masked_fill(special, 2.0).argsort(dim=1, stable=True)   # specials last; a word stays together
+    ws[:, 1:] |= special[:, :-1]  # a word never spans a special
+    wid = ws.long().cumsum(1) - 1  # (B, T) word index of each token
+    score = torch.rand(B, T, generator=generator).gather(1, wid)  # one random score per word
+    order = score.masked_fill(special, 2.0).argsort(dim=1, stable=True)  # specials last; a word stays together
     swid = wid.gather(1, order)
-    first = torch.ones_like(special); first[:, 1:] = swid[:, 1:] != swid[:, :-1]
+    first = torch.ones_like(special)
+    first[:, 1:] = swid[:, 1:] != swid[:, :-1]
     pos = torch.arange(T).expand(B, T)
-    start = torch.where(first, pos, 0).cummax(1).values               # where each token's word starts, sorted
+    start = torch.where(first, pos, 0).cummax(1).values  # where each token's word starts, sorted
     chosen = torch.zeros_like(special).scatter(1, order, start < k[:, None]) & ~special
-    r = torch.rand(B, T, generator=generator)                         # 80 % [MASK], 10 % random, 10 % kept
-    ok = torch.ones(vocab_size, dtype=torch.bool); ok[special_ids] = False
+    r = torch.rand(B, T, generator=generator)  # 80 % [MASK], 10 % random, 10 % kept
+    ok = torch.ones(vocab_size, dtype=torch.bool)
+    ok[special_ids] = False
     allowed = ok.nonzero().squeeze(1)
     rand_ids = allowed[torch.randint(len(allowed), (B, T), generator=generator)]
     inp = torch.where(chosen & (r < 0.8), mask_id, ids)
@@ -106,39 +137,59 @@ def mask_tokens(ids: torch.Tensor, mask_id: int, special_ids, vocab_size: int, p
 # %% ../../nbs/40_pretrain.ipynb #ac52132b
 class MLMCollate:
     "`collate(rows, generator)` for BatchStream: rows are (ids, word_start|None); masks them on the fly."
+
     def __init__(self, tok, prob: float = 0.15):
         self.mask_id, self.special, self.V, self.prob = tok.mask_token_id, tok.all_special_ids, len(tok), prob
+
     def __call__(self, rows, generator=None) -> dict:
         ids = torch.stack([r[0] for r in rows])
         ws = torch.stack([r[1] for r in rows]) if rows[0][1] is not None else None
         inp, labels = mask_tokens(ids, self.mask_id, self.special, self.V, self.prob, generator, ws)
         return dict(input_ids=inp, labels=labels)
+
+
 def mlm_loss_sum(model, batch: dict) -> torch.Tensor:
     "Summed cross-entropy over masked positions; the decoder runs only there (fewkit BERT, plain, DDP or compiled)."
     # through forward(), so DDP and torch.compile see it; the (M, V) logits exist only for the M masked positions
     return model(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"), labels=batch["labels"])
-def mlm_count(batch: dict) -> int: return int((batch["labels"] != -100).sum())
+
+
+def mlm_count(batch: dict) -> int:
+    return int((batch["labels"] != -100).sum())
+
+
 @torch.no_grad()
 def mlm_accuracy(model, batches: list[dict]) -> dict:
     "Held-out MLM accuracy and loss over fixed, pre-masked `batches`."
-    m = unwrap(model); dev = next(m.parameters()).device; was = m.training; m.eval()
+    m = unwrap(model)
+    dev = next(m.parameters()).device
+    was = m.training
+    m.eval()
     hit = n = loss = 0
     for b in batches:  # (B, T) ids and labels
-        b = {k: v.to(dev) for k, v in b.items()}; sel = b["labels"] != -100
+        b = {k: v.to(dev) for k, v in b.items()}
+        sel = b["labels"] != -100
         logits = m.cls(m.bert(b["input_ids"])[sel]).float()
-        hit += int((logits.argmax(-1) == b["labels"][sel]).sum()); n += int(sel.sum())
+        hit += int((logits.argmax(-1) == b["labels"][sel]).sum())
+        n += int(sel.sum())
         loss += float(F.cross_entropy(logits, b["labels"][sel], reduction="sum"))
     m.train(was)
     return dict(acc=hit / max(n, 1), loss=loss / max(n, 1), n=n)
 
 # %% ../../nbs/40_pretrain.ipynb #ae312e61
 PROMPTS = ("这本书真[MASK]看", "服务态度很[MASK]", "今天天气很[MASK]", "中国的首都是北[MASK]", "我们要努力学[MASK]")
+
+
 @torch.no_grad()
 def top_fills(model, tok, text: str, k: int = 5) -> list[list[tuple[str, float]]]:
     "For each [MASK] in `text`: the `k` likeliest tokens with their probabilities."
-    m = unwrap(model); dev = next(m.parameters()).device; was = m.training; m.eval()
+    m = unwrap(model)
+    dev = next(m.parameters()).device
+    was = m.training
+    m.eval()
     ids = tok(text, return_tensors="pt")["input_ids"].to(dev)
-    probs = m(ids)[0].float().softmax(-1); m.train(was)              # (T, V)
+    probs = m(ids)[0].float().softmax(-1)
+    m.train(was)  # (T, V)
     tops = [probs[p].topk(k) for p in (ids[0] == tok.mask_token_id).nonzero().flatten().tolist()]
     return [[(t, round(float(x), 3)) for t, x in zip(tok.convert_ids_to_tokens(i.tolist()), v)] for v, i in tops]
 
@@ -146,12 +197,17 @@ def top_fills(model, tok, text: str, k: int = 5) -> list[list[tuple[str, float]]
 def matmul_peak(n: int = 1024, device=None) -> float:
     "FLOP/s of one n×n fp32 matmul on `device`: the practical peak we compare against."
     from fewkit.measure import median_time
+
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    return 2 * n ** 3 / median_time(lambda: a @ b, device)
+    return 2 * n**3 / median_time(lambda: a @ b, device)
+
+
 def flops_per_token(model, batch: dict) -> float:
     "Training FLOPs (forward + backward) per input token of `mlm_loss_sum` on `batch`."
     from fewkit.measure import flop_count
-    m = unwrap(model); dev = next(m.parameters()).device
+
+    m = unwrap(model)
+    dev = next(m.parameters()).device
     fc = flop_count(lambda: mlm_loss_sum(m, {k: v.to(dev) for k, v in batch.items()}))
     m.zero_grad(set_to_none=True)
     return fc["total"] / batch["input_ids"].numel()
@@ -160,45 +216,71 @@ def flops_per_token(model, batch: dict) -> float:
 @dataclass
 class PretrainSettings(Settings):
     "What to pretrain on and how to mask; the model size is a preset (+ field overrides in `model`)."
+
     preset: str = "tiny"
-    corpus: str = "embedded"    # 'embedded' | unlabeled.json | FewCLUE folder | folder of .txt
+    corpus: str = "embedded"  # 'embedded' | unlabeled.json | FewCLUE folder | folder of .txt
     seq_len: int = 128
-    mask_prob: float = 0.15        # training masking rate (Wettig et al. 2023: more than 15 % can help)
-    eval_mask_prob: float = 0.15   # held-out accuracy is always measured at BERT's 15 %, whatever the training rate
-    bias_init: bool = True         # start the output bias at log unigram frequencies (skips the "learn 的" phase)
-    pos_init: str = "random"       # "sinusoid": position embeddings start as scaled sines/cosines (relative offsets are linear)
-    local_heads: list = field(default_factory=lambda: [[-1, 1], [-2, 2]])  # per layer, the offset each head starts looking at
-    local_scale: float = 2.0       # how sharply they start (2: ~99 % of the attention on the offset); local_heads=[]: plain init
+    mask_prob: float = 0.15  # training masking rate (Wettig et al. 2023: more than 15 % can help)
+    eval_mask_prob: float = 0.15  # held-out accuracy is always measured at BERT's 15 %, whatever the training rate
+    bias_init: bool = True  # start the output bias at log unigram frequencies (skips the "learn 的" phase)
+    pos_init: str = (
+        "random"  # "sinusoid": position embeddings start as scaled sines/cosines (relative offsets are linear)
+    )
+    local_heads: list = field(
+        default_factory=lambda: [[-1, 1], [-2, 2]]
+    )  # per layer, the offset each head starts looking at
+    local_scale: float = (
+        2.0  # how sharply they start (2: ~99 % of the attention on the offset); local_heads=[]: plain init
+    )
     whole_word: bool = False
-    n_eval: int = 256           # held-out rows
-    max_texts: int = 0          # 0 = the whole corpus
-    dropout: float | None = 0.0    # while pretraining (None: the preset's 0.1); an under-trained model needs no regulariser
+    n_eval: int = 256  # held-out rows
+    max_texts: int = 0  # 0 = the whole corpus
+    dropout: float | None = (
+        0.0  # while pretraining (None: the preset's 0.1); an under-trained model needs no regulariser
+    )
     finetune_dropout: float = 0.1  # what the saved config.json carries, for fine-tuning downstream
     model: dict = field(default_factory=dict)  # BertConfig overrides, e.g. dict(num_hidden_layers=2)
+
+
 def build_data(ps: PretrainSettings, tok, seed: int = 0):
     "(train rows, fixed eval batches, collate) for `ps`."
     packed = pack(read_corpus(ps.corpus, ps.max_texts), tok, ps.seq_len, ps.whole_word)
-    n = len(packed["ids"]); ws = packed.get("word_start", [None] * n)
-    if n <= ps.n_eval: raise FewkitError(f"corpus {ps.corpus}: {n} rows of {ps.seq_len} tokens, need more than n_eval={ps.n_eval}")
+    n = len(packed["ids"])
+    ws = packed.get("word_start", [None] * n)
+    if n <= ps.n_eval:
+        raise FewkitError(f"corpus {ps.corpus}: {n} rows of {ps.seq_len} tokens, need more than n_eval={ps.n_eval}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     rows = [(packed["ids"][i], ws[i]) for i in perm]
-    collate, ev, evc = MLMCollate(tok, ps.mask_prob), rows[:ps.n_eval], MLMCollate(tok, ps.eval_mask_prob)
-    evb = [evc(ev[i:i + 64], torch.Generator().manual_seed(10_000 + i)) for i in range(0, len(ev), 64)]
-    return rows[ps.n_eval:], evb, collate
+    collate, ev, evc = MLMCollate(tok, ps.mask_prob), rows[: ps.n_eval], MLMCollate(tok, ps.eval_mask_prob)
+    evb = [evc(ev[i : i + 64], torch.Generator().manual_seed(10_000 + i)) for i in range(0, len(ev), 64)]
+    return rows[ps.n_eval :], evb, collate
+
+
 def build_model(ps: PretrainSettings, tok) -> BertForMaskedLM:
     "A fresh fewkit BERT of preset `ps.preset` sized for `tok`."
     cfg = BertConfig.preset(ps.preset, vocab_size=len(tok))
-    if ps.dropout is not None: cfg = cfg.replace(hidden_dropout_prob=ps.dropout, attention_probs_dropout_prob=ps.dropout)
+    if ps.dropout is not None:
+        cfg = cfg.replace(hidden_dropout_prob=ps.dropout, attention_probs_dropout_prob=ps.dropout)
     cfg = cfg.replace(**(ps.model or {}))
-    if cfg.max_position_embeddings < ps.seq_len: cfg = cfg.replace(max_position_embeddings=ps.seq_len)
+    if cfg.max_position_embeddings < ps.seq_len:
+        cfg = cfg.replace(max_position_embeddings=ps.seq_len)
     m = BertForMaskedLM(cfg)
-    if ps.pos_init not in ("random", "sinusoid"): raise FewkitError(f"PretrainSettings.pos_init: expected random | sinusoid, got {ps.pos_init!r}")
-    if ps.local_heads and ps.pos_init == "sinusoid": raise FewkitError("PretrainSettings: pos_init='sinusoid' and local_heads both set "
-                                                                        "the position embeddings; use local_heads=[] with it")
-    if ps.pos_init == "sinusoid": sinusoid_positions_(m.bert.embeddings.position_embeddings.weight, cfg.initializer_range)
-    if ps.local_heads:   # a model with fewer layers or heads gets the offsets that fit
-        local_attention_init_(m, [o[:cfg.num_attention_heads] for o in ps.local_heads[:cfg.num_hidden_layers]], ps.local_scale)
+    if ps.pos_init not in ("random", "sinusoid"):
+        raise FewkitError(f"PretrainSettings.pos_init: expected random | sinusoid, got {ps.pos_init!r}")
+    if ps.local_heads and ps.pos_init == "sinusoid":
+        raise FewkitError(
+            "PretrainSettings: pos_init='sinusoid' and local_heads both set "
+            "the position embeddings; use local_heads=[] with it"
+        )
+    if ps.pos_init == "sinusoid":
+        sinusoid_positions_(m.bert.embeddings.position_embeddings.weight, cfg.initializer_range)
+    if ps.local_heads:  # a model with fewer layers or heads gets the offsets that fit
+        local_attention_init_(
+            m, [o[: cfg.num_attention_heads] for o in ps.local_heads[: cfg.num_hidden_layers]], ps.local_scale
+        )
     return m
+
+
 @torch.no_grad()
 def local_attention_init_(m: BertForMaskedLM, offsets, scale: float = 2.0) -> BertForMaskedLM:
     """Start head h of layer l attending to position i + offsets[l][h] (e.g. -1: the previous character).
@@ -208,71 +290,135 @@ def local_attention_init_(m: BertForMaskedLM, offsets, scale: float = 2.0) -> Be
     Σ_k cos ω_k d is n/2 at d = 0, 0 at every other |d| < n, -n/2 at |d| = n: a one-position peak. A head's
     key reads that subspace as it is; its query rotates it by the offset δ, so q_i · k_j peaks at j = i + δ.
     Only the starting weights change: the architecture, and so the Hugging Face format, are plain BERT."""
-    cfg, e = m.config, m.bert.embeddings; H, d = cfg.hidden_size, cfg.head_dim
-    n = min(d, H // 2) // 2 * 2; K = n // 2; P = slice(H - n, H)
+    cfg, e = m.config, m.bert.embeddings
+    H, d = cfg.hidden_size, cfg.head_dim
+    n = min(d, H // 2) // 2 * 2
+    K = n // 2
+    P = slice(H - n, H)
     if len(offsets) > cfg.num_hidden_layers or any(len(o) > cfg.num_attention_heads for o in offsets):
-        raise FewkitError(f"local_heads {offsets}: more layers/heads than the model's {cfg.num_hidden_layers}/{cfg.num_attention_heads}")
-    if any(abs(x) >= n for o in offsets for x in o): raise FewkitError(f"local_heads {offsets}: offsets must be below {n} in size")
-    e.word_embeddings.weight[:, P] = 0; e.token_type_embeddings.weight[:, P] = 0
-    pe = e.position_embeddings.weight; pe.zero_()
+        raise FewkitError(
+            f"local_heads {offsets}: more layers/heads than the model's {cfg.num_hidden_layers}/{cfg.num_attention_heads}"
+        )
+    if any(abs(x) >= n for o in offsets for x in o):
+        raise FewkitError(f"local_heads {offsets}: offsets must be below {n} in size")
+    e.word_embeddings.weight[:, P] = 0
+    e.token_type_embeddings.weight[:, P] = 0
+    pe = e.position_embeddings.weight
+    pe.zero_()
     p = torch.arange(pe.shape[0], dtype=torch.float64)[:, None]
     w = math.pi * (torch.arange(1, K + 1, dtype=torch.float64) - 0.5) / K
-    amp = cfg.initializer_range * math.sqrt(2)       # per-element rms = the token embeddings' std: neither drowns the other
-    pe[:, H - n::2], pe[:, H - n + 1::2] = (amp * torch.cos(p * w)).to(pe.dtype), (amp * torch.sin(p * w)).to(pe.dtype)
+    amp = cfg.initializer_range * math.sqrt(2)  # per-element rms = the token embeddings' std: neither drowns the other
+    pe[:, H - n :: 2], pe[:, H - n + 1 :: 2] = (
+        (amp * torch.cos(p * w)).to(pe.dtype),
+        (amp * torch.sin(p * w)).to(pe.dtype),
+    )
     for layer, offs in zip(m.bert.encoder.layer, offsets):
         att = layer.attention.self
         for h, delta in enumerate(offs):
             rows = slice(h * d, (h + 1) * d)
-            for lin in (att.query, att.key): lin.weight[rows] = 0; lin.bias[rows] = 0
-            c, s = torch.cos(w * delta), torch.sin(w * delta)   # rotation by δ positions, one 2x2 block per frequency
+            for lin in (att.query, att.key):
+                lin.weight[rows] = 0
+                lin.bias[rows] = 0
+            c, s = torch.cos(w * delta), torch.sin(w * delta)  # rotation by δ positions, one 2x2 block per frequency
             R = torch.zeros(n, n, dtype=torch.float64)
             R[0::2, 0::2], R[0::2, 1::2] = torch.diag(c), torch.diag(-s)
             R[1::2, 0::2], R[1::2, 1::2] = torch.diag(s), torch.diag(c)
-            att.query.weight[h * d:h * d + n, P] = (scale * R).to(pe.dtype)
-            att.key.weight[h * d:h * d + n, P] = torch.eye(n, dtype=pe.dtype)
+            att.query.weight[h * d : h * d + n, P] = (scale * R).to(pe.dtype)
+            att.key.weight[h * d : h * d + n, P] = torch.eye(n, dtype=pe.dtype)
     return m
+
+
 @torch.no_grad()
 def sinusoid_positions_(w: torch.Tensor, std: float = 0.02) -> torch.Tensor:
     "Fill (P, C) `w` with Transformer sines/cosines scaled to per-element std `std` (the random init's scale)."
-    P, C = w.shape; pos = torch.arange(P, dtype=torch.float64)[:, None]
-    freq = torch.exp(-math.log(10000.0) * torch.arange(0, C, 2, dtype=torch.float64) / C)   # (C/2,)
-    s = torch.zeros(P, C, dtype=torch.float64); s[:, 0::2] = torch.sin(pos * freq); s[:, 1::2] = torch.cos(pos * freq)[:, :C // 2]
+    P, C = w.shape
+    pos = torch.arange(P, dtype=torch.float64)[:, None]
+    freq = torch.exp(-math.log(10000.0) * torch.arange(0, C, 2, dtype=torch.float64) / C)  # (C/2,)
+    s = torch.zeros(P, C, dtype=torch.float64)
+    s[:, 0::2] = torch.sin(pos * freq)
+    s[:, 1::2] = torch.cos(pos * freq)[:, : C // 2]
     return w.copy_((s * std / s.std()).to(w.dtype))
+
+
 @torch.no_grad()
 def init_output_bias(model: BertForMaskedLM, rows, vocab_size: int) -> torch.Tensor:
     "Set the MLM output bias to the log unigram frequencies of the training `rows` (add-one smoothed); returns it."
-    ids = torch.cat([r[0] for r in rows])                                  # one count over every training token
+    ids = torch.cat([r[0] for r in rows])  # one count over every training token
     counts = torch.bincount(ids, minlength=vocab_size)[:vocab_size].double() + 1
-    logp = (counts / counts.sum()).log(); b = model.cls.predictions.bias
-    b.copy_((logp - logp.mean()).to(b.dtype)); return b
-def pretrain(ps: PretrainSettings, ts: TrainSettings, save_to: str | Path | None = None, resume=False,
-             tok=None, progress: bool = True) -> dict:
+    logp = (counts / counts.sum()).log()
+    b = model.cls.predictions.bias
+    b.copy_((logp - logp.mean()).to(b.dtype))
+    return b
+
+
+def pretrain(
+    ps: PretrainSettings,
+    ts: TrainSettings,
+    save_to: str | Path | None = None,
+    resume=False,
+    tok=None,
+    progress: bool = True,
+) -> dict:
     "MLM-pretrain a fresh BERT; save it (HF format + tokenizer + report) to `save_to`; return the report."
     from fewkit.tokenizer import default_tokenizer
-    tok = tok or default_tokenizer(); log = get_logger("fewkit.pretrain")
-    t0 = time.perf_counter(); train_rows, evb, collate = build_data(ps, tok, ts.seed)
-    log.info(f"corpus {ps.corpus}: {len(train_rows)} train rows + {ps.n_eval} held out, {time.perf_counter() - t0:.0f}s")
-    seed_everything(ts.seed); model = build_model(ps, tok)
-    if ps.bias_init: init_output_bias(model, train_rows, len(tok))
-    ddp = ts.parallel in ("ddp", "zero")  # under `fewkit pretrain --nproc N` / torchrun: each rank takes its rows of every global batch
+
+    tok = tok or default_tokenizer()
+    log = get_logger("fewkit.pretrain")
+    t0 = time.perf_counter()
+    train_rows, evb, collate = build_data(ps, tok, ts.seed)
+    log.info(
+        f"corpus {ps.corpus}: {len(train_rows)} train rows + {ps.n_eval} held out, {time.perf_counter() - t0:.0f}s"
+    )
+    seed_everything(ts.seed)
+    model = build_model(ps, tok)
+    if ps.bias_init:
+        init_output_bias(model, train_rows, len(tok))
+    ddp = ts.parallel in (
+        "ddp",
+        "zero",
+    )  # under `fewkit pretrain --nproc N` / torchrun: each rank takes its rows of every global batch
     r, w = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if ddp else (0, 1)
     stream = BatchStream(train_rows, ts.batch_size, collate, seed=ts.seed, rank=r, world=w)
-    res = fit(model, stream, mlm_loss_sum, ts, count_fn=mlm_count, eval_fn=lambda m: mlm_accuracy(m, evb),
-              resume=resume, progress=progress)
-    if r != 0: return dict(rank=r, history=res.history)   # rank 0 reports and saves
-    h, b = res.history, collate(train_rows[:ts.batch_size], torch.Generator().manual_seed(0))
+    res = fit(
+        model,
+        stream,
+        mlm_loss_sum,
+        ts,
+        count_fn=mlm_count,
+        eval_fn=lambda m: mlm_accuracy(m, evb),
+        resume=resume,
+        progress=progress,
+    )
+    if r != 0:
+        return dict(rank=r, history=res.history)  # rank 0 reports and saves
+    h, b = res.history, collate(train_rows[: ts.batch_size], torch.Generator().manual_seed(0))
     fpt, peak = flops_per_token(res.model, b), matmul_peak(device=ts.device or None) * w  # w ranks: w matmuls at once
-    rep = dict(pretrain=ps.to_dict(), train=ts.to_dict(), model=res.model.config.to_dict(),
-               parameters=sum(p.numel() for p in res.model.parameters()), train_rows=len(train_rows),
-               eval=h[-1].get("eval"), tokens_per_s=h[-1].get("tokens_per_s"), device=device_name(ts.device or None),
-               flops_per_token=fpt, matmul_peak_flops=peak,
-               flop_utilisation=fpt * h[-1]["tokens_per_s"] / peak, fills={p: top_fills(res.model, tok, p)[0] for p in PROMPTS},
-               curve=[dict(step=r["step"], loss=r["loss"], **({"eval_acc": r["eval"]["acc"]} if "eval" in r else {})) for r in h])
+    rep = dict(
+        pretrain=ps.to_dict(),
+        train=ts.to_dict(),
+        model=res.model.config.to_dict(),
+        parameters=sum(p.numel() for p in res.model.parameters()),
+        train_rows=len(train_rows),
+        eval=h[-1].get("eval"),
+        tokens_per_s=h[-1].get("tokens_per_s"),
+        device=device_name(ts.device or None),
+        flops_per_token=fpt,
+        matmul_peak_flops=peak,
+        flop_utilisation=fpt * h[-1]["tokens_per_s"] / peak,
+        fills={p: top_fills(res.model, tok, p)[0] for p in PROMPTS},
+        curve=[
+            dict(step=r["step"], loss=r["loss"], **({"eval_acc": r["eval"]["acc"]} if "eval" in r else {})) for r in h
+        ],
+    )
     if save_to is not None:
         m, trained = res.model, res.model.config  # the folder carries the fine-tuning dropout
-        m.config = trained.replace(hidden_dropout_prob=ps.finetune_dropout, attention_probs_dropout_prob=ps.finetune_dropout)
-        try: save_hf(m, save_to, tok)
-        finally: m.config = trained
+        m.config = trained.replace(
+            hidden_dropout_prob=ps.finetune_dropout, attention_probs_dropout_prob=ps.finetune_dropout
+        )
+        try:
+            save_hf(m, save_to, tok)
+        finally:
+            m.config = trained
         (Path(save_to) / "pretrain_report.json").write_text(json.dumps(rep, ensure_ascii=False, indent=1))
     rep["_model"], rep["_tok"] = res.model, tok
     return rep

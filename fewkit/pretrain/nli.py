@@ -24,8 +24,13 @@ __all__ = ['LABEL_TEMPLATES', 'PAIR_TASKS', 'EVAL_TASKS', 'TRANSFER_TASKS', 'ent
            'bench']
 
 # %% ../../nbs/41_nli_continued_pretrain.ipynb #0d699475
-def _desc(task, label): return task_info(task).label_desc.get(label, label)
-def _tag(task, label): return task_info(task).tags.get(label) or _desc(task, label)
+def _desc(task, label):
+    return task_info(task).label_desc.get(label, label)
+
+
+def _tag(task, label):
+    return task_info(task).tags.get(label) or _desc(task, label)
+
 
 LABEL_TEMPLATES = {  # task -> (premise, label) -> hypothesis
     "eprstmt": lambda e, y: f"这表明用户的评价是{_desc('eprstmt', y)}的",
@@ -37,24 +42,36 @@ PAIR_TASKS = {  # task -> (premise, hypothesis, entailed?) from one labelled exa
     "ocnli": lambda e: (e.text_a, e.text_b, e.label == "entailment"),
     "bustm": lambda e: (e.text_a, f"这句话的意思是：{e.text_b}", e.label == "1"),
     "csl": lambda e: (e.text_a, f"这篇摘要的关键词是：{e.text_b}", e.label == "1"),
-    "cluewsc": lambda e: (e.text_a, f"“{e.extra['target']['span2_text']}”指的是“{e.extra['target']['span1_text']}”", e.label == "true"),
+    "cluewsc": lambda e: (
+        e.text_a,
+        f"“{e.extra['target']['span2_text']}”指的是“{e.extra['target']['span1_text']}”",
+        e.label == "true",
+    ),
 }
 
 # %% ../../nbs/41_nli_continued_pretrain.ipynb #b6016fe4
 def entailment_pairs(task: str, split: str = "train_few_all", root=None, seed: int = 0) -> list[tuple[str, str, int]]:
     "(premise, hypothesis, 1|0) pairs from one FewCLUE TRAIN split of `task`."
-    if not split.startswith("train"): raise FewkitError(f"entailment corpus: {split!r} is not a train split (dev/test never feed training)")
+    if not split.startswith("train"):
+        raise FewkitError(f"entailment corpus: {split!r} is not a train split (dev/test never feed training)")
     rng, out = random.Random(f"{task}-{split}-{seed}"), []
-    exs = {(e.text_a, e.text_b, e.label): e for e in load_fewclue(task, split, root)}.values()  # *_few_all repeats lines
+    exs = {
+        (e.text_a, e.text_b, e.label): e for e in load_fewclue(task, split, root)
+    }.values()  # *_few_all repeats lines
     for e in exs:
         if task in LABEL_TEMPLATES:
             labels = task_info(task, root).labels
             neg = rng.choice([y for y in labels if y != e.label])
             out += [(e.text_a, LABEL_TEMPLATES[task](e, e.label), 1), (e.text_a, LABEL_TEMPLATES[task](e, neg), 0)]
         elif task in PAIR_TASKS:
-            a, h, y = PAIR_TASKS[task](e); out.append((a, h, int(y)))
-        else: raise FewkitError(f"entailment corpus: no template for task {task!r}; known: {sorted(LABEL_TEMPLATES) + sorted(PAIR_TASKS)}")
+            a, h, y = PAIR_TASKS[task](e)
+            out.append((a, h, int(y)))
+        else:
+            raise FewkitError(
+                f"entailment corpus: no template for task {task!r}; known: {sorted(LABEL_TEMPLATES) + sorted(PAIR_TASKS)}"
+            )
     return out
+
 
 def entailment_corpus(tasks, split: str = "train_few_all", root=None, seed: int = 0) -> list[tuple[str, str, int]]:
     "The shuffled multi-task entailment corpus of `tasks` (train splits only)."
@@ -65,27 +82,44 @@ def entailment_corpus(tasks, split: str = "train_few_all", root=None, seed: int 
 # %% ../../nbs/41_nli_continued_pretrain.ipynb #bfc72fd0
 class PairCollate:
     "collate(rows, generator): tokenised, padded, MLM-masked pairs; rows are (premise, hypothesis, label)."
+
     def __init__(self, tok, max_len: int = 128, mask_prob: float = 0.15):
         self.tok, self.max_len, self.prob = tok, max_len, mask_prob
+
     def __call__(self, rows, generator=None) -> dict:
-        enc = self.tok([normalise(a) for a, *_ in rows], [normalise(h) for _, h, *_ in rows], truncation="only_first",
-                       max_length=self.max_len, padding=True, return_tensors="pt")
-        b = dict(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], token_type_ids=enc["token_type_ids"],
-                 y=torch.tensor([int(r[2]) for r in rows]))
+        enc = self.tok(
+            [normalise(a) for a, *_ in rows],
+            [normalise(h) for _, h, *_ in rows],
+            truncation="only_first",
+            max_length=self.max_len,
+            padding=True,
+            return_tensors="pt",
+        )
+        b = dict(
+            input_ids=enc["input_ids"],
+            attention_mask=enc["attention_mask"],
+            token_type_ids=enc["token_type_ids"],
+            y=torch.tensor([int(r[2]) for r in rows]),
+        )
         if self.prob > 0:
-            b["input_ids"], b["labels"] = mask_tokens(enc["input_ids"], self.tok.mask_token_id, self.tok.all_special_ids,
-                                                      len(self.tok), self.prob, generator)
+            b["input_ids"], b["labels"] = mask_tokens(
+                enc["input_ids"], self.tok.mask_token_id, self.tok.all_special_ids, len(self.tok), self.prob, generator
+            )
         return b
+
 
 class EntailmentBert(nn.Module):
     "A fewkit BertForMaskedLM plus a linear head on [CLS]: MLM logits and class logits from one pass."
+
     def __init__(self, mlm: BertForMaskedLM, n_classes: int = 2):
         super().__init__()
         self.mlm, self.drop = mlm, nn.Dropout(mlm.config.hidden_dropout_prob)
         self.head = nn.Linear(mlm.config.hidden_size, n_classes)
+
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
-        h = self.mlm.bert(input_ids, attention_mask, token_type_ids)   # (B, T, C)
-        return h, self.head(self.drop(h[:, 0]))                         # (B, T, C), (B, n_classes)
+        h = self.mlm.bert(input_ids, attention_mask, token_type_ids)  # (B, T, C)
+        return h, self.head(self.drop(h[:, 0]))  # (B, T, C), (B, n_classes)
+
 
 def entail_loss_sum(model, b: dict) -> torch.Tensor:
     "Per batch: (MLM mean over masked tokens + entailment cross-entropy mean) × batch size."
@@ -93,47 +127,93 @@ def entail_loss_sum(model, b: dict) -> torch.Tensor:
     loss = F.cross_entropy(logits, b["y"])
     if "labels" in b:
         sel = b["labels"] != -100
-        if sel.any(): loss = loss + F.cross_entropy(unwrap(model).mlm.cls(h[sel]).float(), b["labels"][sel])
+        if sel.any():
+            loss = loss + F.cross_entropy(unwrap(model).mlm.cls(h[sel]).float(), b["labels"][sel])
     return loss * len(b["y"])
 
 # %% ../../nbs/41_nli_continued_pretrain.ipynb #cc47036c
-def continue_pretrain(backbone: str | Path, pairs, ts: TrainSettings, save_to: str | Path, mask_prob: float = 0.15,
-                      max_len: int = 128, progress: bool = True) -> Path:
+def continue_pretrain(
+    backbone: str | Path,
+    pairs,
+    ts: TrainSettings,
+    save_to: str | Path,
+    mask_prob: float = 0.15,
+    max_len: int = 128,
+    progress: bool = True,
+) -> Path:
     "MLM + entailment continued pretraining of a HF-format backbone on `pairs`; saves a backbone to `save_to`."
-    tok = load_tokenizer(backbone); seed_everything(ts.seed)
+    tok = load_tokenizer(backbone)
+    seed_everything(ts.seed)
     model = EntailmentBert(from_hf(backbone))
     stream = BatchStream(pairs, ts.batch_size, PairCollate(tok, max_len, mask_prob), seed=ts.seed)
     res = fit(model, stream, entail_loss_sum, ts, count_fn=lambda b: len(b["y"]), progress=progress)
-    save_hf(res.model.mlm, save_to, tok); torch.save(res.model.head.state_dict(), Path(save_to) / "entailment_head.pt")
-    write_json(Path(save_to) / "nli_report.json", dict(train=ts.to_dict(), pairs=len(pairs), curve=[h["loss"] for h in res.history]))
+    save_hf(res.model.mlm, save_to, tok)
+    torch.save(res.model.head.state_dict(), Path(save_to) / "entailment_head.pt")
+    write_json(
+        Path(save_to) / "nli_report.json",
+        dict(train=ts.to_dict(), pairs=len(pairs), curve=[h["loss"] for h in res.history]),
+    )
     return Path(save_to)
 
 # %% ../../nbs/41_nli_continued_pretrain.ipynb #7c7acc4e
-def probe(backbone: str | Path, task: str, split: int = 0, steps: int = 60, batch_size: int = 8, lr: float = 5e-4,
-          seed: int = 0, root=None, max_len: int = 128) -> float:
+def probe(
+    backbone: str | Path,
+    task: str,
+    split: int = 0,
+    steps: int = 60,
+    batch_size: int = 8,
+    lr: float = 5e-4,
+    seed: int = 0,
+    root=None,
+    max_len: int = 128,
+) -> float:
     "Dev accuracy of [CLS] fine-tuning of `backbone` on FewCLUE train_<split> of a pair task."
     import tempfile
-    labels = task_info(task, root).labels; lid = {y: i for i, y in enumerate(labels)}
+
+    labels = task_info(task, root).labels
+    lid = {y: i for i, y in enumerate(labels)}
     rows = lambda s: [(e.text_a, e.text_b, lid[e.label]) for e in load_fewclue(task, f"{s}_{split}", root)]
     train, dev = rows("train"), rows("dev")
-    tok = load_tokenizer(backbone); seed_everything(seed)
+    tok = load_tokenizer(backbone)
+    seed_everything(seed)
     model = EntailmentBert(from_hf(backbone), len(labels))
     collate = PairCollate(tok, max_len, mask_prob=0.0)
     with tempfile.TemporaryDirectory() as d:
-        ts = TrainSettings(steps=steps, batch_size=min(batch_size, len(train)), lr=lr, warmup=steps // 10, seed=seed, out=d, device="cpu")
-        m = fit(model, BatchStream(train, ts.batch_size, collate, seed=seed), entail_loss_sum, ts,
-                count_fn=lambda b: len(b["y"]), progress=False).model.eval()
+        ts = TrainSettings(
+            steps=steps,
+            batch_size=min(batch_size, len(train)),
+            lr=lr,
+            warmup=steps // 10,
+            seed=seed,
+            out=d,
+            device="cpu",
+        )
+        m = fit(
+            model,
+            BatchStream(train, ts.batch_size, collate, seed=seed),
+            entail_loss_sum,
+            ts,
+            count_fn=lambda b: len(b["y"]),
+            progress=False,
+        ).model.eval()
     with torch.no_grad():
-        pred = torch.cat([m(**{k: v for k, v in collate(dev[i:i + 32]).items() if k != "y"})[1].argmax(-1) for i in range(0, len(dev), 32)])
+        pred = torch.cat(
+            [
+                m(**{k: v for k, v in collate(dev[i : i + 32]).items() if k != "y"})[1].argmax(-1)
+                for i in range(0, len(dev), 32)
+            ]
+        )
     return (pred == torch.tensor([y for *_, y in dev])).float().mean().item()
 
 # %% ../../nbs/41_nli_continued_pretrain.ipynb #93cf8ee3
 EVAL_TASKS = ("ocnli", "bustm", "csl")
 TRANSFER_TASKS = ("eprstmt", "tnews", "iflytek", "csldcp", "cluewsc")
 
+
 def compare(base: str | Path, nli: str | Path, tasks=EVAL_TASKS, splits=range(5), steps: int = 60, root=None) -> dict:
     "Probe accuracy of both backbones per task: {task: {'base': [..], 'nli': [..], mean/std}}."
     from tqdm.auto import tqdm
+
     res = {}
     for t in tqdm(tasks, desc="probe"):
         r = {k: [probe(f, t, s, steps=steps, root=root) for s in splits] for k, f in (("base", base), ("nli", nli))}
@@ -142,30 +222,58 @@ def compare(base: str | Path, nli: str | Path, tasks=EVAL_TASKS, splits=range(5)
         res[t] = r
     return res
 
+
 def plot_compare(res: dict, path, device=None) -> Path:
     from fewkit.measure import figure, save_figure
+
     fig, ax = figure("[CLS] probe accuracy, mean ± std over splits", device, figsize=(5.5, 3))
-    ts = list(res); x = torch.arange(len(ts)).float()
+    ts = list(res)
+    x = torch.arange(len(ts)).float()
     for j, k in enumerate(("base", "nli")):
-        ax.bar(x + (j - .5) * .38, [res[t][k + "_mean"] for t in ts], .38, yerr=[res[t][k + "_std"] for t in ts],
-               label={"base": "MLM backbone", "nli": "+ entailment continued"}[k], capsize=3)
-    ax.set_xticks(x, ts); ax.set_ylabel("dev accuracy"); ax.legend(fontsize=8)
+        ax.bar(
+            x + (j - 0.5) * 0.38,
+            [res[t][k + "_mean"] for t in ts],
+            0.38,
+            yerr=[res[t][k + "_std"] for t in ts],
+            label={"base": "MLM backbone", "nli": "+ entailment continued"}[k],
+            capsize=3,
+        )
+    ax.set_xticks(x, ts)
+    ax.set_ylabel("dev accuracy")
+    ax.legend(fontsize=8)
     return save_figure(fig, path)
+
 
 def bench(out: Path, quick: bool = False) -> dict:
     "`fewkit bench nli`: continued entailment pretraining vs none, probed on OCNLI/BUSTM/CSL (5 splits)."
     from fewkit.measure import env_info
     from fewkit.pretrain.mlm import PretrainSettings, pretrain
-    out = Path(out); base = cache_dir() / "backbone-tiny"
+
+    out = Path(out)
+    base = cache_dir() / "backbone-tiny"
     if not (base / "config.json").exists():  # no cached backbone: a short one (quick: a few steps)
         base = out / "nli-base"
-        pretrain(PretrainSettings(max_texts=3000 if quick else 0), TrainSettings(steps=20 if quick else 300, batch_size=16,
-                 warmup=10, out=str(out / "nli-base.run")), save_to=base)
+        pretrain(
+            PretrainSettings(max_texts=3000 if quick else 0),
+            TrainSettings(steps=20 if quick else 300, batch_size=16, warmup=10, out=str(out / "nli-base.run")),
+            save_to=base,
+        )
     pairs = entailment_corpus(TRANSFER_TASKS, "train_0" if quick else "train_few_all")
     steps = 10 if quick else 600
-    nli = continue_pretrain(base, pairs, TrainSettings(steps=steps, batch_size=16, lr=3e-4, warmup=steps // 10,
-                            out=str(out / "nli-run")), out / "nli-backbone")
+    nli = continue_pretrain(
+        base,
+        pairs,
+        TrainSettings(steps=steps, batch_size=16, lr=3e-4, warmup=steps // 10, out=str(out / "nli-run")),
+        out / "nli-backbone",
+    )
     splits = [0] if quick or not (fewclue_root() / "ocnli" / "train_4.json").exists() else range(5)
     res = compare(base, nli, EVAL_TASKS[:1] if quick else EVAL_TASKS, splits, steps=4 if quick else 60)
     plot_compare(res, out / "nli.png")
-    return dict(env=env_info(), base=str(base), pairs=len(pairs), transfer_tasks=TRANSFER_TASKS, continued_steps=steps, results=res)
+    return dict(
+        env=env_info(),
+        base=str(base),
+        pairs=len(pairs),
+        transfer_tasks=TRANSFER_TASKS,
+        continued_steps=steps,
+        results=res,
+    )

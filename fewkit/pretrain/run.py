@@ -23,86 +23,164 @@ __all__ = ['PRESET_RUN', 'DEMO_STEPS', 'SIZE_SHAPES', 'settings_from_args', 'cli
 # lr 2e-3 -> 12.1 %); 3000 steps fit the 20 minutes with room for start-up and evaluations. Then the plateau fell to
 # PretrainSettings.local_heads (40_pretrain): 13.7 % at step 300 against 11.4 %, and 39.4 % after the full 3000 steps
 # (15 min 49 s wall on 2 idle cores, 7,032 tokens/s) against 13.5 % before.
-PRESET_RUN = dict(tiny=dict(steps=3000, batch_size=16, lr=2e-3, warmup=150, mask_prob=0.3),
-                  small=dict(steps=3000, batch_size=32, lr=5e-4, warmup=300, mask_prob=0.15))
+PRESET_RUN = dict(
+    tiny=dict(steps=3000, batch_size=16, lr=2e-3, warmup=150, mask_prob=0.3),
+    small=dict(steps=3000, batch_size=32, lr=5e-4, warmup=300, mask_prob=0.15),
+)
 _TRAIN_KEYS = ("steps", "batch_size", "lr", "warmup")
+
+
 def _parser():
-    ap = argparse.ArgumentParser(prog="fewkit pretrain", description="MLM-pretrain a fewkit BERT from scratch; "
-                                 "save it in Hugging Face format (with tokenizer) for the demo and the few-shot chapter.")
+    ap = argparse.ArgumentParser(
+        prog="fewkit pretrain",
+        description="MLM-pretrain a fewkit BERT from scratch; "
+        "save it in Hugging Face format (with tokenizer) for the demo and the few-shot chapter.",
+    )
     a = ap.add_argument
     a("--preset", default="tiny", help="model size: tiny | small | base (default tiny: L4 H128 A2 I512)")
     a("--out", type=Path, help="output folder (default: <cache>/backbone-<preset>)")
     a("--corpus", default="embedded", help="'embedded', an unlabeled.json, a FewCLUE folder or a folder of .txt")
-    for f, t in (("--steps", int), ("--batch-size", int), ("--lr", float), ("--warmup", int)): a(f, type=t, help="default: per preset")
-    a("--seq-len", type=int, default=128); a("--whole-word", action="store_true", help="mask whole jieba words")
+    for f, t in (("--steps", int), ("--batch-size", int), ("--lr", float), ("--warmup", int)):
+        a(f, type=t, help="default: per preset")
+    a("--seq-len", type=int, default=128)
+    a("--whole-word", action="store_true", help="mask whole jieba words")
     a("--nproc", type=int, default=1, help="data-parallel processes on this machine (torchrun + DDP; 1 thread each)")
     a("--port", type=int, default=29511, help="rendezvous port with --nproc")
-    a("--zero", type=int, choices=[0, 1, 2], help="with --nproc: ZeRO stage (fewkit.parallel.zero Adam; --amp bf16 keeps "
-      "bf16 parameters and gradients) instead of DDP")
-    a("--mask-prob", type=float, help="training masking rate (default: per preset; accuracy is always reported at 15%%)")
-    a("--eval-every", type=int, default=100); a("--save-every", type=int, default=100)
+    a(
+        "--zero",
+        type=int,
+        choices=[0, 1, 2],
+        help="with --nproc: ZeRO stage (fewkit.parallel.zero Adam; --amp bf16 keeps "
+        "bf16 parameters and gradients) instead of DDP",
+    )
+    a(
+        "--mask-prob",
+        type=float,
+        help="training masking rate (default: per preset; accuracy is always reported at 15%%)",
+    )
+    a("--eval-every", type=int, default=100)
+    a("--save-every", type=int, default=100)
     a("--resume", action="store_true", help="continue from the run's latest checkpoint")
-    a("--seed", type=int, default=0); a("--device", default="", help="cpu | cuda (default: auto)")
+    a("--seed", type=int, default=0)
+    a("--device", default="", help="cpu | cuda (default: auto)")
     a("--max-texts", type=int, default=0, help="use only the first N texts (0 = all)")
     a("--optim", choices=["adamw", "lamb"], help="chapter 1 optimizer (default: torch AdamW)")
-    a("--amp", choices=["fp32", "bf16", "fp16"], default="fp32"); a("--micro-batches", type=int, default=1)
+    a("--amp", choices=["fp32", "bf16", "fp16"], default="fp32")
+    a("--micro-batches", type=int, default=1)
     a("--checkpointing", choices=["none", "every", "every_k", "sqrt"], default="none")
-    a("--fusion", choices=["none", "compile", "jit", "autograd"], default="none"); a("--compile", action="store_true")
+    a("--fusion", choices=["none", "compile", "jit", "autograd"], default="none")
+    a("--compile", action="store_true")
     return ap
+
+
 def settings_from_args(a) -> tuple[PretrainSettings, TrainSettings, Path]:
     "PretrainSettings, TrainSettings and output folder from parsed `fewkit pretrain` arguments."
-    run = {**PRESET_RUN.get(a.preset, PRESET_RUN["tiny"]), **{k: v for k, v in dict(
-        steps=a.steps, batch_size=a.batch_size, lr=a.lr, warmup=a.warmup, mask_prob=a.mask_prob).items() if v is not None}}
+    run = {
+        **PRESET_RUN.get(a.preset, PRESET_RUN["tiny"]),
+        **{
+            k: v
+            for k, v in dict(
+                steps=a.steps, batch_size=a.batch_size, lr=a.lr, warmup=a.warmup, mask_prob=a.mask_prob
+            ).items()
+            if v is not None
+        },
+    }
     out = a.out or cache_dir() / f"backbone-{a.preset}"
-    ts = TrainSettings(**{k: run[k] for k in _TRAIN_KEYS}, eval_every=a.eval_every, save_every=a.save_every, seed=a.seed, device=a.device,
-                       out=str(out.parent / (out.name + ".run")), compile=a.compile,
-                       optim=dict(name=a.optim) if a.optim else {}, amp=dict(dtype=a.amp) if a.amp != "fp32" else {},
-                       accum=dict(micro_batches=a.micro_batches) if a.micro_batches > 1 else {},
-                       checkpointing=dict(policy=a.checkpointing) if a.checkpointing != "none" else {},
-                       fusion=dict(impl=a.fusion) if a.fusion != "none" else {})
-    ps = PretrainSettings(preset=a.preset, corpus=a.corpus, seq_len=a.seq_len, whole_word=a.whole_word, max_texts=a.max_texts,
-                          mask_prob=run["mask_prob"])
+    ts = TrainSettings(
+        **{k: run[k] for k in _TRAIN_KEYS},
+        eval_every=a.eval_every,
+        save_every=a.save_every,
+        seed=a.seed,
+        device=a.device,
+        out=str(out.parent / (out.name + ".run")),
+        compile=a.compile,
+        optim=dict(name=a.optim) if a.optim else {},
+        amp=dict(dtype=a.amp) if a.amp != "fp32" else {},
+        accum=dict(micro_batches=a.micro_batches) if a.micro_batches > 1 else {},
+        checkpointing=dict(policy=a.checkpointing) if a.checkpointing != "none" else {},
+        fusion=dict(impl=a.fusion) if a.fusion != "none" else {},
+    )
+    ps = PretrainSettings(
+        preset=a.preset,
+        corpus=a.corpus,
+        seq_len=a.seq_len,
+        whole_word=a.whole_word,
+        max_texts=a.max_texts,
+        mask_prob=run["mask_prob"],
+    )
     return ps, ts, out
+
+
 def cli_main(argv: list[str] | None = None) -> int:
     "`fewkit pretrain`: train, save, and print held-out accuracy, tokens/s, FLOP utilisation and fills."
     import os, subprocess, sys
-    argv = sys.argv[1:] if argv is None else list(argv); a = _parser().parse_args(argv)
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    a = _parser().parse_args(argv)
     if a.nproc > 1 and "RANK" not in os.environ:  # start this same command on N processes (torchrun), DDP
         from fewkit.parallel.distributed import launch_command
+
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         rest = [x for i, x in enumerate(argv) if not (x.startswith("--nproc") or (i and argv[i - 1] == "--nproc"))]
         # (torchrun would take a left-over --nproc for its own --nproc-per-node)
         return subprocess.call(launch_command("-m", ["fewkit.pretrain.run", *rest], a.nproc, port=a.port), env=env)
     from fewkit.parallel.distributed import close_distributed, init_distributed
+
     try:
         ps, ts, out = settings_from_args(a)
-        if a.zero is not None and a.amp == "fp16": raise FewkitError("--zero takes --amp fp32 or bf16 (ZeRO keeps fp32 master weights)")
+        if a.zero is not None and a.amp == "fp16":
+            raise FewkitError("--zero takes --amp fp32 or bf16 (ZeRO keeps fp32 master weights)")
         if "RANK" in os.environ:  # under torchrun / fewkit launch: data parallel over the group
             init_distributed()
-            ts = ts.replace(parallel="ddp") if a.zero is None else \
-                ts.replace(parallel="zero", zero=dict(stage=a.zero, dtype="bf16" if a.amp == "bf16" else "fp32"), amp={})
-        elif a.zero is not None: raise FewkitError("--zero needs --nproc N (N > 1) or a torchrun launch")
-        try: rep = pretrain(ps, ts, save_to=out, resume=a.resume, progress=True)
-        finally: close_distributed()
+            ts = (
+                ts.replace(parallel="ddp")
+                if a.zero is None
+                else ts.replace(
+                    parallel="zero", zero=dict(stage=a.zero, dtype="bf16" if a.amp == "bf16" else "fp32"), amp={}
+                )
+            )
+        elif a.zero is not None:
+            raise FewkitError("--zero needs --nproc N (N > 1) or a torchrun launch")
+        try:
+            rep = pretrain(ps, ts, save_to=out, resume=a.resume, progress=True)
+        finally:
+            close_distributed()
     except FewkitError as e:
-        print(f"fewkit pretrain: error: {e}", file=sys.stderr); return 2
-    if "rank" in rep: return 0  # ranks > 0: rank 0 saves and reports
-    print(f"saved {out}\nheld-out MLM accuracy {rep['eval']['acc']:.3f} (loss {rep['eval']['loss']:.3f}, {rep['eval']['n']} tokens); {rep['tokens_per_s']:,.0f} tokens/s; "
-          f"{rep['flops_per_token'] / 1e6:.1f} MFLOP/token, ~{rep['flop_utilisation']:.0%} of a {rep['matmul_peak_flops'] / 1e9:.0f} GFLOP/s matmul ({rep['device']})")
-    for p, f in rep["fills"].items(): print(f"  {p}: " + " ".join(f"{t}({x:.2f})" for t, x in f))
+        print(f"fewkit pretrain: error: {e}", file=sys.stderr)
+        return 2
+    if "rank" in rep:
+        return 0  # ranks > 0: rank 0 saves and reports
+    print(
+        f"saved {out}\nheld-out MLM accuracy {rep['eval']['acc']:.3f} (loss {rep['eval']['loss']:.3f}, {rep['eval']['n']} tokens); {rep['tokens_per_s']:,.0f} tokens/s; "
+        f"{rep['flops_per_token'] / 1e6:.1f} MFLOP/token, ~{rep['flop_utilisation']:.0%} of a {rep['matmul_peak_flops'] / 1e9:.0f} GFLOP/s matmul ({rep['device']})"
+    )
+    for p, f in rep["fills"].items():
+        print(f"  {p}: " + " ".join(f"{t}({x:.2f})" for t, x in f))
     return 0
 
 # %% ../../nbs/40b_pretrain_run.ipynb #6450e3c2
 DEMO_STEPS = 300  # the demo's short pretraining when no cached backbone exists (a few minutes on 2 cores)
+
+
 def plot_curve(rep: dict, path: str | Path) -> Path:
     "Training loss and held-out MLM accuracy against step, saved as PNG."
     from fewkit.measure import figure, save_figure
-    c = rep["curve"]; fig, ax = figure(f"MLM pretraining, {rep['parameters'] / 1e6:.1f}M params", rep["train"]["device"] or None, figsize=(6, 3.2))
-    ax.plot([r["step"] for r in c], [r["loss"] for r in c], lw=0.8, label="train loss"); ax.set_xlabel("step"); ax.set_ylabel("loss")
+
+    c = rep["curve"]
+    fig, ax = figure(
+        f"MLM pretraining, {rep['parameters'] / 1e6:.1f}M params", rep["train"]["device"] or None, figsize=(6, 3.2)
+    )
+    ax.plot([r["step"] for r in c], [r["loss"] for r in c], lw=0.8, label="train loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
     ev = [r for r in c if "eval_acc" in r]
-    ax2 = ax.twinx(); ax2.plot([r["step"] for r in ev], [r["eval_acc"] for r in ev], "o-", color="C1", label="held-out acc")
-    ax2.set_ylabel("MLM accuracy"); ax2.legend(ax.get_lines() + ax2.get_lines(), ["train loss", "held-out acc"], loc="center right", fontsize=8)
+    ax2 = ax.twinx()
+    ax2.plot([r["step"] for r in ev], [r["eval_acc"] for r in ev], "o-", color="C1", label="held-out acc")
+    ax2.set_ylabel("MLM accuracy")
+    ax2.legend(ax.get_lines() + ax2.get_lines(), ["train loss", "held-out acc"], loc="center right", fontsize=8)
     return save_figure(fig, path)
+
+
 def demo_section(out: Path, ctx: dict) -> str:
     "`fewkit demo`: reuse the cached tiny backbone (or pretrain a short one), plot its curve, show fills."
     full, short = cache_dir() / "backbone-tiny", cache_dir() / "backbone-tiny-demo"
@@ -111,24 +189,43 @@ def demo_section(out: Path, ctx: dict) -> str:
     else:
         folder = short
         if not (short / "pretrain_report.json").exists():
-            ts = TrainSettings(steps=DEMO_STEPS, batch_size=16, lr=PRESET_RUN["tiny"]["lr"], warmup=15, eval_every=100,
-                               out=str(cache_dir() / "backbone-tiny-demo.run"), device=str(ctx.get("device") or ""))
+            ts = TrainSettings(
+                steps=DEMO_STEPS,
+                batch_size=16,
+                lr=PRESET_RUN["tiny"]["lr"],
+                warmup=15,
+                eval_every=100,
+                out=str(cache_dir() / "backbone-tiny-demo.run"),
+                device=str(ctx.get("device") or ""),
+            )
             pretrain(PretrainSettings(n_eval=128, mask_prob=PRESET_RUN["tiny"]["mask_prob"]), ts, save_to=short)
-        note = (f"No cached backbone: pretrained a short version ({DEMO_STEPS} steps) into `{short}`. "
-                "Run `fewkit pretrain --preset tiny` (≤ 20 min on 2 CPU cores) for the full one.")
-    rep = json.loads((folder / "pretrain_report.json").read_text()); ctx["backbone"] = str(folder)
+        note = (
+            f"No cached backbone: pretrained a short version ({DEMO_STEPS} steps) into `{short}`. "
+            "Run `fewkit pretrain --preset tiny` (≤ 20 min on 2 CPU cores) for the full one."
+        )
+    rep = json.loads((folder / "pretrain_report.json").read_text())
+    ctx["backbone"] = str(folder)
     png = plot_curve(rep, Path(out) / "pretrain_curve.png")
     fills = "\n".join(f"| {p} | {' '.join(f'{t} ({x:.2f})' for t, x in f)} |" for p, f in rep["fills"].items())
-    return (f"{note}\n\nHeld-out MLM accuracy **{rep['eval']['acc']:.1%}** "
-            f"after {rep['train']['steps']} steps; {rep['tokens_per_s']:,.0f} tokens/s, about {rep['flop_utilisation']:.0%} "
-            f"of a matmul's FLOP rate ({rep['device']}).\n\n![pretraining curve]({png.name})\n\n"
-            f"| prompt | top-5 fills (probability) |\n|---|---|\n{fills}\n")
+    return (
+        f"{note}\n\nHeld-out MLM accuracy **{rep['eval']['acc']:.1%}** "
+        f"after {rep['train']['steps']} steps; {rep['tokens_per_s']:,.0f} tokens/s, about {rep['flop_utilisation']:.0%} "
+        f"of a matmul's FLOP rate ({rep['device']}).\n\n![pretraining curve]({png.name})\n\n"
+        f"| prompt | top-5 fills (probability) |\n|---|---|\n{fills}\n"
+    )
+
+
 def bench(out: Path, quick: bool = False) -> dict:
     "`fewkit bench pretrain`: the preset run (quick: 20 steps on 3000 texts); tokens/s, FLOP use, accuracy, curve."
     from fewkit.measure import env_info
-    a = _parser().parse_args(["--out", str(Path(out) / "pretrain-backbone"), "--save-every", "0"] +
-                             (["--steps", "20", "--max-texts", "3000", "--eval-every", "10"] if quick else []))
-    rep = pretrain(*settings_from_args(a)[:2], save_to=Path(out) / "pretrain-backbone"); rep.pop("_model"); rep.pop("_tok")
+
+    a = _parser().parse_args(
+        ["--out", str(Path(out) / "pretrain-backbone"), "--save-every", "0"]
+        + (["--steps", "20", "--max-texts", "3000", "--eval-every", "10"] if quick else [])
+    )
+    rep = pretrain(*settings_from_args(a)[:2], save_to=Path(out) / "pretrain-backbone")
+    rep.pop("_model")
+    rep.pop("_tok")
     plot_curve(rep, Path(out) / "pretrain_curve.png")
     return dict(env=env_info(), **rep)
 
@@ -138,26 +235,53 @@ if __name__ == "__main__" and "__file__" in globals():  # `python -m fewkit.pret
     raise SystemExit(cli_main())
 
 # %% ../../nbs/40b_pretrain_run.ipynb #dbe6c924
-SIZE_SHAPES = {"L4 H128": {}, "L6 H128": dict(num_hidden_layers=6), "L4 H192": dict(hidden_size=192, intermediate_size=768)}
+SIZE_SHAPES = {
+    "L4 H128": {},
+    "L6 H128": dict(num_hidden_layers=6),
+    "L4 H192": dict(hidden_size=192, intermediate_size=768),
+}
+
+
 def bench_sizes(out: Path, quick: bool = False, base_steps: int = 800) -> dict:
     "`fewkit bench sizes`: model shapes trained with the same FLOPs (base_steps of the tiny preset); held-out accuracy."
     import time, torch
     from fewkit.measure import env_info
     from fewkit.tokenizer import default_tokenizer
     from fewkit.pretrain.mlm import build_data, build_model, flops_per_token
+
     tok, run = default_tokenizer(), PRESET_RUN["tiny"]
     shapes = dict(list(SIZE_SHAPES.items())[:2]) if quick else SIZE_SHAPES
     kw = dict(max_texts=3000, n_eval=64) if quick else {}
     base_steps = 10 if quick else base_steps
-    probe = PretrainSettings(max_texts=2000, n_eval=64); rows, _, collate = build_data(probe, tok)
-    batch = collate(rows[:16], torch.Generator().manual_seed(0))     # one batch: every shape is costed on the same rows
+    probe = PretrainSettings(max_texts=2000, n_eval=64)
+    rows, _, collate = build_data(probe, tok)
+    batch = collate(rows[:16], torch.Generator().manual_seed(0))  # one batch: every shape is costed on the same rows
     fpt = lambda model: flops_per_token(build_model(probe.replace(model=model), tok), batch)
     f0, res = fpt({}), []
     for name, model in shapes.items():
-        f = fpt(model); steps = max(1, round(base_steps * f0 / f)); t = time.perf_counter()
-        ts = TrainSettings(steps=steps, batch_size=run["batch_size"], lr=run["lr"], warmup=max(steps // 20, 1), eval_every=0,
-                           save_every=0, out=str(Path(out) / "sizes" / name.replace(" ", "_")))
+        f = fpt(model)
+        steps = max(1, round(base_steps * f0 / f))
+        t = time.perf_counter()
+        ts = TrainSettings(
+            steps=steps,
+            batch_size=run["batch_size"],
+            lr=run["lr"],
+            warmup=max(steps // 20, 1),
+            eval_every=0,
+            save_every=0,
+            out=str(Path(out) / "sizes" / name.replace(" ", "_")),
+        )
         rep = pretrain(PretrainSettings(mask_prob=run["mask_prob"], model=model, **kw), ts, progress=False, tok=tok)
-        res.append(dict(shape=name, parameters=rep["parameters"], steps=steps, flop_ratio=f / f0, acc=rep["eval"]["acc"],
-                        loss=rep["eval"]["loss"], tokens_per_s=rep["tokens_per_s"], seconds=time.perf_counter() - t))
+        res.append(
+            dict(
+                shape=name,
+                parameters=rep["parameters"],
+                steps=steps,
+                flop_ratio=f / f0,
+                acc=rep["eval"]["acc"],
+                loss=rep["eval"]["loss"],
+                tokens_per_s=rep["tokens_per_s"],
+                seconds=time.perf_counter() - t,
+            )
+        )
     return dict(env=env_info(), base_steps=base_steps, results=res)
