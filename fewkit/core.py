@@ -6,7 +6,7 @@ Docs: https://fewkit.github.io/fewkit/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #6a4defb5
 from __future__ import annotations
-import dataclasses, json, logging, os, random, platform, tempfile
+import dataclasses, json, logging, os, random, platform, tempfile, typing
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -44,17 +44,35 @@ class Settings:
 
     @classmethod
     def from_dict(cls, d: dict):
+        "Build from a dict; fields typed as Settings subclasses are built from nested dicts (strictly too)."
+        if isinstance(d, cls):
+            return d
+        if not isinstance(d, dict):
+            raise FewkitError(f"{cls.__name__}: expected a dict of settings, got {type(d).__name__} {d!r:.80}")
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise FewkitError(f"{cls.__name__}: unknown setting(s) {unknown}; known: {sorted(names)}")
-        return cls(**d)
+        hints = typing.get_type_hints(cls)
+        kw = {}
+        for k, v in d.items():
+            sub = _settings_type(hints.get(k))
+            kw[k] = sub.from_dict(v) if sub is not None and isinstance(v, dict) else v
+        return cls(**kw)
 
     def replace(self, **kw):
         return dataclasses.replace(self, **kw)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, indent=1)
+
+
+def _settings_type(t):
+    "The Settings subclass a field is typed as (also inside `X | None`), else None."
+    for c in (t, *typing.get_args(t)):
+        if isinstance(c, type) and issubclass(c, Settings):
+            return c
+    return None
 
 # %% ../nbs/00_core.ipynb #a9aa870f
 def seed_everything(seed: int) -> None:
@@ -67,8 +85,13 @@ def seed_everything(seed: int) -> None:
 
 
 def get_rng_state() -> dict:
-    "Every RNG state fewkit touches, as one picklable dict."
-    st = dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state())
+    "Every RNG state fewkit touches, as tensors, numbers and tuples only (loadable with weights_only=True)."
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    st = dict(
+        python=random.getstate(),  # (version, tuple of 625 ints, None): plain numbers
+        numpy=(kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)),
+        torch=torch.get_rng_state(),
+    )
     if torch.cuda.is_available():
         st["cuda"] = torch.cuda.get_rng_state_all()
     return st
@@ -76,8 +99,10 @@ def get_rng_state() -> dict:
 
 def set_rng_state(st: dict) -> None:
     "Restore a state captured by `get_rng_state`."
-    random.setstate(st["python"])
-    np.random.set_state(st["numpy"])
+    version, internal, gauss = st["python"]
+    random.setstate((version, tuple(internal), gauss))  # a loaded checkpoint may hold lists for tuples
+    kind, keys, pos, has_gauss, cached = st["numpy"]
+    np.random.set_state((kind, np.asarray(keys).astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(st["torch"])
     if "cuda" in st and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(st["cuda"])
@@ -170,11 +195,19 @@ def data_samples() -> Path:
     return root / "data_samples"
 
 # %% ../nbs/00_core.ipynb #c8c08922
+def _umask() -> int:
+    "The process umask (reading it means setting it: set it straight back)."
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> Path:
     "Write `path` atomically: `write(f)` into a temp file in the same folder, fsync, rename."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a written file gets the user's umask (0644 usually)
     try:
         with os.fdopen(fd, mode) as f:
             write(f)
