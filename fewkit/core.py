@@ -57,7 +57,11 @@ class Settings:
         kw = {}
         for k, v in d.items():
             sub = _settings_type(hints.get(k))
-            kw[k] = sub.from_dict(v) if sub is not None and isinstance(v, dict) else v
+            if sub is not None and isinstance(v, dict):
+                v = sub.from_dict(v)
+            if _is_tuple(hints.get(k)) and isinstance(v, list):
+                v = tuple(v)  # JSON has no tuples: a round trip must give back an equal object
+            kw[k] = v
         return cls(**kw)
 
     def replace(self, **kw):
@@ -65,6 +69,10 @@ class Settings:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, indent=1)
+
+
+def _is_tuple(t) -> bool:
+    return t is tuple or typing.get_origin(t) is tuple
 
 
 def _settings_type(t):
