@@ -2,9 +2,9 @@
 import json
 import pytest, torch
 from fewkit.core import FewkitDataError
-from fewkit.pretrain.run import cli_main
-from fewkit.pretrain.mlm import (MLMCollate, PretrainSettings, jsonl_texts, mask_tokens, mlm_accuracy,
-                                 pack, pretrain, top_fills)
+from fewkit.doors.pretrain import cli_main
+from fewkit.masking import mask_tokens
+from fewkit.pretrain.mlm import PretrainSettings, jsonl_texts, pack, pretrain, top_fills
 from fewkit.tokenizer import default_tokenizer
 from fewkit.train import TrainSettings
 
