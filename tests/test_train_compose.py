@@ -1,6 +1,9 @@
 "Chapter 1's techniques composed through the one trainer (fewkit.train): same losses where they must be."
+
 import math
-import pytest, torch
+
+import torch
+
 from fewkit.model import BertConfig, BertForMaskedLM, mlm_loss
 from fewkit.train import TrainSettings, fit
 
@@ -11,7 +14,8 @@ def _data(n=64, seed=0):
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(5, V, (n, T), generator=g)
     att = torch.ones(n, T, dtype=torch.long)
-    for i in range(n): att[i, int(torch.randint(T // 2, T + 1, (1,), generator=g)):] = 0  # padding
+    for i in range(n):
+        att[i, int(torch.randint(T // 2, T + 1, (1,), generator=g)) :] = 0  # padding
     labels = torch.where((torch.rand(n, T, generator=g) < 0.2) & (att == 1), ids, torch.full_like(ids, -100))
     labels[:, 1] = ids[:, 1]  # at least one target per row
     return [dict(input_ids=ids[i], attention_mask=att[i], labels=labels[i]) for i in range(n)]
@@ -19,44 +23,72 @@ def _data(n=64, seed=0):
 
 def _batches(data, bs=8):
     for i in range(0, len(data), bs):
-        items = data[i:i + bs]
+        items = data[i : i + bs]
         yield {k: torch.stack([it[k] for it in items]) for k in items[0]}
 
 
 class Stream:
     "A deterministic batch iterator with the resumable-position protocol fit() expects."
-    def __init__(self, data): self.data, self.pos = data, 0
-    def __iter__(self): return self
+
+    def __init__(self, data):
+        self.batches = list(_batches(data))
+        self.pos = 0
+
+    def __iter__(self):
+        return self
+
     def __next__(self):
-        b = list(_batches(self.data))[self.pos % 8]; self.pos += 1; return b
-    def state_dict(self): return dict(pos=self.pos)
-    def load_state_dict(self, d): self.pos = d["pos"]
+        b = self.batches[self.pos % len(self.batches)]
+        self.pos += 1
+        return b
+
+    def state_dict(self):
+        return dict(pos=self.pos)
+
+    def load_state_dict(self, d):
+        self.pos = d["pos"]
 
 
 def loss_sum(model, b):
     return mlm_loss(model(b["input_ids"], b["attention_mask"]), b["labels"], reduction="sum")
 
 
-def count(b): return int((b["labels"] != -100).sum())
+def count(b):
+    return int((b["labels"] != -100).sum())
 
 
-def run(tmp_path, dropout=0.0, steps=6, lr=2e-3, **kw):
+def run(tmp_path, dropout=0.0, steps=6, lr=2e-3, warmup=1, **kw):
+    "Losses of a short run; technique settings come as nested dicts, as from a config file."
     torch.manual_seed(0)
-    cfg = BertConfig.preset("tiny", vocab_size=V).replace(num_hidden_layers=3, hidden_size=64, intermediate_size=128,
-                                                          hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    cfg = BertConfig.preset("tiny", vocab_size=V).replace(
+        num_hidden_layers=3,
+        hidden_size=64,
+        intermediate_size=128,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+    )
     model = BertForMaskedLM(cfg)
-    s = TrainSettings(steps=steps, lr=lr, warmup=1, grad_clip=0.0, out=str(tmp_path / "r"), device="cpu", **kw)
+    s = TrainSettings.from_dict(
+        dict(steps=steps, lr=lr, warmup=warmup, grad_clip=0.0, out=str(tmp_path / "r"), device="cpu", **kw)
+    )
     res = fit(model, Stream(_data()), loss_sum, s, count_fn=count, progress=False)
-    return [h["loss"] for h in res.history] if hasattr(res, "history") else res
+    return res.history
 
 
-def _losses(r): return r if isinstance(r, list) else [h["loss"] for h in r]
+def _losses(history):
+    return [h["loss"] for h in history]
 
 
 def test_accumulation_checkpointing_fusion_leave_losses_unchanged(tmp_path):
     base = _losses(run(tmp_path))
-    combo = _losses(run(tmp_path, accum=dict(micro_batches=3), checkpointing=dict(policy="every", impl="fewkit"),
-                        fusion=dict(impl="autograd")))
+    combo = _losses(
+        run(
+            tmp_path,
+            accum=dict(micro_batches=3),
+            checkpointing=dict(policy="every", impl="fewkit"),
+            fusion=dict(impl="autograd"),
+        )
+    )
     assert len(base) == len(combo) == 6
     assert max(abs(a - b) for a, b in zip(base, combo)) < 1e-5, (base, combo)
 
@@ -77,5 +109,34 @@ def test_lamb_and_bf16_train(tmp_path):
 
 
 def test_fp16_loss_scaling_with_accumulation(tmp_path):
-    r = _losses(run(tmp_path, steps=4, amp=dict(dtype="fp16", init_scale=2.0 ** 10), accum=dict(micro_batches=2)))
-    assert len(r) == 4 and all(math.isfinite(x) for x in r)
+    r = _losses(run(tmp_path, steps=4, amp=dict(dtype="fp16", init_scale=2.0**10), accum=dict(micro_batches=2)))
+    assert len(r) == 4
+    assert all(math.isfinite(x) for x in r)
+
+
+def test_skipped_fp16_step_holds_the_schedule_and_is_marked(tmp_path):
+    # a scale of 2**20 overflows fp16 on the first steps: they are skipped, and the LR must not move meanwhile
+    h = run(tmp_path, steps=8, lr=1e-3, warmup=0, amp=dict(dtype="fp16", init_scale=2.0**20))
+    skipped = [r["step"] for r in h if r.get("skipped")]
+    assert skipped, "expected overflowing steps at a loss scale of 2**20"
+    assert skipped == list(range(1, len(skipped) + 1))  # the first steps, until the scale has come down
+    k = len(skipped)
+    lrs = [r["lr"] for r in h]
+    assert lrs[: k + 1] == [1e-3] * (k + 1)  # held while skipping, and for the first real step
+    assert abs(lrs[k + 1] - 1e-3 * 7 / 8) < 1e-12  # then the decay starts from where it was: 7/8, not (8-k-1)/8
+
+
+def test_extra_loss_parts_are_logged_and_change_the_gradient(tmp_path):
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig.preset("tiny", vocab_size=V).replace(num_hidden_layers=1, hidden_size=32))
+    ref = BertForMaskedLM(BertConfig.preset("tiny", vocab_size=V).replace(num_hidden_layers=1, hidden_size=32))
+    ref.load_state_dict(model.state_dict())
+    s = TrainSettings(steps=3, lr=1e-2, warmup=0, out="", device="cpu")
+    penalty = lambda m, b: dict(l2=1e-2 * sum((p**2).sum() for p in m.parameters()))
+    a = fit(model, Stream(_data()), loss_sum, s, count_fn=count, extra_loss=penalty, progress=False)
+    b = fit(ref, Stream(_data()), loss_sum, s, count_fn=count, progress=False)
+    assert [sorted(r["parts"]) for r in a.history] == [["l2"]] * 3
+    assert a.history[0]["loss"] == b.history[0]["loss"]  # the main loss is logged on its own
+    assert not torch.equal(a.model.cls.predictions.bias, b.model.cls.predictions.bias) or not all(
+        torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters())
+    )
