@@ -6,7 +6,7 @@ Docs: https://fewkit.github.io/fewkit/data.html.md"""
 
 # %% ../nbs/02_data.ipynb #c2ca3867
 from __future__ import annotations
-import argparse, ast, json, sys
+import ast, json, re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,25 +23,96 @@ from fewkit.corpora import (
 )
 
 # %% auto #0
-__all__ = ['FEWCLUE_TASKS', 'SPLITS', 'UNLABELED_SPLITS', 'read_jsonl', 'TaskInfo', 'task_info', 'fewclue_root', 'to_fewclue',
-           'load_fewclue', 'find_duplicates', 'check_fewclue', 'format_report', 'cli_main', 'Example']
+__all__ = ['MAX_DEPTH', 'FEWCLUE_TASKS', 'SPLITS', 'UNLABELED_SPLITS', 'PROTOCOL', 'read_jsonl', 'TaskInfo', 'task_info',
+           'fewclue_root', 'to_fewclue', 'load_fewclue', 'protocol_splits', 'load_protocol', 'find_duplicates',
+           'check_fewclue', 'format_report', 'Example']
 
 # %% ../nbs/02_data.ipynb #832212cf
-def read_jsonl(path) -> Iterator[tuple[int, dict]]:
-    "Yield (1-based line, object) from a JSON Lines file, splitting on '\\n' only."
-    raw = Path(path).read_bytes()
+MAX_DEPTH = 8  # FewCLUE nests 2 levels (cluewsc's target, chid's candidates); deeper is not FewCLUE
+_SURROGATE = re.compile("[\ud800-\udfff]")  # json turns a lone "\ud800" escape into a str no encoder accepts
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _no_duplicate_keys(pairs: list) -> dict:
+    "object_pairs_hook: plain json.loads keeps the last of a repeated key without a word; we refuse it."
+    d = dict(pairs)
+    if len(d) < len(pairs):
+        seen = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise _DuplicateKey(k)
+            seen.add(k)
+    return d
+
+
+def _shape_problem(obj) -> tuple[str, str] | None:
+    "(expected, got) when a parsed value nests deeper than MAX_DEPTH or holds a lone surrogate, else None."
+    stack = [(obj, 1, "")]  # (value, depth, key path)
+    while stack:
+        v, depth, where = stack.pop()
+        if isinstance(v, str):
+            m = _SURROGATE.search(v)
+            if m:
+                return "valid Unicode text", f"a lone surrogate {ascii(m.group())} in " + (
+                    repr(where) if where else "a key"
+                )
+        elif isinstance(v, (dict, list)):
+            if depth > MAX_DEPTH:
+                return f"JSON nested at most {MAX_DEPTH} levels", f"a value nested {depth} levels deep in {where!r}"
+            items = v.items() if isinstance(v, dict) else enumerate(v)
+            for k, x in items:
+                stack.append((x, depth + 1, f"{where}.{k}" if where else str(k)))
+                if isinstance(k, str):
+                    stack.append((k, depth, ""))
+    return None
+
+
+def _parse(text: str, path, line: int, expected: str):
+    "json.loads with duplicate keys, deep nesting and lone surrogates refused, each naming file and line."
     try:
-        text = raw.decode("utf-8")
+        obj = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except json.JSONDecodeError as e:
+        raise FewkitDataError(path, line + e.lineno - 1, f"{expected} ({e.msg}, column {e.colno})", text) from None
+    except _DuplicateKey as e:
+        raise FewkitDataError(path, line, "each key once in a JSON object", f"key {e.args[0]!r} twice") from None
+    except RecursionError:
+        raise FewkitDataError(
+            path, line, f"JSON nested at most {MAX_DEPTH} levels", "nesting too deep to parse"
+        ) from None
+    bad = _shape_problem(obj)
+    if bad:
+        raise FewkitDataError(path, line, *bad)
+    return obj
+
+
+def _read_bytes(path: Path, expected: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except IsADirectoryError:
+        raise FewkitDataError(path, None, expected, "a directory") from None
+    except OSError as e:
+        raise FewkitDataError(path, None, expected, e.strerror or type(e).__name__) from None
+
+
+def _read_utf8(path: Path, expected: str) -> str:
+    raw = _read_bytes(path, expected)
+    try:
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise FewkitDataError(path, raw[: e.start].count(b"\n") + 1, "UTF-8 text", raw[e.start : e.start + 8]) from None
-    lines = text.split("\n")
+
+
+def read_jsonl(path) -> Iterator[tuple[int, dict]]:
+    "Yield (1-based line, object) from a JSON Lines file, splitting on '\\n' only."
+    path = Path(path)
+    lines = _read_utf8(path, "a JSON Lines file").split("\n")
     if lines[-1] == "":
         lines.pop()
     for i, line in enumerate(lines, 1):
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise FewkitDataError(path, i, f"one JSON object per line ({e.msg}, column {e.colno})", line) from None
+        obj = _parse(line, path, i, "one JSON object per line")
         if not isinstance(obj, dict):
             raise FewkitDataError(path, i, "a JSON object", line)
         yield i, obj
@@ -69,6 +140,7 @@ class TaskInfo:
     label_desc: dict[str, str]  # label -> human description
     kind: str  # 'single' | 'pair' | 'chid' | 'wsc'
     tags: dict[str, str] = field(default_factory=dict)  # label -> 2-char word (tnews, iflytek, csldcp)
+    source: str = ""  # the label-map file that defines `labels` ("" for the fixed label sets)
 
 # %% ../nbs/02_data.ipynb #a6e1c004
 _all_ = ["Example"]  # defined in fewkit.corpora (data -> corpora, one way); part of this module's API too
@@ -102,10 +174,19 @@ def _check_task(task):
     return task
 
 # %% ../nbs/02_data.ipynb #3ab233e0
+def _json_file(p: Path, expected: str):
+    "A whole JSON file, parsed with the same refusals as a JSON line; errors name the file and the line."
+    return _parse(_read_utf8(p, expected), p, 1, expected)
+
+
 def _py_dicts(p: Path) -> dict:
     "Dict literals assigned at the top of an upstream .py label script, read with ast (never executed)."
+    try:
+        tree = ast.parse(_read_utf8(p, "a Python label script"))
+    except SyntaxError as e:
+        raise FewkitDataError(p, e.lineno, "Python dict literals (read with ast, never run)", e.msg) from None
     out = {}
-    for n in ast.parse(p.read_text(encoding="utf-8")).body:
+    for n in tree.body:
         if isinstance(n, ast.Assign) and isinstance(n.value, ast.Dict) and isinstance(n.targets[0], ast.Name):
             try:
                 out[n.targets[0].id] = ast.literal_eval(n.value)
@@ -114,40 +195,91 @@ def _py_dicts(p: Path) -> dict:
     return out
 
 
-def _maps(d: Path, derived: str, script: str) -> dict:
-    "Label maps from FewCLUE's *.derived.json (in shared/) or the upstream .py script (in a FewCLUE clone)."
+def _maps(d: Path, derived: str, script: str, need: dict) -> tuple[dict, Path]:
+    "Label maps from FewCLUE's *.derived.json (in shared/) or the upstream .py script, checked against `need`."
+    # need: key -> value type; a key ending in '?' is optional, but checked when present
     if (d / derived).exists():
-        return json.loads((d / derived).read_text(encoding="utf-8"))
-    if (d / script).exists():
-        return _py_dicts(d / script)
-    raise FewkitDataError(d / derived, None, f"the label map of {d.name} ({derived} or {script})", "missing file")
+        p = d / derived
+        m = _json_file(p, "a JSON object of label maps")
+    elif (d / script).exists():
+        p = d / script
+        m = _py_dicts(p)
+    else:
+        raise FewkitDataError(d / derived, None, f"the label map of {d.name} ({derived} or {script})", "missing file")
+    if not isinstance(m, dict):
+        raise FewkitDataError(p, None, f"a JSON object with {sorted(k.rstrip('?') for k in need)}", type(m).__name__)
+    for k, typ in need.items():
+        if k.endswith("?") and k[:-1] not in m:
+            continue
+        k = k.rstrip("?")
+        v = m.get(k)
+        ok = isinstance(v, dict) and v and all(isinstance(a, str) and a.strip() for a in v)
+        if not ok or not all(isinstance(x, typ) and not isinstance(x, bool) for x in v.values()):
+            raise FewkitDataError(p, None, f"{k!r}: a non-empty map label name -> {typ.__name__}", v)
+    return m, p
+
+
+def _lines(p: Path, expected: str) -> list[str]:
+    "Non-blank lines of a text label file, each once."
+    names, first = [], {}
+    for i, l in enumerate(_read_utf8(p, expected).split("\n"), 1):
+        if l.strip() and l.strip() in first:
+            raise FewkitDataError(
+                p, i, f"{expected}, each once", f"{l.strip()!r} again (first on line {first[l.strip()]})"
+            )
+        if l.strip():
+            first[l.strip()] = i
+            names.append(l.strip())
+    if not names:
+        raise FewkitDataError(p, None, expected, "an empty file")
+    return names
+
+
+def _tnews_map(p: Path):
+    "tnews: one JSON line per class {label, label_desc, label_zh}."
+    if not p.exists():
+        raise FewkitDataError(p, None, "the tnews label map", "missing file")
+    rows = {}
+    for i, r in read_jsonl(p):
+        for k in ("label", "label_desc", "label_zh"):
+            if not isinstance(r.get(k), (str, int)) or isinstance(r.get(k), bool) or not str(r[k]).strip():
+                raise FewkitDataError(p, i, f"a tnews label row with {k!r} (label, label_desc, label_zh)", r)
+        if str(r["label"]) in rows:
+            raise FewkitDataError(p, i, "each tnews label once", r["label"])
+        rows[str(r["label"])] = r
+    if not rows:
+        raise FewkitDataError(p, None, "the tnews label rows", "an empty file")
+    return list(rows), {k: r["label_desc"] for k, r in rows.items()}, {k: r["label_zh"] for k, r in rows.items()}
 
 
 def _label_files(task: str, d: Path):
+    "(labels, label -> description, label -> 2-character tag, the file that defines them)."
     if task == "tnews":
-        p = d / "label_index2en2zh.json"
-        if not p.exists():
-            raise FewkitDataError(p, None, "the tnews label map", "missing file")
-        rows = [o for _, o in read_jsonl(p)]
-        return (
-            [str(r["label"]) for r in rows],
-            {str(r["label"]): r["label_desc"] for r in rows},
-            {str(r["label"]): r["label_zh"] for r in rows},
-        )
+        return (*_tnews_map(d / "label_index2en2zh.json"), d / "label_index2en2zh.json")
     if task == "iflytek":
-        m = _maps(d, "label_maps.derived.json", "label_id2des_desc2short.py")
-        ids = sorted((int(i), name) for name, i in m["iflytek_labels"].items())
-        return (
-            [str(i) for i, _ in ids],
-            {str(i): n for i, n in ids},
-            {str(i): m.get("label_des2tag", {}).get(n, n) for i, n in ids},
+        m, p = _maps(
+            d, "label_maps.derived.json", "label_id2des_desc2short.py", {"iflytek_labels": int, "label_des2tag?": str}
         )
+        ids = sorted((i, name) for name, i in m["iflytek_labels"].items())
+        if len({i for i, _ in ids}) < len(ids):
+            raise FewkitDataError(
+                p, None, "'iflytek_labels': a different id per label", Counter(i for i, _ in ids).most_common(1)
+            )
+        tags = m.get("label_des2tag", {n: n for _, n in ids})  # no tag map: the names themselves
+        missing = [n for _, n in ids if n not in tags]
+        if missing:
+            raise FewkitDataError(p, None, "'label_des2tag': a tag for every label of 'iflytek_labels'", missing[:5])
+        return [str(i) for i, _ in ids], {str(i): n for i, n in ids}, {str(i): tags[n] for i, n in ids}, p
     p = d / "labels_all.txt"  # csldcp
     if not p.exists():
         raise FewkitDataError(p, None, "the 67 csldcp label names, one per line", "missing file")
-    names = [l.strip() for l in p.read_text(encoding="utf-8").split("\n") if l.strip()]
-    tags = _maps(d, "label_des2tag.derived.json", "labelDesc2label.py").get("label_des2tag", {})
-    return names, {n: n for n in names}, {n: tags.get(n, n) for n in names}
+    names = _lines(p, "the csldcp label names, one per line")
+    m, tp = _maps(d, "label_des2tag.derived.json", "labelDesc2label.py", {"label_des2tag?": str})
+    tags = m.get("label_des2tag", {n: n for n in names})
+    missing = [n for n in names if n not in tags]
+    if missing:
+        raise FewkitDataError(tp, None, f"'label_des2tag': a tag for every label of {p.name}", missing[:5])
+    return names, {n: n for n in names}, {n: tags[n] for n in names}, p
 
 
 def task_info(task: str, root=None) -> TaskInfo:
@@ -155,8 +287,8 @@ def task_info(task: str, root=None) -> TaskInfo:
     kind = _SPEC.get(_check_task(task), (0, 0, 0, "single"))[3]
     if task in _FIXED:
         return TaskInfo(task, list(_FIXED[task]), dict(_FIXED[task]), kind)
-    labels, desc, tags = _label_files(task, fewclue_root(root) / task)
-    return TaskInfo(task, labels, desc, kind, tags)
+    labels, desc, tags, src = _label_files(task, fewclue_root(root) / task)
+    return TaskInfo(task, labels, desc, kind, tags, str(src))
 
 # %% ../nbs/02_data.ipynb #cc0ff9fd
 def fewclue_root(root=None) -> Path:
@@ -175,13 +307,45 @@ def _text(v, key, path, line) -> str:
     return v
 
 
-def _record(task, split, line, d, path, labels) -> Example:
+def _check_chid(a: str, c, path, line):
+    "One blank, 7 different candidate idioms: otherwise the answer index means nothing."
+    if a.count("#idiom#") != 1:
+        raise FewkitDataError(path, line, "exactly one blank '#idiom#' in 'content'", f"{a.count('#idiom#')} blanks")
+    if not isinstance(c, list) or len(c) != 7 or not all(isinstance(x, str) and x.strip() for x in c):
+        raise FewkitDataError(path, line, "'candidates': a list of 7 idioms (non-empty strings)", c)
+    if len(set(c)) < 7:
+        raise FewkitDataError(path, line, "7 different candidate idioms", f"{Counter(c).most_common(1)[0][0]!r} twice")
+
+
+def _check_wsc(a: str, t, path, line):
+    "target = {span1_index, span1_text, span2_index, span2_text}: character offsets into 'text'."
+    if not isinstance(t, dict):
+        raise FewkitDataError(path, line, "a dict {span1_text, span1_index, span2_text, span2_index} in 'target'", t)
+    for s in ("span1", "span2"):
+        i, w = t.get(f"{s}_index"), t.get(f"{s}_text")
+        if not isinstance(i, int) or isinstance(i, bool) or i < 0:
+            raise FewkitDataError(path, line, f"an integer character offset in target.{s}_index", i)
+        if not isinstance(w, str) or not w:
+            raise FewkitDataError(path, line, f"a non-empty string in target.{s}_text", w)
+        if a[i : i + len(w)] != w:
+            raise FewkitDataError(path, line, f"target.{s}_text {w!r} at character {i} of 'text'", a[i : i + len(w)])
+
+
+def _check_desc(task, d, label, info, path, line):
+    "tnews' label_desc and iflytek's label_des repeat the label in words: they must agree with the label map."
+    k = {"tnews": "label_desc", "iflytek": "label_des"}.get(task)
+    if k in d and d[k] != info.label_desc[label]:
+        where = Path(info.source).name
+        raise FewkitDataError(path, line, f"{k} {info.label_desc[label]!r} for label {label} (as in {where})", d[k])
+
+
+def _record(task, split, line, d, path, info) -> Example:
+    "One validated JSON object -> Example; `info` (TaskInfo) is None for the splits without labels."
     ka, kb, kl, kind = _SPEC[task]
-    labelled = split not in UNLABELED_SPLITS
     need = (
         [ka]
         + ([kb] if kb else [])
-        + ([kl] if labelled else [])
+        + ([kl] if info is not None else [])
         + {"chid": ["candidates"], "wsc": ["target"]}.get(kind, [])
     )
     for k in need:
@@ -196,22 +360,20 @@ def _record(task, split, line, d, path, labels) -> Example:
     elif kb:
         b = _text(d[kb], kb, path, line)
     if kind == "chid":
-        if "#idiom#" not in a:
-            raise FewkitDataError(path, line, "the blank '#idiom#' in 'content'", a)
-        if not isinstance(d["candidates"], list) or len(d["candidates"]) < 2:
-            raise FewkitDataError(path, line, "a list of candidate idioms", d["candidates"])
-    if kind == "wsc" and not isinstance(d["target"], dict):
-        raise FewkitDataError(path, line, "a dict {span1_text, span2_text, ...} in 'target'", d["target"])
+        _check_chid(a, d["candidates"], path, line)
+    if kind == "wsc":
+        _check_wsc(a, d["target"], path, line)
     label = None
-    if labelled:
+    if info is not None:
         v = d[kl]
         label = str(v) if isinstance(v, (str, int)) and not isinstance(v, bool) else None
-        if label not in labels:
-            raise FewkitDataError(
-                path, line, f"a {task} label (one of {labels[:8]}{' ...' if len(labels) > 8 else ''})", v
-            )
-        if kind == "chid" and int(label) >= len(d["candidates"]):
-            raise FewkitDataError(path, line, "an answer index into 'candidates'", v)
+        if kind == "chid" and not (isinstance(v, int) and not isinstance(v, bool) and 0 <= v < len(d["candidates"])):
+            raise FewkitDataError(path, line, "an answer index into 'candidates' (an integer 0-6)", v)
+        if label not in info.labels:
+            src = f" as listed in {info.source}" if info.source else ""
+            more = " ..." if len(info.labels) > 8 else ""
+            raise FewkitDataError(path, line, f"a {task} label{src} (one of {info.labels[:8]}{more})", v)
+        _check_desc(task, d, label, info, path, line)
     skip = {ka, kl} | ({kb} if kb and task != "csl" else set())
     return Example(task, split, line - 1, a, b, label, {k: v for k, v in d.items() if k not in skip})
 
@@ -228,6 +390,26 @@ def to_fewclue(e: Example) -> dict:
     return d
 
 # %% ../nbs/02_data.ipynb #7772a744
+def _unique_ids(task: str, split: str, exs: list, path):
+    "Test predictions are keyed by id (cluewsc: idx): every line of a test file needs one, each once."
+    first = {}
+    for e in exs:
+        v = e.extra.get("id", e.extra.get("idx"))
+        if v is None:
+            raise FewkitDataError(
+                path, e.idx + 1, f"an 'id' (cluewsc: 'idx') on every line of {split}", "a line without one"
+            )
+        k = json.dumps(v)
+        if k in first:
+            raise FewkitDataError(
+                path,
+                e.idx + 1,
+                f"a different id on every line of {split}",
+                f"id {v!r} again (first on line {first[k]})",
+            )
+        first[k] = e.idx + 1
+
+
 def load_fewclue(task: str, split: str, root=None) -> list[Example]:
     "All records of one FewCLUE split, validated; a bad line raises FewkitDataError."
     _check_task(task)
@@ -240,8 +422,50 @@ def load_fewclue(task: str, split: str, root=None) -> list[Example]:
         raise FewkitDataError(
             p, None, f"the {split} split of {task} (present in {d}: {have or 'nothing'})", "missing file"
         )
-    labels = task_info(task, root).labels if split not in UNLABELED_SPLITS else []
-    return [_record(task, split, i, o, p, labels) for i, o in read_jsonl(p)]
+    info = task_info(task, root) if split not in UNLABELED_SPLITS else None
+    out = [_record(task, split, i, o, p, info) for i, o in read_jsonl(p)]
+    if not out and split != "unlabeled":  # cluewsc's unlabeled.json is empty upstream: that one is allowed
+        raise FewkitDataError(p, None, f"at least one {task} record in {split}", "an empty file")
+    if split in ("test", "test_public"):
+        _unique_ids(task, split, out, p)
+    return out
+
+# %% ../nbs/02_data.ipynb #b7d0a010
+PROTOCOL = tuple(range(5))  # FewCLUE's split ids k: train_k goes with dev_k
+
+
+def _split_ids(splits) -> list[int]:
+    ks = list(PROTOCOL if splits is None else splits)
+    bad = [k for k in ks if not isinstance(k, int) or isinstance(k, bool) or k not in PROTOCOL]
+    if bad or not ks or len(set(ks)) < len(ks):
+        raise FewkitError(f"splits must be different integers from {list(PROTOCOL)}, got {ks}")
+    return ks
+
+
+def protocol_splits(task: str, root=None, splits=None) -> list[int]:
+    "The split ids to run (default: all 5); a named split whose train_k/dev_k file is missing is an error."
+    ks = _split_ids(splits)
+    d = fewclue_root(root) / _check_task(task)
+    why = (
+        "the 5-split protocol (name the splits to use fewer: splits=[0] / --splits 0)"
+        if splits is None
+        else f"splits {ks}"
+    )
+    for k in ks:
+        for s in (f"train_{k}", f"dev_{k}"):
+            if not (d / f"{s}.json").exists():
+                raise FewkitDataError(
+                    d / f"{s}.json", None, f"the {s} split of {task}, needed by {why}", "missing file"
+                )
+    return ks
+
+
+def load_protocol(task: str, root=None, splits=None) -> dict[int, tuple[list[Example], list[Example]]]:
+    "{k: (train_k, dev_k)} for the protocol's splits (default all 5), every file validated."
+    return {
+        k: (load_fewclue(task, f"train_{k}", root), load_fewclue(task, f"dev_{k}", root))
+        for k in protocol_splits(task, root, splits)
+    }
 
 # %% ../nbs/02_data.ipynb #264978ef
 def _key(o: dict, ignore) -> str:
@@ -262,40 +486,60 @@ def find_duplicates(src, ignore=("id", "idx")) -> list[list[int]]:
     return [g for g in groups.values() if len(g) > 1]
 
 # %% ../nbs/02_data.ipynb #0edf347b
-def check_fewclue(root=None, task: str | None = None) -> dict:
-    "Validate a FewCLUE folder: per task and split, lines, bytes, label counts, duplicates, problems."
-    root = fewclue_root(root)
-    rep = dict(root=str(root), tasks={}, problems=[])
-    for t in [_check_task(task)] if task else FEWCLUE_TASKS:
-        tr = rep["tasks"][t] = dict(splits={}, missing=[], problems=[])
-        if not (root / t).is_dir():
-            tr["problems"].append(f"{root / t}: expected the folder of task {t}, got nothing")
+def _check_task_folder(root: Path, t: str, need: set, tr: dict) -> None:
+    "Fill the report `tr` of task `t`: per split lines, bytes, labels, duplicates; every problem as a message."
+    d = root / t
+    if not d.is_dir():
+        near = [q.name for q in root.iterdir() if q.name.lower() == t and q.name != t]
+        hint = f" (found {near[0]!r}: task folders are lower case, as in FewCLUE)" if near else ""
+        tr["problems"].append(f"{d}: expected the folder of task {t}, got nothing{hint}")
+        return
+    try:
+        tr["labels"] = task_info(t, root).labels
+    except FewkitError as e:
+        tr["problems"].append(str(e))
+        return
+    for s in SPLITS:
+        p = d / f"{s}.json"
+        if not p.exists():
+            tr["missing"].append(s)
+            if s in need:
+                tr["problems"].append(
+                    str(FewkitDataError(p, None, f"the {s} split ({_need_str(need)})", "missing file"))
+                )
             continue
         try:
-            tr["labels"] = task_info(t, root).labels
-        except FewkitDataError as e:
+            ex = load_fewclue(t, s, root)
+        except FewkitError as e:
             tr["problems"].append(str(e))
             continue
-        for s in SPLITS:
-            p = root / t / f"{s}.json"
-            if not p.exists():
-                tr["missing"].append(s)
-                continue
-            with open(p, "rb") as f:
-                crlf = f.readline().endswith(b"\r\n")
-            try:
-                ex = load_fewclue(t, s, root)
-            except FewkitDataError as e:
-                tr["problems"].append(str(e))
-                continue
-            tr["splits"][s] = dict(
-                lines=len(ex),
-                bytes=p.stat().st_size,
-                crlf=crlf,
-                duplicates=find_duplicates(ex),
-                labels=dict(sorted(Counter(e.label for e in ex if e.label is not None).items())),
-            )
-        rep["problems"] += tr["problems"]
+        raw = p.read_bytes()
+        tr["splits"][s] = dict(
+            lines=len(ex),
+            bytes=len(raw),
+            crlf=raw.split(b"\n", 1)[0].endswith(b"\r"),
+            duplicates=find_duplicates(ex),
+            labels=dict(sorted(Counter(e.label for e in ex if e.label is not None).items())),
+        )
+
+
+def _need_str(need: set) -> str:
+    ks = sorted({int(s.split("_")[1]) for s in need})
+    return (
+        "the 5-split protocol; --splits names fewer" if ks == list(PROTOCOL) else f"--splits {','.join(map(str, ks))}"
+    )
+
+
+def check_fewclue(root=None, task: str | None = None, splits=None) -> dict:
+    "Validate a FewCLUE folder: per task and split, lines, bytes, label counts, duplicates, problems."
+    root = fewclue_root(root)
+    ks = _split_ids(splits)
+    need = {f"{s}_{k}" for k in ks for s in ("train", "dev")}
+    rep = dict(root=str(root), splits=ks, tasks={}, problems=[])
+    for t in [_check_task(task)] if task else FEWCLUE_TASKS:
+        tr = rep["tasks"][t] = dict(splits={}, missing=[], problems=[])
+        _check_task_folder(root, t, need, tr)
+    rep["problems"] = [p for tr in rep["tasks"].values() for p in tr["problems"]]
     return rep
 
 # %% ../nbs/02_data.ipynb #9d620e1e
@@ -327,25 +571,3 @@ def format_report(rep: dict, max_groups: int = 40) -> str:
         out += [f"  PROBLEM {p}" for p in tr["problems"]]
     out.append(f"\n{len(rep['problems'])} problem(s)")
     return "\n".join(out)
-
-
-def cli_main(argv: list[str] | None = None) -> int:
-    "`fewkit data check --root DIR [--task T] [--json]`: exit 1 (naming file and line) if a file is broken."
-    ap = argparse.ArgumentParser(prog="fewkit data", description="FewCLUE data tools.")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("check", help="validate a FewCLUE datasets/ folder: line and label counts, duplicates, problems")
-    c.add_argument(
-        "--root", help="folder laid out like FewCLUE's datasets/ (default: shared/fewclue, else data_samples/fewclue)"
-    )
-    c.add_argument("--task", choices=FEWCLUE_TASKS, help="check one task only")
-    c.add_argument("--json", action="store_true", help="print the full report as JSON")
-    a = ap.parse_args(argv)
-    try:
-        rep = check_fewclue(a.root, a.task)
-    except FewkitError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps(rep, ensure_ascii=False, indent=1) if a.json else format_report(rep))
-    for p in rep["problems"]:
-        print(f"error: {p}", file=sys.stderr)
-    return 1 if rep["problems"] else 0

@@ -6,6 +6,7 @@ import pytest
 from fewkit.core import FewkitDataError, find_shared, data_samples
 from fewkit import data as fd
 from fewkit import corpora
+from fewkit.doors.data import cli_main
 
 SAMPLES = data_samples() / "fewclue"
 GOOD = '{"id": 0, "sentence": "物流很快", "label": "Positive"}'
@@ -87,12 +88,12 @@ def test_quirks_crlf_u2028_int_labels_empty_file(tmp_path):
 
 def test_cli_broken_file_exits_nonzero_naming_file_and_line(tmp_path, capsys):
     root = _task_dir(tmp_path, train_0=GOOD + "\n" + GOOD + "\n" + '{"id": 2, "sentence": }\n')
-    assert fd.cli_main(["check", "--root", str(root), "--task", "eprstmt"]) == 1
+    assert cli_main(["check", "--root", str(root), "--task", "eprstmt"]) == 1
     assert "eprstmt/train_0.json:3: expected" in capsys.readouterr().err
 
 
 def test_cli_help(capsys):
-    with pytest.raises(SystemExit) as e: fd.cli_main(["check", "--help"])
+    with pytest.raises(SystemExit) as e: cli_main(["check", "--help"])
     assert e.value.code == 0 and "--root" in capsys.readouterr().out
 
 
@@ -161,8 +162,10 @@ def test_samples_quirks():
     assert any("\u2028" in e.text_a for e in fd.load_fewclue("iflytek", "train_0", SAMPLES))
     assert fd.find_duplicates(SAMPLES / "eprstmt" / "train_few_all.json") == [[1, 5]]
     assert isinstance(json.loads((SAMPLES / "tnews" / "train_0.json").read_text().split("\n")[0])["label"], int)
-    rep = fd.check_fewclue(SAMPLES)
+    rep = fd.check_fewclue(SAMPLES, splits=[0])   # data_samples holds split 0 only
     assert rep["problems"] == [] and set(rep["tasks"]) == set(fd.FEWCLUE_TASKS)
+    full = fd.check_fewclue(SAMPLES)               # the 5-split protocol: splits 1-4 are missing there
+    assert len(full["problems"]) == 9 * 8 and all("split" in p and "missing file" in p for p in full["problems"])
 
 
 def test_fewclue_root_fallback(monkeypatch):
@@ -191,7 +194,21 @@ def test_review_task_seeded_and_disjoint():
 
 
 def test_chid_answer_outside_candidates(tmp_path):
-    line = '{"id": 1, "candidates": ["一心一意", "半途而废"], "content": "他学画总是#idiom#。", "answer": %d}\n'
-    root = _task_dir(tmp_path, "chid", train_0=line % 1 + line % 5)
+    # FewCLUE chid lines hold 7 different candidates (2 are now refused), so the index must pass 6 to fall outside
+    cands = '["一心一意", "半途而废", "守株待兔", "画蛇添足", "井底之蛙", "亡羊补牢", "对牛弹琴"]'
+    line = '{"id": 1, "candidates": %s, "content": "他学画总是#idiom#。", "answer": %%d}\n' % cands
+    root = _task_dir(tmp_path, "chid", train_0=line % 1 + line % 7)
     _raises(root, "chid", "train_0", 2, "an answer index into 'candidates'")
     assert fd.load_fewclue("chid", "dev_0", _task_dir(tmp_path / "ok", "chid", dev_0=line % 1))[0].label == "1"
+
+
+def test_chid_two_candidates_refused(tmp_path):
+    line = '{"id": 1, "candidates": ["一心一意", "半途而废"], "content": "他学画总是#idiom#。", "answer": 1}\n'
+    _raises(_task_dir(tmp_path, "chid", train_0=line), "chid", "train_0", 1, "'candidates': a list of 7 idioms")
+
+
+def test_protocol_needs_all_five_splits_unless_named(tmp_path):
+    with pytest.raises(FewkitDataError) as e: fd.protocol_splits("eprstmt", SAMPLES)
+    assert e.value.path.endswith("eprstmt/train_1.json") and "--splits" in str(e.value)
+    assert fd.protocol_splits("eprstmt", SAMPLES, [0]) == [0]
+    assert [len(x) for x in fd.load_protocol("eprstmt", SAMPLES, [0])[0]] == [4, 4]
