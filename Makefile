@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fewkit-installed
 NBDEV_WORKERS ?= 2
 
-.PHONY: install demo test test-nbs test-py check-sync lab bench readme clean-nbs
+.PHONY: install demo test test-nbs test-py check-sync lint-imports lab bench readme clean-nbs
 .DEFAULT_GOAL := demo
 
 $(STAMP): pyproject.toml Makefile
@@ -23,7 +23,10 @@ install: $(STAMP)
 demo: install            ## the main job on the embedded default data (no GPU, no network)
 	$(BIN)/fewkit demo
 
-test: install check-sync test-nbs test-py   ## what CI runs
+test: install check-sync lint-imports test-nbs test-py   ## what CI runs
+
+lint-imports: install    ## the layer contracts of pyproject.toml (import-linter)
+	$(BIN)/lint-imports
 
 check-sync: install      ## nbdev-export / nbdev-clean / README must change nothing
 	PATH=$(abspath $(BIN)):$$PATH bash scripts/check_sync.sh
