@@ -24,7 +24,7 @@ def _check(res, stages, dtype='fp32', ref='ddp', tol=1e-5):
 
 @pytest.mark.multiproc
 def test_zero_parity_two_processes():
-    fp32, bf16 = run_function('fewkit.parallel.distributed:calls', 2, timeout_s=240, args=(
+    fp32, bf16 = run_function('fewkit.testing:calls', 2, timeout_s=240, args=(
         (Z + 'zero_run', dict(stages=(1, 2, 3), steps=20, vocab=61)),  # odd vocab: padding is exercised
         (Z + 'zero_run', dict(stages=(0, 1, 2, 3), dtype='bf16', steps=6, ddp=False))))[1]
     _check(fp32, (1, 2, 3))
@@ -50,7 +50,7 @@ def test_zero_clip_equals_clip_grad_norm_on_one_process():
     # Zero.clip_ (used by fit's parallel='zero') against torch's clip_grad_norm_, fresh random gradients
     import socket
     import torch, torch.distributed as dist
-    from fewkit.parallel.distributed import tiny_bert
+    from fewkit.testing import tiny_bert
     from fewkit.parallel.zero import Zero, ZeroSettings
     with socket.socket() as s: s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
@@ -62,7 +62,7 @@ def test_zero_clip_equals_clip_grad_norm_on_one_process():
             for model in (ref, m):
                 model(input_ids=ids).float().pow(2).mean().mul(1e3).backward()   # large: clipping is active
             z._finish()
-            for u in z.units: u.master.grad = (u.grad[u.sl] if stage < 2 else u.grad).clone()
+            z._grads_to_masters()                 # one process: the mean gradient is the gradient
             norm = z.clip_(0.5)
             want = torch.nn.utils.clip_grad_norm_(ref.parameters(), 0.5).item()
             assert abs(norm - want) / want < 1e-5 and want > 0.5
@@ -74,3 +74,54 @@ def test_zero_clip_equals_clip_grad_norm_on_one_process():
                     assert torch.allclose(got, exp, rtol=1e-5, atol=1e-8), (name[id(p)], (got - exp).abs().max())
     finally:
         dist.destroy_process_group()
+
+
+TRAINER = [dict(stage=s) for s in range(4)] + [dict(stage=s, offload_optimizer=True) for s in range(4)]
+TRAINER += [dict(stage=s, micro=2) for s in range(4)] + [dict(stage=1, overlap=False, micro=2)]
+
+@pytest.mark.multiproc
+def test_zero_as_the_trainer_uses_it():
+    # fit's use on 2 ranks (gloo): scheduler on z.opt, step(max_norm) clipping the global norm, stages 0-3, CPU
+    # offload, gradient accumulation; against one process with torch AdamW (no decay on biases/LayerNorm) and
+    # clip_grad_norm_ on the whole batch. Resume from full_state_dict + this rank's opt.state_dict is exact.
+    res = run_function(Z + 'trainer_parity', 2, kwargs=dict(configs=TRAINER), timeout_s=400)
+    assert res[0] == res[1]                      # every rank reports the same global numbers
+    for r in res[0]:
+        assert len(r['losses']) == 7 and r['max_rel'] < 1e-5, r
+        assert r['resume_equal'] and r['keys_equal'], r
+        assert r['eval_rel'] < 1e-5 and r['max_weight_diff'] < 1e-5, r
+
+
+@pytest.mark.multiproc
+def test_zero_bf16_checkpoint_holds_the_fp32_masters():
+    res = run_function(Z + 'trainer_parity', 2, kwargs=dict(configs=[dict(stage=s, dtype='bf16') for s in (1, 3)]),
+                       timeout_s=300)[0]
+    for r in res:
+        assert r['resume_equal'] and r['keys_equal'], r        # masters in opt.state_dict: resume is exact
+        assert r['max_rel'] < 1e-3 and r['max_weight_diff'] < 2e-2, r   # bf16 compute vs the fp32 reference
+
+
+def test_zero_without_a_process_group_is_adamw():
+    import torch
+    from torch import nn
+    from fewkit.testing import tiny_bert, mlm_batch
+    from fewkit.model import mlm_loss
+    from fewkit.parallel.zero import Zero, ZeroSettings, no_decay
+    for cfg in (ZeroSettings(stage=3, lr=1e-2, weight_decay=0.1, eps=1e-6),
+                ZeroSettings(stage=2, lr=1e-2, weight_decay=0.1, eps=1e-6, offload_optimizer=True)):
+        m, ref = tiny_bert(0), tiny_bert(0)
+        z = Zero(m, cfg)
+        named = list(ref.named_parameters())
+        opt = torch.optim.AdamW([dict(params=[p for n, p in named if not no_decay(n, p)], weight_decay=0.1),
+                                 dict(params=[p for n, p in named if no_decay(n, p)], weight_decay=0.0)], lr=1e-2, eps=1e-6)
+        for s in range(3):
+            ids, labels = mlm_batch(s, 2)
+            a, b = mlm_loss(m(ids), labels), mlm_loss(ref(ids), labels)
+            assert abs(a.item() - b.item()) <= 1e-5 * b.item()
+            a.backward(); b.backward()
+            z.step(0.5); nn.utils.clip_grad_norm_(ref.parameters(), 0.5); opt.step()
+            z.zero_grad(); opt.zero_grad()
+        sd, want = z.full_state_dict(), ref.state_dict()
+        assert sorted(sd) == sorted(want)
+        assert max((sd[k] - want[k]).abs().max().item() for k in want) < 1e-5
+    assert z.traffic['to_host'] == 3 * 4 * z.numel() and z.traffic['to_device'] == 3 * 4 * z.numel()

@@ -1,4 +1,4 @@
-"""ZeRO stages 1, 2 and 3 from scratch: partition optimizer states, then gradients, then parameters across data-parallel ranks.
+"""ZeRO stages 1, 2 and 3 from scratch, with CPU offload of the optimizer, as the trainer uses them.
 
 Docs: https://fewkit.github.io/fewkit/zero.html.md"""
 
@@ -6,16 +6,23 @@ Docs: https://fewkit.github.io/fewkit/zero.html.md"""
 
 # %% ../../nbs/21_zero.ipynb #17c13fda
 from __future__ import annotations
+import io
 from dataclasses import dataclass
 from functools import partial
-import torch, torch.distributed as dist
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
+from torch.autograd import Variable
 from ..core import FewkitError, Settings
-from .distributed import rank, world_size, tiny_bert, mlm_batch
+from ..measure import storage_bytes
+from ..model import mlm_loss
+from ..testing import tiny_bert, mlm_batch
+from .distributed import DPSettings, data_parallel, new_group
 
 # %% auto #0
-__all__ = ['DTYPES', 'ZeroSettings', 'zero_formula_bytes', 'Zero', 'step', 'zero_grad', 'clip_', 'distinct_bytes', 'state_bytes',
-           'numel', 'zero_run', 'zero_memory', 'zero_subgroup']
+__all__ = ['DTYPES', 'ZeroSettings', 'zero_formula_bytes', 'no_decay', 'distinct_bytes', 'ZeroAdamW', 'Zero', 'zero_run',
+           'zero_memory', 'zero_subgroup', 'adamw_reference', 'trainer_parity']
 
 # %% ../../nbs/21_zero.ipynb #e5fae78d
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -23,15 +30,16 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 @dataclass
 class ZeroSettings(Settings):
-    "ZeRO stage (0 = plain DP, 1 = optimizer states, 2 = + gradients, 3 = + parameters partitioned) with Adam."
+    "ZeRO stage (0 = plain DP, 1 = optimizer states, 2 = + gradients, 3 = + parameters partitioned) with AdamW."
 
     stage: int = 1
     dtype: str = "fp32"  # parameters and gradients; master weights and Adam moments stay fp32
     lr: float = 1e-3
     betas: tuple = (0.9, 0.999)
     eps: float = 1e-8
-    weight_decay: float = 0.0
-    offload_optimizer: bool = False  # DeepSpeed's knob; fewkit's own is fewkit.parallel.offload
+    weight_decay: float = 0.0  # decoupled (AdamW); biases and LayerNorm weights get none (see `no_decay`)
+    offload_optimizer: bool = False  # fp32 masters, Adam's moments and Adam's step on the host (ZeRO-Offload)
+    overlap: bool = True  # start each unit's gradient collective during backward; False: all of them in `step`
 
     def to_deepspeed_config(self) -> dict:
         "The DeepSpeed config fragment for the same stage, precision and optimizer."
@@ -42,16 +50,16 @@ class ZeroSettings(Settings):
             "lr": self.lr,
             "betas": list(self.betas),
             "eps": self.eps,
-            "weight_decay": self.weight_decay,
-            "adam_w_mode": False,
+            "weight_decay": self.weight_decay,  # DeepSpeed decays every tensor, biases and LayerNorm included
+            "adam_w_mode": True,
             "torch_adam": not self.offload_optimizer,
         }
         return {
             "zero_optimization": z,
             "optimizer": {"type": "Adam", "params": opt},
             "bf16": {"enabled": self.dtype == "bf16"},
-            "gradient_clipping": 0.0,
-        }  # DeepSpeed clips at 1.0 by default
+            "gradient_clipping": 0.0,  # DeepSpeed clips at 1.0 by default; fewkit clips in `Zero.step(max_norm)`
+        }
 
 
 def zero_formula_bytes(psi: int, n: int, stage: int, dtype: str = "bf16") -> dict:
@@ -63,232 +71,478 @@ def zero_formula_bytes(psi: int, n: int, stage: int, dtype: str = "bf16") -> dic
     return dict(params=params, grads=grads, optimizer=opt, total=params + grads + opt)
 
 # %% ../../nbs/21_zero.ipynb #45f6015b
-def _unique(params):
-    seen = set()
-    for p in params:
-        if id(p) not in seen:
-            seen.add(id(p))
-            yield p
+def no_decay(name: str, p: nn.Parameter) -> bool:
+    "BERT's rule: vectors (biases, LayerNorm weights) get no weight decay; fewkit.train's `decay_groups` agrees."
+    return p.ndim < 2 or "LayerNorm" in name or name.endswith("bias")
 
 
 class _Unit:
-    "The parameters of one layer (or the root) as views into one flat buffer `full`, padded to `parts`."
+    "Parameters of one layer (or the root) with one weight-decay setting, as views into one flat buffer `full`."
 
-    def __init__(self, params, parts: int, r: int, dtype):
-        self.params, self.numel = params, sum(p.numel() for p in params)
-        self.padded = -(-self.numel // parts) * parts
+    def __init__(self, params: list, parts: int, r: int, dtype, decay: bool = True):
+        self.params = params
+        self.decay = decay
+        self.numel = sum(p.numel() for p in params)
+        self.padded = -(-self.numel // parts) * parts  # a multiple of `parts`: every rank's slice has P elements
         self.P = self.padded // parts
         self.sl = slice(r * self.P, (r + 1) * self.P)  # this rank's partition
-        self.full, self.offset, off = torch.zeros(self.padded, dtype=dtype), {}, 0
+        self.full = torch.zeros(self.padded, dtype=dtype, device=params[0].device)  # (padded,)
+        self.offset = {}
+        off = 0
         with torch.no_grad():
             for p in params:
-                self.full[off : off + p.numel()].copy_(p.reshape(-1))
-                p.data, self.offset[p], off = self.full[off : off + p.numel()].view(p.shape), off, off + p.numel()
-        self.gathered, self.stage_buf, self.missing = True, None, len(params)
+                n = p.numel()
+                self.full[off : off + n].copy_(p.reshape(-1))
+                p.data = self.full[off : off + n].view(p.shape)  # the module's parameter IS a view now
+                self.offset[p] = off
+                off += n
+        self.gathered = True  # stage 3: is `full` materialised?
+        self.stage_buf = None  # stages 2-3: this backward's full-size gradient, until its reduce-scatter starts
+        self.missing = len(params)  # gradients this backward has not produced yet
+        self.reduced = False  # stages 0-1: `grad` holds a reduced sum (accumulation must not reduce it twice)
+
+    def view(self, flat: torch.Tensor, p: nn.Parameter) -> torch.Tensor:
+        "p's elements inside a flat (padded,) tensor of this unit, shaped like p."
+        o = self.offset[p]
+        return flat[o : o + p.numel()].view(p.shape)
+
+
+def distinct_bytes(tensors) -> int:
+    "Bytes of the distinct storages behind `tensors` (views of one buffer count once), via fewkit.measure."
+    return sum({t.untyped_storage().data_ptr(): storage_bytes(t) for t in tensors}.values())
 
 # %% ../../nbs/21_zero.ipynb #2cb07452
+class ZeroAdamW(torch.optim.AdamW):
+    "torch's AdamW over one rank's fp32 master partitions; its state_dict also carries the masters themselves."
+
+    def __init__(self, units: list, groups: list, **kw):
+        self.units = units
+        super().__init__(groups, **kw)
+
+    def state_dict(self) -> dict:
+        d = super().state_dict()
+        d["masters"] = [u.master.detach().cpu().clone() for u in self.units]  # (P,) fp32 each
+        return d
+
+    @torch.no_grad()
+    def load_state_dict(self, d: dict):
+        d = dict(d)
+        masters = d.pop("masters", None)
+        if masters is not None:
+            got = [tuple(m.shape) for m in masters]
+            want = [tuple(u.master.shape) for u in self.units]
+            if got != want:
+                raise FewkitError(
+                    f"ZeRO optimizer state: partitions of sizes {got[:4]}... do not fit this rank's {want[:4]}... "
+                    "(saved with another world size, stage or model?)"
+                )
+        super().load_state_dict(d)
+        for u, m in zip(self.units, masters or []):
+            u.master.copy_(m)
+            if u.master.data_ptr() != u.part.data_ptr():
+                u.part.copy_(u.master)  # the compute copy follows its master
+
+# %% ../../nbs/21_zero.ipynb #1190eed1
+def _tensors(out) -> list:
+    "Every tensor inside a module's output (tensor, tuple, list, dict or an object with attributes)."
+    if torch.is_tensor(out):
+        return [out]
+    if isinstance(out, dict):
+        items = out.values()
+    elif isinstance(out, (list, tuple)):
+        items = out
+    elif hasattr(out, "__dict__"):
+        items = vars(out).values()
+    else:
+        return []
+    return [t for o in items for t in _tensors(o)]
+
+
 class Zero:
-    "ZeRO-0/1/2/3 Adam for `model` (units: `model.bert.encoder.layer` or `layers`). Call `step()` after backward."
+    "ZeRO-0/1/2/3 AdamW for `model` over `group`: units are `layers` (default `model.bert.encoder.layer`) + the root."
 
     def __init__(self, model: nn.Module, cfg: ZeroSettings = ZeroSettings(), layers=None, group=None):
         if cfg.dtype not in DTYPES:
             raise FewkitError(f"ZeroSettings.dtype: expected one of {list(DTYPES)}, got {cfg.dtype!r}")
-        self.model, self.cfg, self.group, self.comm = model, cfg, group, 0
-        self.n, self.dtype, s = dist.get_world_size(group), DTYPES[cfg.dtype], cfg.stage
-        self.mixed, parts, r = (
-            self.dtype != torch.float32,
-            (1 if s == 0 else self.n),
-            (0 if s == 0 else dist.get_rank(group)),
-        )
+        if cfg.stage not in (0, 1, 2, 3):
+            raise FewkitError(f"ZeroSettings.stage: expected 0, 1, 2 or 3, got {cfg.stage!r}")
+        self.model = model
+        self.cfg = cfg
+        self.group = group
+        self.comm = 0  # elements moved by collectives (all-reduce counts 2x, as in the paper)
+        self.traffic = dict(to_host=0, to_device=0)  # offload: bytes that crossed between device and host
+        ready = dist.is_available() and dist.is_initialized()
+        self.n = dist.get_world_size(group) if ready else 1  # no process group: one rank (e.g. offload alone)
+        self.rank = dist.get_rank(group) if ready else 0
+        self.dtype = DTYPES[cfg.dtype]
+        self.mixed = self.dtype != torch.float32
+        self.offload = cfg.offload_optimizer
+        self.separate = self.mixed or self.offload  # the master is its own fp32 tensor (else: the parameters)
+        self.host = torch.device("cpu")
         layers = list(model.bert.encoder.layer if layers is None else layers)
-        inside = {id(p) for l in layers for p in l.parameters()}
-        groups = [[p for p in _unique(model.parameters()) if id(p) not in inside]] + [
-            list(_unique(l.parameters())) for l in layers
+        self.units, self.modules = [], []  # modules: (module, its units), gathered around forward in stage 3
+        for mod, params in self._split(model, layers):
+            us = self._make_units(params)
+            self.units += us
+            self.modules.append((mod, us))
+        if not self.units:
+            raise FewkitError("Zero: the model has no parameters that require gradients")
+        self.device = self.units[0].full.device
+        self._partition()
+        # backward finishes the last layer first and the root (embeddings + tied head) last
+        self.order = [u for _, us in self.modules[1:][::-1] for u in us] + self.modules[0][1]
+        groups = [
+            dict(params=[u.master for u in self.units if u.decay], weight_decay=cfg.weight_decay),
+            dict(params=[u.master for u in self.units if not u.decay], weight_decay=0.0),
         ]
-        self.units = [_Unit(ps, parts, r, self.dtype) for ps in groups]
+        groups = [g for g in groups if g["params"]]
+        self.opt = ZeroAdamW(self.units, groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+        self.next = 0  # index into `order` of the next unit whose collective starts
+        self.inflight = []  # (unit, output, input kept alive, work)
+        self.in_backward = False
+        if cfg.stage == 3:
+            self._install_gather_hooks()
+
+    # ---- building: units, partitions, masters, hooks ----
+    def _split(self, model, layers):
+        "(module, its trainable parameters): the root (what is outside the layers) first, then each layer."
+        inside = {id(p) for l in layers for p in l.parameters()}
+        seen, root = set(), []
+        for p in model.parameters():
+            if p.requires_grad and id(p) not in inside and id(p) not in seen:
+                seen.add(id(p))
+                root.append(p)
+        out = [(model, root)]
+        for l in layers:
+            out.append((l, list({id(p): p for p in l.parameters() if p.requires_grad}.values())))
+        return out
+
+    def _make_units(self, params) -> list:
+        "Two units per module: parameters with weight decay, and without (one AdamW group each)."
+        names = {}
+        for name, p in self.model.named_parameters(remove_duplicate=False):
+            names.setdefault(id(p), name)
+        parts = 1 if self.cfg.stage == 0 else self.n
+        r = 0 if self.cfg.stage == 0 else self.rank
+        split = [[p for p in params if no_decay(names.get(id(p), ""), p) != d] for d in (True, False)]
+        return [_Unit(ps, parts, r, self.dtype, decay=d) for ps, d in zip(split, (True, False)) if ps]
+
+    @torch.no_grad()
+    def _partition(self):
+        "Everyone starts from the group's first rank; each rank keeps its slice, its master and gradient buffers."
+        s = self.cfg.stage
         for u in self.units:
-            dist.broadcast(u.full, group=group, group_src=0)  # everyone starts from the group's first rank's weights
-            if s == 3:
-                u.shard = u.full[u.sl].clone()
-            keep = u.shard if s == 3 else u.full[u.sl]
-            u.master = nn.Parameter(keep.float() if self.mixed else keep)  # fp32: shares storage with params
-            u.grad = torch.zeros(u.padded if s < 2 else u.P, dtype=self.dtype)
-            if s < 2:  # gradients accumulate straight into the flat gradient buffer
-                for p in u.params:
-                    p.grad = u.grad[u.offset[p] : u.offset[p] + p.numel()].view(p.shape)
+            if self.n > 1:
+                dist.broadcast(u.full, group=self.group, group_src=0)
+            u.shard = u.full[u.sl].clone() if s == 3 else None
+            u.part = u.shard if s == 3 else u.full[u.sl]  # this rank's slice of the parameters, (P,)
+            home = self.host if self.offload else self.device  # where Adam runs
+            u.master = nn.Parameter(u.part.to(home, torch.float32, copy=True) if self.separate else u.part)
+            host_grads = self.offload and s >= 2  # reduced gradient partitions accumulate on the host in fp32
+            u.grad = torch.zeros(
+                u.padded if s < 2 else u.P,
+                dtype=torch.float32 if host_grads else self.dtype,
+                device=self.host if host_grads else self.device,
+            )
+            u.host_grad = torch.zeros(u.P, dtype=torch.float32, device=self.host) if self.offload and s < 2 else None
             for p in u.params:
+                if s < 2:  # gradients accumulate straight into the flat gradient buffer
+                    p.grad = u.view(u.grad, p)
+                    p.register_hook(partial(self._before_accumulate, u))
                 p.register_post_accumulate_grad_hook(partial(self._grad_ready, u))
-        self.order = self.units[1:][::-1] + self.units[:1]  # backward finishes last layer first, root last
-        self.opt = torch.optim.Adam(
-            [u.master for u in self.units], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
-        )
-        if s == 3:
-            for u, m in zip(self.units, [model] + layers):
-                m.register_forward_pre_hook(partial(self._pre_forward, u))
-                m.register_forward_hook(partial(self._post_forward, u))
-                self._free(u)
-        self.next, self.inflight = 0, []
 
-# %% ../../nbs/21_zero.ipynb #9b44ad5f
-@torch.no_grad()
-def _gather(self, u):
-    if u.gathered:
-        return
-    u.full.untyped_storage().resize_(u.padded * u.full.element_size())
-    dist.all_gather_into_tensor(u.full, u.shard, group=self.group)
-    self.comm += u.padded
-    u.gathered = True
-
-
-def _free(self, u):
-    u.full.untyped_storage().resize_(0)
-    u.gathered = False
-
-
-def _pre_forward(self, u, mod, args):
-    self._gather(u)
-
-
-def _post_forward(self, u, mod, args, out):
-    t = out if torch.is_tensor(out) else next(o for o in out if torch.is_tensor(o))
-    if torch.is_grad_enabled() and t.requires_grad:
-        t.register_hook(lambda g: self._gather(u))  # re-gather for backward
-    self._free(u)
-
-
-Zero._gather, Zero._free, Zero._pre_forward, Zero._post_forward = _gather, _free, _pre_forward, _post_forward
-
-# %% ../../nbs/21_zero.ipynb #6c783f9f
-@torch.no_grad()
-def _grad_ready(self, u, p):
-    s = self.cfg.stage
-    if s >= 2:  # move the fresh gradient into the unit's temporary full-size buffer and drop it
-        if u.stage_buf is None:
-            u.stage_buf = torch.zeros(u.padded, dtype=self.dtype)
-        u.stage_buf[u.offset[p] : u.offset[p] + p.numel()].add_(p.grad.reshape(-1))
-        p.grad = None
-    else:
-        view = u.grad[u.offset[p] : u.offset[p] + p.numel()].view(p.shape)
-        if p.grad.data_ptr() != view.data_ptr():
-            view.add_(p.grad)
-            p.grad = view  # someone replaced .grad
-    u.missing -= 1
-    while self.next < len(self.order) and self.order[self.next].missing <= 0:
-        self._reduce(self.order[self.next])
-
-
-def _reduce(self, u):
-    "Start the unit's gradient collective (async)."
-    s, self.next = self.cfg.stage, self.next + 1
-    if s == 0:
-        self.comm += 2 * u.padded
-        self.inflight.append((u, None, dist.all_reduce(u.grad, group=self.group, async_op=True)))
-        return
-    src = u.grad if s == 1 else (u.stage_buf if u.stage_buf is not None else torch.zeros(u.padded, dtype=self.dtype))
-    out = torch.empty(u.P, dtype=self.dtype)
-    self.comm += u.padded
-    self.inflight.append((u, out, dist.reduce_scatter_tensor(out, src, group=self.group, async_op=True)))
-    if s == 3:
-        self._free(u)  # the unit's backward is done
-
-
-Zero._grad_ready, Zero._reduce = _grad_ready, _reduce
-
-# %% ../../nbs/21_zero.ipynb #bd9d446c
-@torch.no_grad()
-def _finish(self):
-    "Launch what backward left (unused parameters), wait for every collective, average into the partitions."
-    while self.next < len(self.order):
-        self._reduce(self.order[self.next])
-    for u, out, work in self.inflight:
-        work.wait()
-        if out is None:
-            u.grad.div_(self.n)
-        elif self.cfg.stage == 1:
-            u.grad[u.sl].copy_(out.div_(self.n))
-        else:
-            u.grad.add_(out.div_(self.n))
-            u.stage_buf = None
-    self.inflight, self.next = [], 0
-    for u in self.units:
-        u.missing = len(u.params)
-
-
-@torch.no_grad()
-def step(self, max_norm: float = 0.0):
-    "Finish the gradient collectives, (clip,) Adam on this rank's fp32 partition, then share the new parameters."
-    self._finish()
-    for u in self.units:
-        g = u.grad[u.sl] if self.cfg.stage < 2 else u.grad
-        u.master.grad = g.float() if self.mixed else g
-    if max_norm > 0:
-        self.clip_(max_norm)
-    self.opt.step()
-    for u in self.units:
-        if self.mixed:
-            u.master.grad = None  # the fp32 copy of the gradient was temporary
-        if self.cfg.stage == 3:
-            if self.mixed:
-                u.shard.copy_(u.master)
-            continue
-        if self.mixed:
-            u.full[u.sl].copy_(u.master)
-        if self.cfg.stage > 0 and self.n > 1:
-            dist.all_gather_into_tensor(u.full, u.full[u.sl].clone(), group=self.group)
-            self.comm += u.padded
-
-
-def zero_grad(self):
-    "Zero the gradient buffers (flat views stay in place)."
-    for u in self.units:
-        u.grad.zero_()
-
-
-@torch.no_grad()
-def clip_(self, max_norm: float) -> float:
-    "Scale this rank's gradient partition so the *global* gradient norm is at most `max_norm` (as clip_grad_norm_)."
-    sq = torch.stack([u.master.grad.float().pow(2).sum() for u in self.units]).sum().double()
-    if self.cfg.stage > 0 and self.n > 1:
-        dist.all_reduce(sq, group=self.group)  # partitions: sum the squares over ranks
-    norm = sq.sqrt().item()
-    coef = min(1.0, max_norm / (norm + 1e-6))
-    if coef < 1:
+    def _install_gather_hooks(self):
+        "Stage 3: gather a module's units before its forward, free them after; the root also on direct use."
+        for mod, us in self.modules:
+            mod.register_forward_pre_hook(partial(self._pre_forward, us))
+            mod.register_forward_hook(partial(self._post_forward, us))
+        root = {id(p) for u in self.modules[0][1] for p in u.params}
+        for mod in self.model.modules():  # e.g. model.bert(...) called without model(...)
+            if any(id(p) in root for p in mod.parameters(recurse=False)):
+                mod.register_forward_pre_hook(partial(self._pre_forward, self.modules[0][1]))
         for u in self.units:
-            u.master.grad.mul_(coef)
-    return norm
+            self._free(u)
 
+    # ---- stage 3: parameters exist only while a module computes ----
+    @torch.no_grad()
+    def _gather(self, u):
+        if u.gathered:
+            return
+        u.full.untyped_storage().resize_(u.padded * u.full.element_size())
+        if self.n > 1:
+            dist.all_gather_into_tensor(u.full, u.shard, group=self.group)
+            self.comm += u.padded
+        else:
+            u.full.copy_(u.shard)
+        u.gathered = True
 
-Zero._finish, Zero.step, Zero.clip_, Zero.zero_grad = _finish, step, clip_, zero_grad
+    def _free(self, u):
+        u.full.untyped_storage().resize_(0)
+        u.gathered = False
 
-# %% ../../nbs/21_zero.ipynb #564c7941
-def distinct_bytes(tensors) -> int:
-    "Bytes of the distinct storages behind `tensors` (views of one buffer count once), via fewkit.measure."
-    from fewkit.measure import storage_bytes
+    def _pre_forward(self, us, mod, args):
+        for u in us:
+            self._gather(u)
 
-    return sum({t.untyped_storage().data_ptr(): storage_bytes(t) for t in tensors}.values())
+    def _post_forward(self, us, mod, args, out):
+        if self.in_backward:  # a recomputation (activation checkpointing): backward still needs the weights
+            return
+        if torch.is_grad_enabled():
+            for t in _tensors(out):
+                if t.requires_grad:
+                    t.register_hook(partial(self._regather, us))  # backward reaches this module: gather again
+        for u in us:
+            self._free(u)
 
+    def _regather(self, us, grad):
+        self._enter_backward()
+        for u in us:
+            self._gather(u)
 
-def state_bytes(self) -> dict:
-    "Per-rank bytes of parameters, gradients and optimizer states that persist between steps."
-    params = distinct_bytes([u.shard if self.cfg.stage == 3 else u.full for u in self.units])
-    grads = distinct_bytes([u.grad for u in self.units])
-    opt = [t for st in self.opt.state.values() for t in st.values() if torch.is_tensor(t) and t.dim() > 0]
-    opt = distinct_bytes(opt + ([u.master for u in self.units] if self.mixed else []))
-    return dict(params=params, grads=grads, optimizer=opt, total=params + grads + opt)
+    # ---- gradients: one collective per unit and backward, in `order` on every rank ----
+    def _enter_backward(self):
+        if not self.in_backward:
+            self.in_backward = True
+            Variable._execution_engine.queue_callback(self._end_backward)  # runs when this backward is done
 
+    @torch.no_grad()
+    def _before_accumulate(self, u, grad):
+        "Stages 0-1, before autograd adds a new gradient into `u.grad` (gradient accumulation)."
+        self._enter_backward()
+        if u.reduced:
+            self._keep_own_sum(u)
 
-def numel(self, padded: bool = True) -> int:
-    "Ψ: number of parameters (padded: as stored, a multiple of N per unit)."
-    return sum(u.padded if padded else u.numel for u in self.units)
+    def _keep_own_sum(self, u):
+        "A reduced sum may enter the next reduction once: stage 0 keeps it on rank 0, stage 1 in the owner's slice."
+        if self.cfg.stage == 0:
+            if self.rank != 0:
+                u.grad.zero_()
+        else:
+            u.grad[: u.sl.start].zero_()
+            u.grad[u.sl.stop :].zero_()
+        u.reduced = False
 
+    @torch.no_grad()
+    def _grad_ready(self, u, p):
+        self._enter_backward()
+        if self.cfg.stage >= 2:  # move the fresh gradient into the unit's temporary full-size buffer and drop it
+            if u.stage_buf is None:
+                u.stage_buf = torch.zeros(u.padded, dtype=self.dtype, device=self.device)
+            u.view(u.stage_buf, p).add_(p.grad)
+            p.grad = None
+        else:
+            view = u.view(u.grad, p)
+            if p.grad.data_ptr() != view.data_ptr():  # someone replaced .grad (e.g. zero_grad(set_to_none))
+                view.add_(p.grad)
+                p.grad = view
+        u.missing -= 1
+        if self.cfg.overlap:
+            while self.next < len(self.order) and self.order[self.next].missing <= 0:
+                self._reduce(self.order[self.next])
 
-Zero.state_bytes, Zero.numel = state_bytes, numel
+    @torch.no_grad()
+    def _reduce(self, u):
+        "Start the unit's gradient collective (async): all-reduce (stage 0) or reduce-scatter (stages 1-3)."
+        s = self.cfg.stage
+        self.next += 1
+        if s < 2 and u.reduced:
+            self._keep_own_sum(u)  # a unit this backward did not touch
+        if s == 0:
+            work = None
+            if self.n > 1:
+                work = dist.all_reduce(u.grad, group=self.group, async_op=True)
+                self.comm += 2 * u.padded
+            self.inflight.append((u, None, None, work))
+            return
+        src = u.grad if s == 1 else u.stage_buf
+        if src is None:
+            src = torch.zeros(u.padded, dtype=self.dtype, device=self.device)
+        u.stage_buf = None  # the next backward stages into a new buffer
+        out = torch.empty(u.P, dtype=self.dtype, device=self.device)
+        work = None
+        if self.n > 1:
+            work = dist.reduce_scatter_tensor(out, src, group=self.group, async_op=True)
+            self.comm += u.padded
+        else:
+            out.copy_(src)
+        self.inflight.append((u, out, src, work))
+        if s == 3:
+            self._free(u)  # the unit's backward is done
+
+    @torch.no_grad()
+    def _wait(self):
+        "Wait for the collectives in flight; sums land in the partitions (divided by N only in `step`)."
+        s = self.cfg.stage
+        for u, out, src, work in self.inflight:
+            if work is not None:
+                work.wait()
+            if s == 1:
+                u.grad[u.sl].copy_(out)
+            elif s >= 2:
+                u.grad.add_(out.to(u.grad.device, u.grad.dtype))
+                if self.offload:
+                    self.traffic["to_host"] += out.numel() * out.element_size()
+            u.reduced = s < 2
+        self.inflight = []
+
+    def _end_backward(self):
+        "Runs once after each backward: start what is left (unused parameters), wait, reset the counters."
+        if self.cfg.overlap:
+            while self.next < len(self.order):
+                self._reduce(self.order[self.next])
+            self._wait()
+            self.next = 0
+        for u in self.units:
+            u.missing = len(u.params)
+            if self.cfg.stage == 3 and u.gathered:
+                self._free(u)
+        self.in_backward = False
+
+    def _finish(self):
+        "Before the step: reduce what backward did not (overlap off), wait for every collective."
+        if not self.cfg.overlap:
+            while self.next < len(self.order):
+                self._reduce(self.order[self.next])
+            self.next = 0
+        self._wait()
+
+    # ---- the step ----
+    @torch.no_grad()
+    def _grads_to_masters(self):
+        "Mean gradient of this rank's partition, in fp32, where Adam runs (offload: copied to the host)."
+        s = self.cfg.stage
+        for u in self.units:
+            g = u.grad[u.sl] if s < 2 else u.grad  # (P,) summed over ranks
+            if self.n > 1:
+                g.div_(self.n)
+            if u.host_grad is not None:
+                u.host_grad.copy_(g)  # device -> host
+                self.traffic["to_host"] += g.numel() * g.element_size()
+                g = u.host_grad
+            u.master.grad = g.float() if g.dtype != torch.float32 else g
+
+    @torch.no_grad()
+    def clip_(self, max_norm: float) -> float:
+        "Scale this rank's gradient partition so the *global* gradient norm is at most `max_norm` (as clip_grad_norm_)."
+        sq = torch.stack([u.master.grad.float().pow(2).sum() for u in self.units]).sum().double()
+        if self.cfg.stage > 0 and self.n > 1:
+            sq = sq.to(self.device)
+            dist.all_reduce(sq, group=self.group)  # partitions: sum the squares over ranks
+        norm = sq.sqrt().item()
+        coef = min(1.0, max_norm / (norm + 1e-6))
+        if coef < 1:
+            for u in self.units:
+                u.master.grad.mul_(coef)
+        return norm
+
+    @torch.no_grad()
+    def step(self, max_norm: float = 0.0) -> float | None:
+        "Finish the gradient collectives, clip the global norm (if max_norm > 0), AdamW on this rank's partition, share it."
+        self._finish()
+        s = self.cfg.stage
+        if s == 3:
+            for u in self.units:
+                if u.gathered:
+                    self._free(u)  # gathered outside a forward (e.g. a direct use): stale after the step
+        self._grads_to_masters()
+        norm = self.clip_(max_norm) if max_norm > 0 else None
+        self.opt.step()
+        for u in self.units:
+            u.master.grad = None
+            if self.separate:
+                low = u.master.detach().to(self.dtype)  # cast where the master lives: only 2 bytes/param cross
+                u.part.copy_(low)
+                if self.offload:
+                    self.traffic["to_device"] += low.numel() * low.element_size()
+            if s in (1, 2) and self.n > 1:
+                dist.all_gather_into_tensor(u.full, u.part.clone(), group=self.group)
+                self.comm += u.padded
+        return norm
+
+    def zero_grad(self):
+        "Zero the gradient buffers (the flat views stay in place)."
+        for u in self.units:
+            u.grad.zero_()
+            u.stage_buf = None
+            u.reduced = False
+        if self.offload:
+            for u in self.units:
+                if u.host_grad is not None:
+                    u.host_grad.zero_()
+
+    # ---- full weights, for checkpoints and evaluation elsewhere ----
+    def _names(self) -> dict:
+        names = {}
+        for name, t in self.model.state_dict(keep_vars=True).items():
+            names.setdefault(id(t), name)
+        return names
+
+    @torch.no_grad()
+    def full_state_dict(self) -> dict:
+        "The whole model's state_dict with fp32 parameters (the masters), on CPU, on every rank; every rank calls it."
+        full = {}
+        for u in self.units:
+            m = u.master.detach().to(self.device, torch.float32)  # (P,)
+            flat = m
+            if self.cfg.stage > 0 and self.n > 1:
+                flat = torch.empty(u.padded, dtype=torch.float32, device=self.device)
+                dist.all_gather_into_tensor(flat, m.contiguous(), group=self.group)
+            for p in u.params:
+                full[id(p)] = u.view(flat, p).cpu().clone()
+        return {
+            name: full[id(t)] if id(t) in full else t.detach().cpu().clone()
+            for name, t in self.model.state_dict(keep_vars=True).items()
+        }
+
+    @torch.no_grad()
+    def load_full_state_dict(self, sd: dict):
+        "Fill this rank's partitions, masters and (below stage 3) full parameters from a full state_dict."
+        want = self.model.state_dict(keep_vars=True)
+        missing = [k for k in want if k not in sd]
+        if missing:
+            raise FewkitError(f"Zero.load_full_state_dict: {len(missing)} keys missing, e.g. {missing[:3]}")
+        names = self._names()
+        for u in self.units:
+            flat = torch.zeros(u.padded, dtype=torch.float32, device=self.device)
+            for p in u.params:
+                v = sd[names[id(p)]]
+                if tuple(v.shape) != tuple(p.shape):
+                    raise FewkitError(
+                        f"{names[id(p)]}: shape {tuple(v.shape)} in the state_dict, model has {tuple(p.shape)}"
+                    )
+                u.view(flat, p).copy_(v)
+            if u.gathered:
+                u.full.copy_(flat)
+            if u.shard is not None:
+                u.shard.copy_(flat[u.sl])
+            u.master.copy_(flat[u.sl])
+        for name, b in self.model.named_buffers():
+            if name in sd:
+                b.copy_(sd[name])
+
+    # ---- bytes ----
+    def state_bytes(self) -> dict:
+        "Per-rank bytes of parameters, gradients and optimizer states between steps (`host`: what is offloaded)."
+        params = distinct_bytes([u.part if self.cfg.stage == 3 else u.full for u in self.units])
+        states = [t for st in self.opt.state.values() for t in st.values() if torch.is_tensor(t) and t.dim() > 0]
+        masters = [u.master for u in self.units] if self.separate else []
+        grads = [u.grad for u in self.units]
+        if not self.offload:
+            opt = distinct_bytes(states + masters)
+            g = distinct_bytes(grads)
+            return dict(params=params, grads=g, optimizer=opt, total=params + g + opt)
+        host_grads = grads if self.cfg.stage >= 2 else [u.host_grad for u in self.units]
+        g = 0 if self.cfg.stage >= 2 else distinct_bytes(grads)
+        host = distinct_bytes(states + masters + host_grads)
+        return dict(params=params, grads=g, optimizer=0, total=params + g, host=host)
+
+    def numel(self, padded: bool = True) -> int:
+        "Ψ: number of parameters (padded: as stored, a multiple of N per unit)."
+        return sum(u.padded if padded else u.numel for u in self.units)
 
 # %% ../../nbs/21_zero.ipynb #2f79ba0e
 def _train(model, fwd, step, zero_grad, steps, rows, seed, dtype):
-    from fewkit.model import mlm_loss
-
-    r, n, losses, vocab = rank(), world_size(), [], model.config.vocab_size
+    r, n, losses, vocab = dist.get_rank(), dist.get_world_size(), [], model.config.vocab_size
     for s in range(steps):
         ids, labels = mlm_batch(s, rows * n, vocab=vocab, seed=seed)
         mine = slice(r * rows, (r + 1) * rows)
@@ -313,7 +567,7 @@ def zero_run(
     **model_kw,
 ) -> dict:
     "On every rank: DDP+Adam reference and ZeRO `stages`; loss trajectories, bytes vs formula, comm per step."
-    n, out = world_size(), {}
+    n, out = dist.get_world_size(), {}
     if ddp:
         m = tiny_bert(seed, **model_kw)
         d = nn.parallel.DistributedDataParallel(m)
@@ -340,12 +594,9 @@ def zero_run(
 # %% ../../nbs/21_zero.ipynb #94961b44
 def zero_memory(ns=(1, 2, 4), stages=(0, 1, 2, 3), dtypes=("bf16", "fp32"), **model_kw) -> list[dict]:
     "Per-rank bytes after one step, for each group size in `ns` (needs max(ns) ranks), stage and dtype."
-    from fewkit.model import mlm_loss
-    from fewkit.parallel.distributed import new_group
-
     rows, groups = [], {n: new_group(list(range(n))) for n in ns}
     for n, g in groups.items():
-        if rank() >= n:
+        if dist.get_rank() >= n:
             continue
         for dt in dtypes:
             for st in stages:
@@ -371,17 +622,126 @@ def zero_memory(ns=(1, 2, 4), stages=(0, 1, 2, 3), dtypes=("bf16", "fp32"), **mo
 # %% ../../nbs/21_zero.ipynb #3f7c22a7
 def zero_subgroup(stage: int = 3, dp: str = "bucketed") -> dict | None:
     "Run on 3 ranks: ranks 1 and 2 train in their own group, rank 0 sits out. Both must start from global rank 1's weights."
-    from fewkit.model import mlm_loss
-    from fewkit.parallel.distributed import new_group, data_parallel, DPSettings
-
     g = new_group([1, 2])  # every rank takes part in creating a group
-    if rank() == 0:
+    if dist.get_rank() == 0:
         return None
     ids, labels = mlm_batch(0, 2)
     ref = mlm_loss(tiny_bert(seed=1)(ids), labels).item()  # the loss of the weights global rank 1 starts with
-    m = tiny_bert(seed=rank())
+    m = tiny_bert(seed=dist.get_rank())
     Zero(m, ZeroSettings(stage=stage), group=g)  # different weights on each rank before
-    d = tiny_bert(seed=rank())
+    d = tiny_bert(seed=dist.get_rank())
     fwd, _ = data_parallel(d, DPSettings(dp), group=g)
     with torch.no_grad():
         return dict(ref=ref, zero=mlm_loss(m(ids), labels).item(), dp=mlm_loss(fwd(ids), labels).item())
+
+# %% ../../nbs/21_zero.ipynb #e897825e
+def _loss_sum(model, ids, labels) -> torch.Tensor:
+    "Sum of the MLM cross-entropy over every position (what fit's `loss_fn` returns), in fp32."
+    return F.cross_entropy(model(ids).float().flatten(0, 1), labels.flatten(), reduction="sum")
+
+
+def _warmup(i: int) -> float:
+    return min(1.0, (i + 1) / 3)  # a schedule that moves the lr of every group in the first steps
+
+
+def adamw_reference(steps: int, rows: int, max_norm: float, lr: float, weight_decay: float, seed: int = 0, **model_kw):
+    "One process on the whole global batch: torch AdamW (no decay on `no_decay`), clip_grad_norm_; (losses, model)."
+    m = tiny_bert(seed, **model_kw)
+    named = list(m.named_parameters())
+    groups = [
+        dict(params=[p for k, p in named if not no_decay(k, p)], weight_decay=weight_decay),
+        dict(params=[p for k, p in named if no_decay(k, p)], weight_decay=0.0),
+    ]
+    opt = torch.optim.AdamW(groups, lr=lr, eps=1e-6)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup)
+    losses = []
+    for s in range(steps):
+        ids, labels = mlm_batch(s, rows, vocab=m.config.vocab_size, seed=seed)
+        loss = _loss_sum(m, ids, labels) / labels.numel()
+        loss.backward()
+        nn.utils.clip_grad_norm_(m.parameters(), max_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    return losses, m
+
+
+def _zero_steps(m, z, sched, first: int, steps: int, rows: int, micro: int, max_norm: float, seed: int) -> list:
+    "fit's step on this rank: its rows in `micro` micro-batches, loss sum / global count × N, step, zero_grad."
+    r, n, losses = dist.get_rank(), dist.get_world_size(), []
+    for s in range(first, first + steps):
+        ids, labels = mlm_batch(s, rows * n, vocab=m.config.vocab_size, seed=seed)
+        mine = slice(r * rows, (r + 1) * rows)
+        total = torch.zeros(1, dtype=torch.float64)
+        for mi, ml in zip(ids[mine].chunk(micro), labels[mine].chunk(micro)):
+            loss = _loss_sum(m, mi, ml)
+            (loss * n / labels.numel()).backward()  # DDP-style: the ranks' mean gradient is the global mean
+            total += loss.item()
+        z.step(max_norm)
+        sched.step()
+        z.zero_grad()
+        dist.all_reduce(total)
+        losses.append(total.item() / labels.numel())
+    return losses
+
+
+def trainer_parity(
+    configs=({"stage": 0}, {"stage": 1}, {"stage": 2}, {"stage": 3}),
+    steps: int = 5,
+    rows: int = 4,
+    max_norm: float = 0.05,
+    lr: float = 1e-2,
+    weight_decay: float = 0.1,
+    micro: int = 1,
+    seed: int = 0,
+    **model_kw,
+) -> list[dict]:
+    """Run on N ranks: fit's use of `Zero` (scheduler on `z.opt`, `step(max_norm)`, checkpoint and resume through
+    `opt.state_dict` + `full_state_dict`, evaluation forwards on all ranks) against `adamw_reference`."""
+    ref, ref_model = adamw_reference(
+        steps + 2, rows * dist.get_world_size(), max_norm, lr, weight_decay, seed, **model_kw
+    )
+    eval_ids, eval_labels = mlm_batch(10**6, 4, vocab=ref_model.config.vocab_size, seed=seed)
+    with torch.no_grad():
+        ref_eval = _loss_sum(ref_model, eval_ids, eval_labels).item()
+    out = []
+    for c in configs:
+        c = dict(c)
+        mb = c.pop("micro", micro)  # micro-batches per step (gradient accumulation)
+        zs = ZeroSettings(lr=lr, eps=1e-6, weight_decay=weight_decay, **c)
+        m = tiny_bert(seed, **model_kw)
+        z = Zero(m, zs)
+        sched = torch.optim.lr_scheduler.LambdaLR(z.opt, _warmup)
+        losses = _zero_steps(m, z, sched, 0, steps, rows, mb, max_norm, seed)
+        # a checkpoint as fit writes it: the full weights, this rank's optimizer partition, the scheduler
+        buf = io.BytesIO()
+        torch.save(dict(model=z.full_state_dict(), opt=z.opt.state_dict(), sched=sched.state_dict()), buf)
+        ck = torch.load(io.BytesIO(buf.getvalue()), weights_only=True)  # tensors and numbers only
+        m2 = tiny_bert(seed + 1, **model_kw)  # other weights: everything must come from the checkpoint
+        z2 = Zero(m2, zs)
+        sched2 = torch.optim.lr_scheduler.LambdaLR(z2.opt, _warmup)  # built first, as fit does: loading sets the lr
+        z2.load_full_state_dict(ck["model"])
+        z2.opt.load_state_dict(ck["opt"])
+        sched2.load_state_dict(ck["sched"])
+        resumed = _zero_steps(m2, z2, sched2, steps, 2, rows, mb, max_norm, seed)
+        cont = _zero_steps(m, z, sched, steps, 2, rows, mb, max_norm, seed)
+        m.eval()
+        with torch.no_grad():  # every rank forwards (stage 3 gathers through collectives)
+            ev = _loss_sum(m, eval_ids, eval_labels).item()
+        full = z.full_state_dict()
+        want = ref_model.state_dict()
+        losses = losses + cont
+        out.append(
+            dict(
+                config=dict(c, micro=mb),
+                losses=losses,
+                ref=ref,
+                max_rel=max(abs(a - b) / abs(b) for a, b in zip(losses, ref)),
+                resume_equal=resumed == cont,
+                eval_rel=abs(ev - ref_eval) / abs(ref_eval),
+                max_weight_diff=max((full[k].float() - want[k].float()).abs().max().item() for k in want),
+                keys_equal=sorted(full) == sorted(want),
+            )
+        )
+    return out
