@@ -1,36 +1,44 @@
 "Chapter 3 (knowledge): KG loading, subgraph sampling, mention trie, alignment, GCN parity, gated fusion."
+
 import json, random
 from pathlib import Path
 import pytest, torch
 from fewkit.core import FewkitDataError, data_samples, seed_everything
 from fewkit.knowledge.kg import load_triples, build_graph, sample_subgraph
-from fewkit.knowledge.distant_supervision import Trie, build_matcher, align, load_kdconv, prf, cli_main
+from fewkit.knowledge.distant_supervision import Trie, build_matcher, align, load_kdconv, prf
+from fewkit.doors.knowledge import cli_main
 
 KG = data_samples() / "kg" / "toy_triples.tsv"
 
 
 @pytest.fixture(scope="module")
-def toy(): return load_triples(KG)
+def toy():
+    return load_triples(KG)
 
 
 def test_tsv_bad_line_names_file_and_line(tmp_path):
     p = tmp_path / "bad.tsv"
     p.write_text("subject\tpredicate\tobject\n故宫\t门票\t60元\n\n故宫\t门票\n", encoding="utf-8")
-    with pytest.raises(FewkitDataError) as e: load_triples(p)
+    with pytest.raises(FewkitDataError) as e:
+        load_triples(p)
     assert e.value.line == 4 and str(p) in str(e.value)
     p.write_text("s\tp\to\n", encoding="utf-8")  # wrong header
-    with pytest.raises(FewkitDataError) as e: load_triples(p)
+    with pytest.raises(FewkitDataError) as e:
+        load_triples(p)
     assert e.value.line == 1
 
 
 def test_json_loader_matches_tsv_and_rejects_bad(tmp_path, toy):
     d = {}
-    for s, r, o in toy: d.setdefault(s, []).append([s, r, o])
-    p = tmp_path / "kb.json"; p.write_text(json.dumps(d, ensure_ascii=False), encoding="utf-8")
+    for s, r, o in toy:
+        d.setdefault(s, []).append([s, r, o])
+    p = tmp_path / "kb.json"
+    p.write_text(json.dumps(d, ensure_ascii=False), encoding="utf-8")
     assert load_triples(p) == toy
     d["故宫"].append(["故宫", "门票"])
     p.write_text(json.dumps(d, ensure_ascii=False), encoding="utf-8")
-    with pytest.raises(FewkitDataError): load_triples(p)
+    with pytest.raises(FewkitDataError):
+        load_triples(p)
 
 
 def test_graph_edges_and_literals(toy):
@@ -43,12 +51,17 @@ def test_graph_edges_and_literals(toy):
 def test_subgraph_budget_and_determinism(toy, seed):
     G = build_graph(toy)
     for mn, me in [(3, 2), (5, 6), (8, 10)]:
-        S = sample_subgraph(G, ["故宫", "什刹海"], k=2, max_nodes=mn, max_edges=me, sentence="故宫和北海公园", seed=seed)
+        S = sample_subgraph(
+            G, ["故宫", "什刹海"], k=2, max_nodes=mn, max_edges=me, sentence="故宫和北海公园", seed=seed
+        )
         assert len(S) <= mn and S.number_of_edges() <= me
         assert {"故宫", "什刹海"} <= set(S.nodes)
         # a fresh graph built in a shuffled order gives the same sample
-        sh = list(toy); random.Random(seed).shuffle(sh)
-        S2 = sample_subgraph(build_graph(sh), ["故宫", "什刹海"], k=2, max_nodes=mn, max_edges=me, sentence="故宫和北海公园", seed=seed)
+        sh = list(toy)
+        random.Random(seed).shuffle(sh)
+        S2 = sample_subgraph(
+            build_graph(sh), ["故宫", "什刹海"], k=2, max_nodes=mn, max_edges=me, sentence="故宫和北海公园", seed=seed
+        )
         assert sorted(S.nodes) == sorted(S2.nodes) and sorted(S.edges(keys=True)) == sorted(S2.edges(keys=True))
         assert all(S.has_edge(u, v, r) for u, v, r in S2.edges(keys=True))
 
@@ -60,12 +73,16 @@ def test_trie_longest_match_against_brute_force():
         keys = {"".join(rng.choice(alphabet) for _ in range(rng.randint(1, 4))) for _ in range(6)}
         text = "".join(rng.choice(alphabet + "x") for _ in range(30))
         t = Trie()
-        for k in keys: t.add(k, k)
+        for k in keys:
+            t.add(k, k)
         want, i = [], 0  # brute force leftmost-longest
         while i < len(text):
             L = max((len(k) for k in keys if text.startswith(k, i)), default=0)
-            if L: want.append(text[i:i + L]); i += L
-            else: i += 1
+            if L:
+                want.append(text[i : i + L])
+                i += L
+            else:
+                i += 1
         assert [m[2] for m in t.find(text)] == want
 
 
@@ -75,14 +92,17 @@ def test_alias_and_alignment_on_toy_gold(toy):
     docs, gold = load_kdconv(data_samples() / "kg" / "toy_dev.json")
     pairs, negs = align(docs, toy, context=None)
     r = prf([p.key() for p in pairs], gold)
-    assert r["recall"] == 1.0 and len(negs) == len(pairs)   # every toy gold link is found
+    assert r["recall"] == 1.0 and len(negs) == len(pairs)  # every toy gold link is found
     strict, _ = align(docs, toy, context=0)
     assert prf([p.key() for p in strict], gold)["recall"] < r["recall"]
 
 
 def test_cli_align_writes_jsonl(tmp_path):
     out = tmp_path / "pairs.jsonl"
-    assert cli_main(["align", "--kg", str(KG), "--text", str(data_samples() / "kg" / "toy_dev.json"), "--out", str(out)]) == 0
+    assert (
+        cli_main(["align", "--kg", str(KG), "--text", str(data_samples() / "kg" / "toy_dev.json"), "--out", str(out)])
+        == 0
+    )
     rows = [json.loads(l) for l in out.read_text(encoding="utf-8").splitlines()]
     assert rows and {"sentence", "s", "p", "o"} <= set(rows[0])
 
@@ -91,29 +111,33 @@ def test_cli_align_writes_jsonl(tmp_path):
 def test_gcn_parity_with_pyg_gcnconv():
     GCNConv = pytest.importorskip("torch_geometric.nn").GCNConv
     from fewkit.knowledge.gated_gcn import GCNLayer
+
     torch.manual_seed(0)
     for trial in range(5):
         N, E, di, do = torch.randint(2, 30, ()).item(), torch.randint(1, 80, ()).item(), 7, 5
         x, ei = torch.randn(N, di, requires_grad=True), torch.randint(0, N, (2, E))  # dup edges + self-loops
         conv, ours = GCNConv(di, do), GCNLayer(di, do)
         with torch.no_grad():
-            conv.bias.normal_(); ours.lin.weight.copy_(conv.lin.weight); ours.bias.copy_(conv.bias)
+            conv.bias.normal_()
+            ours.lin.weight.copy_(conv.lin.weight)
+            ours.bias.copy_(conv.bias)
         a, b = ours(x, ei), conv(x, ei)
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
-        ga, = torch.autograd.grad(a.sin().sum(), x); gb, = torch.autograd.grad(b.sin().sum(), x)
+        (ga,) = torch.autograd.grad(a.sin().sum(), x)
+        (gb,) = torch.autograd.grad(b.sin().sum(), x)
         torch.testing.assert_close(ga, gb, rtol=1e-4, atol=1e-5)
 
 
 def _gated(toy):
-    from fewkit.model import BertConfig, BertForMaskedLM
+    from fewkit.testing import tiny_bert
     from fewkit.tokenizer import build_vocab, make_tokenizer
     from fewkit.knowledge.gated_gcn import GatedKnowledgeBert, knowledge_inputs
+
     tok = make_tokenizer(build_vocab([t for tr in toy for t in tr] + ["附近有什么好玩的你知道吗"]))
-    text, kg = knowledge_inputs(["故宫附近有什么好玩的", "你知道什刹海吗"], build_graph(toy), build_matcher(toy), tok, max_len=24)
-    seed_everything(0)
-    cfg = BertConfig.preset("tiny", vocab_size=len(tok)).replace(num_hidden_layers=2, hidden_dropout_prob=0.0,
-                                                                  attention_probs_dropout_prob=0.0)
-    return GatedKnowledgeBert(BertForMaskedLM(cfg)), text, kg
+    text, kg = knowledge_inputs(
+        ["故宫附近有什么好玩的", "你知道什刹海吗"], build_graph(toy), build_matcher(toy), tok, max_len=24
+    )
+    return GatedKnowledgeBert(tiny_bert(seed=0, vocab=len(tok))), text, kg
 
 
 def test_gate_zero_equals_plain_encoder(toy):
@@ -125,7 +149,7 @@ def test_gate_zero_equals_plain_encoder(toy):
         with_kg = m(text["input_ids"], text["attention_mask"], kg)
         plain = m.mlm(text["input_ids"], text["attention_mask"])
         assert torch.equal(with_kg, plain)
-        m.gate.bias.fill_(0.)
+        m.gate.bias.fill_(0.0)
         assert not torch.equal(m(text["input_ids"], text["attention_mask"], kg), plain)
 
 
@@ -139,6 +163,7 @@ def test_gradients_reach_gcn_when_gate_open(toy):
 
 def test_denoiser_scores_are_probabilities_and_deterministic(toy):
     from fewkit.knowledge.distant_supervision import dsgan_scores, featurize
+
     docs, _ = load_kdconv(data_samples() / "kg" / "toy_dev.json")
     pairs, negs = align(docs, toy)
     a = dsgan_scores(featurize([p.feats for p in pairs]), featurize(negs), epochs=3, d_steps=5, seed=1)
@@ -150,12 +175,109 @@ def test_denoiser_scores_are_probabilities_and_deterministic(toy):
 
 def test_bench_quick(tmp_path):
     from fewkit.core import find_shared
-    from fewkit.knowledge.tasks import bench
-    if find_shared("kg") is None: pytest.skip("shared/kg (KdConv) not present")
+    from fewkit.doors.knowledge import bench
+
+    if find_shared("kg") is None:
+        pytest.skip("shared/kg (KdConv) not present")
     r = bench(tmp_path, quick=True)
     rows = r["alignment"]["rows"]
     assert rows["document_context"]["recall"] > rows["same_sentence"]["recall"]
-    for v in rows.values(): assert 0 <= v["precision"] <= 1 and v["tp"] <= v["pairs"]
+    for v in rows.values():
+        assert 0 <= v["precision"] <= 1 and v["tp"] <= v["pairs"]
     assert set(r["probe"]["arms"]) == {"backbone", "mlm_only", "knowledge"}
     assert all(0 <= a["held_out"]["acc"] <= 1 for a in r["probe"]["arms"].values())
     assert (tmp_path / "knowledge.png").exists()
+
+
+# ---- knowledge pretraining through fewkit.train.fit ---------------------------------------------------
+def _knowledge_setup(toy, **kw):
+    from fewkit.tokenizer import build_vocab, make_tokenizer
+    from fewkit.train import TrainSettings
+    from fewkit.knowledge.tasks import KnowledgeSettings, knowledge_data, knowledge_tensors, linearize
+
+    docs, _ = load_kdconv(data_samples() / "kg" / "toy_dev.json")
+    tok = make_tokenizer(build_vocab([x for d in docs for x in d] + [linearize(t) for t in toy] + ["的是"]))
+    data = knowledge_data(toy, docs, holdout=0.0)
+    s = KnowledgeSettings(train=TrainSettings(steps=3, batch_size=4, lr=1e-3, out=""), max_len=32, **kw)
+    return tok, knowledge_tensors(data, tok, s.max_len), s
+
+
+class _NoCalls:
+    "Stands in for the tokenizer during training: the ids it needs, and an error if anything tokenises."
+
+    def __init__(self, tok):
+        self.mask_token_id = tok.mask_token_id
+        self.pad_token_id = tok.pad_token_id
+        self.all_special_ids = tok.all_special_ids
+        self.n = len(tok)
+
+    def __len__(self):
+        return self.n
+
+    def __call__(self, *a, **k):
+        raise AssertionError("tokenised inside the trainer")
+
+
+def test_knowledge_training_never_tokenises_and_logs_parts(toy):
+    from fewkit.testing import tiny_bert
+    from fewkit.knowledge.tasks import pretrain_knowledge
+
+    tok, tensors, s = _knowledge_setup(toy)
+    res = pretrain_knowledge(tiny_bert(seed=0, vocab=len(tok)), _NoCalls(tok), tensors, s)
+    assert len(res.history) == 3
+    assert all(set(r["parts"]) == {"mention", "joint_mask", "margin"} for r in res.history)
+    base = pretrain_knowledge(tiny_bert(seed=0, vocab=len(tok)), _NoCalls(tok), tensors, s.mlm_only())
+    assert all("parts" not in r for r in base.history)
+
+
+def test_fit_step_equals_the_losses_computed_by_hand(toy):
+    "Step 1 of fit logs exactly the MLM mean and the weighted task losses of the first batch, computed directly."
+    import copy
+    from fewkit.testing import tiny_bert
+    from fewkit.masking import BatchStream, mlm_count, mlm_loss_sum
+    from fewkit.knowledge.tasks import KnowledgeCollate, KnowledgeModel, knowledge_losses, pretrain_knowledge
+
+    tok, tensors, s = _knowledge_setup(toy, mention_weight=2.0, joint_weight=0.5, margin_weight=3.0)
+    model = tiny_bert(seed=1, vocab=len(tok))  # no dropout: the forward is deterministic
+    before = copy.deepcopy(model)
+    res = pretrain_knowledge(model, tok, tensors, s)
+    b = next(BatchStream(tensors["mlm"], s.train.batch_size, KnowledgeCollate(tensors, tok, s), seed=s.train.seed))
+    seed_everything(s.train.seed)
+    km = KnowledgeModel(before)  # the same head weights as the run's
+    with torch.no_grad():
+        mlm = mlm_loss_sum(km, b) / mlm_count(b)
+        parts = knowledge_losses(km, b, s)
+    rec = res.history[0]
+    assert rec["loss"] == pytest.approx(mlm.item(), rel=1e-5)
+    assert set(rec["parts"]) == set(parts)
+    for k, v in parts.items():
+        assert rec["parts"][k] == pytest.approx(v.item(), rel=1e-5), k
+    assert not torch.equal(model.bert.embeddings.word_embeddings.weight, before.bert.embeddings.word_embeddings.weight)
+
+
+def test_joint_mask_hides_the_entity_on_both_sides(toy):
+    from fewkit.tokenizer import build_vocab, make_tokenizer
+    from fewkit.knowledge.tasks import joint_mask, joint_tensors
+
+    tok = make_tokenizer(build_vocab(["附近有景山公园", "故宫周边景点"]))
+    jt = joint_tensors([("附近有景山公园", ("故宫", "周边景点", "景山公园"))] * 3, tok, 32)
+    for seed in range(3):
+        jm = joint_mask(jt, tok, 0.15, torch.Generator().manual_seed(seed))
+        ent = jt["slot_o"]
+        assert int(ent[0].sum()) == 8  # 景山公园 in the sentence and in the triple
+        assert (jm["input_ids"][ent] == tok.mask_token_id).all()
+        assert torch.equal(jm["labels"][ent], jt["input_ids"][ent])
+
+
+def test_spo_margin_equals_margin_ranking_loss():
+    import torch.nn.functional as F
+    from fewkit.knowledge.tasks import spo_margin_loss
+
+    g = torch.Generator().manual_seed(0)
+    for B, m in [(2, 0.1), (6, 0.3), (9, 0.5)]:
+        u = F.normalize(torch.randn(B, 8, generator=g), dim=-1)
+        v = F.normalize(torch.randn(B, 8, generator=g), dim=-1)
+        sim = u @ v.T
+        i, j = torch.where(~torch.eye(B, dtype=torch.bool))
+        lib = torch.nn.MarginRankingLoss(margin=m)(sim.diagonal()[i], sim[i, j], torch.ones(len(i)))
+        torch.testing.assert_close(spo_margin_loss(u, v, torch.arange(B), m), lib)

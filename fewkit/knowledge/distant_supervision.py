@@ -6,17 +6,21 @@ Docs: https://fewkit.github.io/fewkit/distant_supervision.html.md"""
 
 # %% ../../nbs/31_distant_supervision.ipynb #3c44f782
 from __future__ import annotations
-import argparse, difflib, json, math, random, re, sys
+import difflib
+import json
+import math
+import random
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
-from ..core import FewkitDataError, write_json
-from .kg import ENTITY_RELATIONS, load_triples, default_kg_path
+from ..core import FewkitDataError
+from .kg import ENTITY_RELATIONS, load_triples
 
 # %% auto #0
 __all__ = ['REL_FEATS', 'FEATS', 'Trie', 'aliases', 'build_matcher', 'norm', 'lcs_len', 'value_match', 'Pair', 'align',
-           'load_kdconv', 'load_text', 'prf', 'featurize', 'dsgan_scores', 'denoise', 'cli_main', 'alignment_report']
+           'load_kdconv', 'load_text', 'prf', 'featurize', 'dsgan_scores', 'denoise', 'alignment_report']
 
 # %% ../../nbs/31_distant_supervision.ipynb #713a869f
 class Trie:
@@ -317,50 +321,6 @@ def denoise(pairs: list[Pair], negs: list[dict], method: str = "dsgan", threshol
     sc = dsgan_scores(featurize([p.feats for p in pairs]), featurize(negs), seed=seed)
     s = sc["G" if method == "dsgan" else "D0"]
     return [p for p, v in zip(pairs, s.tolist()) if v >= threshold], s
-
-# %% ../../nbs/31_distant_supervision.ipynb #dedae78f
-def cli_main(argv: list[str] | None = None) -> int:
-    "`fewkit kg align --kg FILE --text FILE [--out pairs.jsonl]`: Sentence-SPO pairs by distant supervision."
-    ap = argparse.ArgumentParser(prog="fewkit kg", description="Knowledge-graph tools.")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    a = sub.add_parser("align", help="align sentences with KG triples (distant supervision), write JSONL pairs")
-    a.add_argument("--kg", required=True, help="triples: TSV with header subject/predicate/object, or KdConv JSON")
-    a.add_argument(
-        "--text",
-        required=True,
-        help="sentences: text file (one per line, blank line = new document) or KdConv dialogues .json",
-    )
-    a.add_argument("--out", default=None, help="output JSONL (default: stdout)")
-    a.add_argument(
-        "--context",
-        type=int,
-        default=None,
-        help="subject may be mentioned this many sentences back (default: whole document; 0 = same sentence)",
-    )
-    a.add_argument(
-        "--denoise", choices=["none", "dsgan", "discriminator"], default="none", help="keep only confident pairs"
-    )
-    a.add_argument("--threshold", type=float, default=0.5, help="score threshold for --denoise")
-    args = ap.parse_args(argv)
-    triples = load_triples(args.kg)
-    gold = None
-    if args.text.endswith(".json"):
-        docs, gold = load_kdconv(args.text)
-    else:
-        docs = load_text(args.text)
-    pairs, negs = align(docs, triples, context=args.context)
-    print(f"{len(pairs)} pairs from {sum(map(len, docs))} sentences", file=sys.stderr)
-    if args.denoise != "none":
-        pairs, _ = denoise(pairs, negs, args.denoise, args.threshold)
-    if gold:
-        print("against gold:", prf([p.key() for p in pairs], gold), file=sys.stderr)
-    lines = "".join(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in pairs)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(lines, encoding="utf-8")
-    else:
-        sys.stdout.write(lines)
-    return 0
 
 # %% ../../nbs/31_distant_supervision.ipynb #2bb7785a
 def alignment_report(kg_dir: Path, n_dialogues: int | None = None, seed: int = 0) -> dict:

@@ -1,4 +1,4 @@
-"""The knowledge pretraining tasks (mention detection, Sentence-SPO joint masking, SPO margin magnify), trained on a tiny BERT and measured with an attribute probe.
+"""Mention detection, Sentence-SPO joint masking and SPO margin magnify beside MLM: tokenised once, trained through `fewkit.train.fit`, measured with an attribute probe.
 
 Docs: https://fewkit.github.io/fewkit/knowledge_pretrain.html.md"""
 
@@ -6,19 +6,30 @@ Docs: https://fewkit.github.io/fewkit/knowledge_pretrain.html.md"""
 
 # %% ../../nbs/33_knowledge_pretrain.ipynb #0ce3f591
 from __future__ import annotations
-import math, random, re, time
-from dataclasses import dataclass
+import copy
+import random
+import re
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-import torch, torch.nn as nn, torch.nn.functional as F
-from ..core import Settings, seed_everything, find_shared, data_samples, get_logger
-from ..model import BertForMaskedLM, mlm_loss
-from .kg import load_triples, ENTITY_RELATIONS
-from .distant_supervision import Trie, build_matcher, align, aliases
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from ..core import FewkitError, Settings, cache_dir, seed_everything
+from ..corpora import people_daily_entities
+from ..model import BertConfig, BertForMaskedLM, from_hf
+from ..tokenizer import build_vocab, load_tokenizer, make_tokenizer
+from ..masking import BatchStream, mask_tokens, mlm_count, mlm_loss_sum
+from ..train import TrainSettings, fit
+from .kg import ENTITY_RELATIONS, load_triples
+from .distant_supervision import Trie, aliases, align, build_matcher, load_kdconv
 
 # %% auto #0
-__all__ = ['PROBE_RELATIONS', 'linearize', 'random_mask', 'mention_batch', 'kg_mentions', 'joint_mask_batch', 'KnowledgeHeads',
-           'embed', 'spo_margin_loss', 'KnowledgeSettings', 'pretrain_knowledge', 'probe_items', 'probe',
-           'split_sentences', 'knowledge_data', 'load_backbone', 'fresh_backbone', 'probe_report', 'bench']
+__all__ = ['PROBE_RELATIONS', 'linearize', 'encode', 'mention_tensors', 'kg_mentions', 'joint_tensors', 'joint_mask',
+           'spo_tensors', 'spo_margin_loss', 'split_sentences', 'knowledge_data', 'load_backbone', 'fresh_backbone',
+           'KnowledgeHeads', 'KnowledgeModel', 'KnowledgeSettings', 'knowledge_tensors', 'KnowledgeCollate',
+           'knowledge_losses', 'pretrain_knowledge', 'loss_table', 'probe_items', 'probe', 'mlm_accuracy',
+           'probe_report']
 
 # %% ../../nbs/33_knowledge_pretrain.ipynb #2ce2005e
 def linearize(t) -> str:
@@ -33,40 +44,40 @@ def _slots(t) -> dict:
     return {"s": (0, len(s)), "o": (len(s) + len(r) + 2, len(s) + len(r) + 2 + len(o))}
 
 # %% ../../nbs/33_knowledge_pretrain.ipynb #55a56185
-def random_mask(ids, special, tok, prob: float, gen: torch.Generator, labels=None):
-    "BERT masking: choose `prob` of non-special tokens; 80% [MASK], 10% random, 10% kept. -> (ids, labels)"
-    ids = ids.clone()
-    labels = torch.full_like(ids, -100) if labels is None else labels.clone()
-    pick = (torch.rand(ids.shape, generator=gen) < prob) & ~special & (labels == -100)
-    labels[pick] = ids[pick]
-    r = torch.rand(ids.shape, generator=gen)
-    ids[pick & (r < 0.8)] = tok.mask_token_id
-    rnd = pick & (r >= 0.8) & (r < 0.9)
-    ids[rnd] = torch.randint(5, len(tok), (int(rnd.sum()),), generator=gen)  # 0..4 are the specials
-    return ids, labels
-
-
-def _special(enc, tok):  # (B, T) bool: padding, [CLS], [SEP], [MASK] ([UNK] is a real position)
-    ids = torch.tensor([tok.pad_token_id, tok.cls_token_id, tok.sep_token_id, tok.mask_token_id])
-    return (enc["attention_mask"] == 0) | torch.isin(enc["input_ids"], ids)
-
-
-def _tokens_in(offsets, st, en, seq=None, seq_ids=None):
-    return [
-        t for t, (a, z) in enumerate(offsets) if z > a and a >= st and z <= en and (seq is None or seq_ids[t] == seq)
-    ]
-
-# %% ../../nbs/33_knowledge_pretrain.ipynb #5cef701a
-def mention_batch(items: list[tuple[str, list[tuple[int, int]]]], tok, max_len: int = 64):
-    "Token tags for mention detection: items = (sentence, [(start, end), ...]); tags 0=O 1=B 2=I, -100 on specials."
-    enc = tok(
-        [s for s, _ in items],
+def encode(tok, texts: list[str], max_len: int, pair: list[str] | None = None):
+    "Tokenise once (pairs: '[CLS] a [SEP] b [SEP]'), padded to `max_len`, with offsets: (N, T) tensors."
+    return tok(
+        texts,
+        pair,
         padding="max_length",
-        truncation=True,
+        truncation="longest_first",
         max_length=max_len,
         return_offsets_mapping=True,
         return_tensors="pt",
     )
+
+
+def _special(enc, tok) -> torch.Tensor:  # (N, T) bool: padding, [CLS], [SEP], [MASK] ([UNK] is a real position)
+    ids = torch.tensor([tok.pad_token_id, tok.cls_token_id, tok.sep_token_id, tok.mask_token_id])
+    return (enc["attention_mask"] == 0) | torch.isin(enc["input_ids"], ids)
+
+
+def _tokens_in(offsets, st: int, en: int, seq=None, seq_ids=None) -> list[int]:
+    "Token positions whose characters lie inside [st, en) (and in sequence `seq` of a pair, when given)."
+    return [
+        t for t, (a, z) in enumerate(offsets) if z > a and a >= st and z <= en and (seq is None or seq_ids[t] == seq)
+    ]
+
+
+def _cut(ids: torch.Tensor, mask: torch.Tensor):
+    "(B, T) right-padded rows -> (B, T') up to the longest row: padding is wasted compute."
+    w = int(mask.sum(1).max())
+    return ids[:, :w], mask[:, :w]
+
+# %% ../../nbs/33_knowledge_pretrain.ipynb #5cef701a
+def mention_tensors(items: list[tuple[str, list[tuple[int, int]]]], tok, max_len: int = 64) -> dict:
+    "Mention detection inputs of all items (sentence, [(start, end), ...]): ids, mask, tags (N, T); 0=O 1=B 2=I, -100 on specials."
+    enc = encode(tok, [s for s, _ in items], max_len)
     tags = torch.where(_special(enc, tok), -100, 0)
     for b, (_, spans) in enumerate(items):
         offs = enc["offset_mapping"][b].tolist()
@@ -75,7 +86,7 @@ def mention_batch(items: list[tuple[str, list[tuple[int, int]]]], tok, max_len: 
             if ts:
                 tags[b, ts[0]] = 1
                 tags[b, ts[1:]] = 2
-    return dict(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]), tags
+    return dict(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], tags=tags)
 
 
 def kg_mentions(sentences, matcher: Trie):
@@ -83,117 +94,266 @@ def kg_mentions(sentences, matcher: Trie):
     return [(s, [(a, z) for a, z, *_ in matcher.find(s)]) for s in sentences]
 
 # %% ../../nbs/33_knowledge_pretrain.ipynb #63f8e09e
-def joint_mask_batch(pairs, tok, gen: torch.Generator, max_len: int = 96, mlm_prob: float = 0.1):
-    """Sentence-SPO joint masking: input '[CLS] sentence [SEP] s，r：o [SEP]'; the entity mentioned in the
-    sentence (subject or object) is masked in the sentence AND in its slot of the triple, plus random MLM."""
-    sents, trips = [p[0] for p in pairs], [p[1] for p in pairs]
-    enc = tok(
-        sents,
-        [linearize(t) for t in trips],
-        padding="max_length",
-        truncation="longest_first",
-        max_length=max_len,
-        return_offsets_mapping=True,
-        return_tensors="pt",
-    )
-    labels = torch.full_like(enc["input_ids"], -100)
+def joint_tensors(pairs, tok, max_len: int = 96) -> dict:
+    """Inputs '[CLS] sentence [SEP] s，r：o [SEP]' of all pairs, and `slot_s` / `slot_o` (N, T): the subject's /
+    object's tokens in the sentence AND in the triple (all False when that entity is not written in the sentence)."""
+    enc = encode(tok, [p[0] for p in pairs], max_len, [linearize(p[1]) for p in pairs])
+    slots = {k: torch.zeros_like(enc["input_ids"], dtype=torch.bool) for k in ("s", "o")}
     for b, (sent, t) in enumerate(pairs):
-        seq, offs = enc.sequence_ids(b), enc["offset_mapping"][b].tolist()
-        present = [k for k, e in (("s", t[0]), ("o", t[2])) if e in sent]
-        if not present:
-            continue
-        k = present[int(torch.randint(len(present), (1,), generator=gen))]
-        e = t[0] if k == "s" else t[2]
-        st = sent.index(e)
-        pos = _tokens_in(offs, st, st + len(e), 0, seq) + _tokens_in(offs, *_slots(t)[k], 1, seq)
-        labels[b, pos] = enc["input_ids"][b, pos]
-    ids = enc["input_ids"].masked_fill(labels != -100, tok.mask_token_id)
-    ids, labels = random_mask(ids, _special(enc, tok), tok, mlm_prob, gen, labels)
-    return dict(input_ids=ids, attention_mask=enc["attention_mask"], token_type_ids=enc["token_type_ids"]), labels
+        seq = enc.sequence_ids(b)
+        offs = enc["offset_mapping"][b].tolist()
+        for k, e in (("s", t[0]), ("o", t[2])):
+            if e in sent:
+                st = sent.index(e)
+                pos = _tokens_in(offs, st, st + len(e), 0, seq) + _tokens_in(offs, *_slots(t)[k], 1, seq)
+                slots[k][b, pos] = True
+    return dict(
+        input_ids=enc["input_ids"],
+        attention_mask=enc["attention_mask"],
+        token_type_ids=enc["token_type_ids"],
+        slot_s=slots["s"],
+        slot_o=slots["o"],
+    )
+
+
+def joint_mask(t: dict, tok, prob: float, generator: torch.Generator | None = None) -> dict:
+    "Mask rows of `joint_tensors`: the shared entity (subject or object, drawn) on both sides, then `prob` MLM on the rest."
+    has_s = t["slot_s"].any(1)  # (B,)
+    has_o = t["slot_o"].any(1)
+    take_o = has_o & (~has_s | (torch.rand(len(has_s), generator=generator) < 0.5))
+    ent = torch.where(take_o[:, None], t["slot_o"], t["slot_s"])  # (B, T) the chosen entity, both sides
+    ids = t["input_ids"].masked_fill(ent, tok.mask_token_id)  # [MASK] is special: mask_tokens leaves it alone
+    labels = torch.full_like(ids, -100)
+    if prob > 0:
+        ids, labels = mask_tokens(ids, tok.mask_token_id, tok.all_special_ids, len(tok), prob, generator)
+    labels = torch.where(ent, t["input_ids"], labels)
+    return dict(input_ids=ids, attention_mask=t["attention_mask"], token_type_ids=t["token_type_ids"], labels=labels)
 
 # %% ../../nbs/33_knowledge_pretrain.ipynb #eb6e0790
+def spo_tensors(pairs, tok, max_len: int = 64) -> dict:
+    "SPO margin inputs of all pairs: sentence and linearised triple tokenised apart (N, T), and an id per distinct triple (N,)."
+    sent = encode(tok, [p[0] for p in pairs], max_len)
+    spo = encode(tok, [linearize(p[1]) for p in pairs], max_len)
+    ids = {t: i for i, t in enumerate(dict.fromkeys(p[1] for p in pairs))}
+    return dict(
+        input_ids=sent["input_ids"],
+        attention_mask=sent["attention_mask"],
+        spo_ids=spo["input_ids"],
+        spo_mask=spo["attention_mask"],
+        triple=torch.tensor([ids[p[1]] for p in pairs]),
+    )
+
+
+def spo_margin_loss(u: torch.Tensor, v: torch.Tensor, triple: torch.Tensor, margin: float = 0.3) -> torch.Tensor:
+    """SPO margin magnify on (B, C) unit embeddings of sentences `u` and their triples `v`: cos(sentence, own SPO)
+    must beat cos(sentence, every other SPO of the batch) by `margin`; pairs with the same `triple` id are no negatives."""
+    sim = u @ v.T  # (B, B)
+    neg = triple[:, None] != triple[None, :]  # (B, B) unrelated pairs
+    hinge = F.relu(margin - sim.diagonal()[:, None] + sim)
+    return (hinge * neg).sum() / neg.sum().clamp(min=1)
+
+# %% ../../nbs/33_knowledge_pretrain.ipynb #8679546c
+_SPLIT = re.compile(r"(?<=[。！？；])|#")
+
+
+def split_sentences(text: str, min_len: int = 6, max_len: int = 60) -> list[str]:
+    "Split a paragraph on 。！？； and '#', keep pieces of min_len..max_len characters (longer ones cut)."
+    return [x.strip()[:max_len] for x in _SPLIT.split(text) if x and len(x.strip()) >= min_len]
+
+
+def knowledge_data(triples, dialogues=None, holdout: float = 0.2, seed: int = 0, people_daily: int = 0) -> dict:
+    """Training data for the knowledge tasks with a held-out fifth of the subjects: no sentence, dialogue or
+    triple about a held-out entity is kept. Sentences: the Information paragraphs (+ dialogues)."""
+    subjects = sorted({s for s, _, _ in triples})
+    random.Random(seed).shuffle(subjects)
+    held = set(subjects[: int(holdout * len(subjects))])
+    ht = Trie()
+    for e in held:
+        for a in aliases(e):
+            ht.add(a, e)
+    clean = lambda xs: not any(ht.find(x) for x in xs)
+    docs = [[s] + split_sentences(o) for s, r, o in triples if r == "Information" and s not in held]
+    docs = [[d[0]] + [x for x in d[1:] if clean([x])] for d in docs]
+    n_info = len(docs)  # Information docs start with the subject's name as a header "sentence"
+    docs += [d for d in (dialogues or []) if clean(d)]
+    train_t = [
+        t
+        for t in triples
+        if t[0] not in held and t[1] != "Information" and not (t[1] in ENTITY_RELATIONS and t[2] in held)
+    ]
+    pairs, _ = align(docs, train_t, context=None)
+    # in an Information doc the subject is its header; other context entities there are mostly noise
+    pairs = [
+        (p.sentence, (p.subject, p.relation, p.object))
+        for p in pairs
+        if p.doc >= n_info or (p.sent > 0 and (p.subject == docs[p.doc][0] or p.feats["same_sent"]))
+    ]
+    sentences = [x for d in docs[:n_info] for x in d[1:]] + [x for d in docs[n_info:] for x in d]
+    mentions = kg_mentions(sentences, build_matcher(train_t))
+    if people_daily:  # nr/ns/nt spans: a second source of mentions
+        mentions += [(s, [(a, z) for a, z, _ in sp]) for s, sp in people_daily_entities()[:people_daily]]
+    return dict(
+        sentences=sentences,
+        pairs=pairs,
+        mentions=mentions,
+        triples=train_t,
+        held=held,
+        train_subjects={s for s, _, _ in train_t},
+        held_sentences=[x for s, r, o in triples if r == "Information" and s in held for x in split_sentences(o)],
+    )
+
+# %% ../../nbs/33_knowledge_pretrain.ipynb #6fdcd080
+def load_backbone(folder=None):
+    "(model, tokenizer, source) from a HF folder (default: cache_dir()/backbone-tiny), or None if absent."
+    folder = Path(folder) if folder else cache_dir() / "backbone-tiny"
+    if not (folder / "config.json").exists():
+        return None
+    return from_hf(folder), load_tokenizer(folder), str(folder)
+
+
+def fresh_backbone(texts, layers: int = 2, seed: int = 0):
+    "A randomly initialised tiny BERT and a char tokenizer over `texts` (when no pretrained backbone exists)."
+    tok = make_tokenizer(build_vocab(texts))
+    seed_everything(seed)  # construction draws from the global RNG
+    cfg = BertConfig.preset("tiny", vocab_size=len(tok)).replace(num_hidden_layers=layers)
+    return BertForMaskedLM(cfg), tok, "random init"
+
+# %% ../../nbs/33_knowledge_pretrain.ipynb #a7b3e9d2
 class KnowledgeHeads(nn.Module):
     "Heads of the knowledge tasks: mention tagger (B/I/O) and a projection for SPO margin embeddings."
 
     def __init__(self, hidden: int):
         super().__init__()
-        self.tagger, self.proj = nn.Linear(hidden, 3), nn.Linear(hidden, hidden)
+        self.tagger = nn.Linear(hidden, 3)
+        self.proj = nn.Linear(hidden, hidden)
 
 
-def embed(model: BertForMaskedLM, heads: KnowledgeHeads, texts, tok, max_len: int = 64):
-    "Mean-pooled, projected, L2-normalised embeddings of texts: (N, C)."
-    enc = tok(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
-    h = model.bert(enc["input_ids"], enc["attention_mask"])
-    m = enc["attention_mask"].unsqueeze(-1).float()
-    return F.normalize(heads.proj((h * m).sum(1) / m.sum(1)), dim=-1)
+class KnowledgeModel(nn.Module):
+    "A `BertForMaskedLM` with the knowledge heads; `head` picks the output: 'mlm' (logits or summed loss), 'tagger', 'embed'."
 
+    def __init__(self, mlm: BertForMaskedLM):
+        super().__init__()
+        self.mlm = mlm
+        self.heads = KnowledgeHeads(mlm.bert.embeddings.word_embeddings.embedding_dim)
 
-def spo_margin_loss(model, heads, pairs, tok, margin: float = 0.3, max_len: int = 64):
-    """SPO margin magnify: cos(sentence, own SPO) must beat cos(sentence, every other SPO of the batch) by
-    `margin` (in-batch negatives; a triple identical to the sentence's own is not a negative)."""
-    sents, trips = [p[0] for p in pairs], [p[1] for p in pairs]
-    u = embed(model, heads, sents, tok, max_len)  # (B, C)
-    v = embed(model, heads, [linearize(t) for t in trips], tok, max_len)  # (B, C)
-    sim = u @ v.T  # (B, B)
-    neg = torch.tensor([[a != b for b in trips] for a in trips])  # unrelated pairs
-    hinge = F.relu(margin - sim.diagonal()[:, None] + sim)
-    return (hinge * neg).sum() / neg.sum().clamp(min=1)
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, head: str = "mlm"):
+        if head == "mlm":
+            return self.mlm(input_ids, attention_mask, token_type_ids, labels=labels)  # (B, T, V), or the summed loss
+        h = self.mlm.bert(input_ids, attention_mask, token_type_ids)  # (B, T, C)
+        if head == "tagger":
+            return self.heads.tagger(h)  # (B, T, 3)
+        if head != "embed":
+            raise FewkitError(f"KnowledgeModel: unknown head {head!r} (mlm, tagger, embed)")
+        m = attention_mask.unsqueeze(-1).float()  # (B, T, 1)
+        return F.normalize(self.heads.proj((h * m).sum(1) / m.sum(1)), dim=-1)  # (B, C) mean-pooled, unit length
 
 # %% ../../nbs/33_knowledge_pretrain.ipynb #57373e8e
 @dataclass
 class KnowledgeSettings(Settings):
-    "Knowledge pretraining: which tasks, how long; CPU-sized defaults. tasks=('mlm',) is the no-knowledge baseline."
+    "Knowledge pretraining: weight of each task beside MLM (0 = off), masking, lengths; the loop's knobs in `train`."
 
-    steps: int = 100
-    batch_size: int = 16
+    train: TrainSettings = field(default_factory=lambda: TrainSettings(steps=100, batch_size=16, lr=5e-4, out=""))
     max_len: int = 64
-    lr: float = 5e-4
-    tasks: tuple = ("mlm", "mention", "joint_mask", "margin")
     mlm_prob: float = 0.15
+    mention_weight: float = 1.0
+    joint_weight: float = 1.0
+    margin_weight: float = 1.0
     margin: float = 0.3
-    seed: int = 0
+
+    def mlm_only(self) -> "KnowledgeSettings":
+        "The no-knowledge baseline: the same settings with every knowledge task off."
+        return self.replace(mention_weight=0.0, joint_weight=0.0, margin_weight=0.0)
 
 
-def pretrain_knowledge(model: BertForMaskedLM, tok, data: dict, cfg: KnowledgeSettings, progress: bool = False):
-    "Train `model` in place on the chosen tasks (summed losses, AdamW). Returns (heads, per-step loss dicts)."
-    from tqdm.auto import tqdm
+def knowledge_tensors(data: dict, tok, max_len: int = 64) -> dict:
+    "Every training input of the four tasks, tokenised once before the trainer: {task: dict of (N, T) tensors}."
+    out = dict(mlm=encode(tok, data["sentences"], max_len)["input_ids"])
+    if data["mentions"]:
+        out["mention"] = mention_tensors(data["mentions"], tok, max_len)
+    if data["pairs"]:
+        out["joint"] = joint_tensors(data["pairs"], tok, max_len + 32)
+        out["spo"] = spo_tensors(data["pairs"], tok, max_len)
+    return out
 
-    seed_everything(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    heads = KnowledgeHeads(model.bert.embeddings.word_embeddings.embedding_dim)
-    opt = torch.optim.AdamW(list(model.parameters()) + list(heads.parameters()), lr=cfg.lr)
-    draw = lambda xs: [xs[i] for i in torch.randint(len(xs), (cfg.batch_size,), generator=gen).tolist()]
-    model.train()
-    hist = []
-    for _ in tqdm(range(cfg.steps), disable=not progress, desc="knowledge pretraining"):
-        L = {}
-        if "mlm" in cfg.tasks:
-            enc = tok(
-                draw(data["sentences"]),
-                padding="max_length",
-                truncation=True,
-                max_length=cfg.max_len,
-                return_tensors="pt",
-            )
-            ids, lab = random_mask(enc["input_ids"], _special(enc, tok), tok, cfg.mlm_prob, gen)
-            L["mlm"] = mlm_loss(model(ids, enc["attention_mask"]), lab)
-        if "mention" in cfg.tasks and data["mentions"]:
-            b, tags = mention_batch(draw(data["mentions"]), tok, cfg.max_len)
-            L["mention"] = F.cross_entropy(
-                heads.tagger(model.bert(**b)).flatten(0, 1), tags.flatten(), ignore_index=-100
-            )
-        if "joint_mask" in cfg.tasks and data["pairs"]:
-            b, lab = joint_mask_batch(draw(data["pairs"]), tok, gen, cfg.max_len + 32, cfg.mlm_prob)
-            L["joint_mask"] = mlm_loss(model(**b), lab)
-        if "margin" in cfg.tasks and data["pairs"]:
-            L["margin"] = spo_margin_loss(model, heads, draw(data["pairs"]), tok, cfg.margin, cfg.max_len)
-        opt.zero_grad()
-        sum(L.values()).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        hist.append({k: round(v.item(), 4) for k, v in L.items()})
-    model.eval()
-    return heads, hist
+# %% ../../nbs/33_knowledge_pretrain.ipynb #045b4713
+class KnowledgeCollate:
+    "`collate(rows, generator)` for BatchStream: MLM on the sentence rows, plus rows drawn for each task that is on."
+
+    def __init__(self, tensors: dict, tok, s: KnowledgeSettings):
+        self.t = tensors
+        self.s = s
+        self.mask_id = tok.mask_token_id
+        self.pad_id = tok.pad_token_id
+        self.special = tok.all_special_ids
+        self.V = len(tok)
+        self.tok = tok
+
+    def _draw(self, task: str, n: int, generator) -> dict:
+        "n random rows of `task` (with replacement: the tasks' sets differ in size), cut to their longest row."
+        t = self.t[task]
+        i = torch.randint(len(t["input_ids"]), (n,), generator=generator)
+        w = int(t["attention_mask"][i].sum(1).max())
+        return {k: v[i, :w] if v.dim() == 2 else v[i] for k, v in t.items()}
+
+    def __call__(self, rows, generator=None) -> dict:
+        ids, mask = _cut(torch.stack(list(rows)), torch.stack(list(rows)) != self.pad_id)  # (B, T)
+        inp, labels = mask_tokens(ids, self.mask_id, self.special, self.V, self.s.mlm_prob, generator)
+        b = dict(input_ids=inp, attention_mask=mask.long(), labels=labels)
+        n = len(ids)
+        if self.s.mention_weight and "mention" in self.t:
+            m = self._draw("mention", n, generator)
+            b.update(mention_ids=m["input_ids"], mention_mask=m["attention_mask"], mention_tags=m["tags"])
+        if self.s.joint_weight and "joint" in self.t:
+            j = joint_mask(self._draw("joint", n, generator), self.tok, self.s.mlm_prob, generator)
+            b.update({f"joint_{k}": v for k, v in j.items()})
+        if self.s.margin_weight and "spo" in self.t:
+            p = self._draw("spo", n, generator)
+            spo_ids, spo_mask = _cut(p["spo_ids"], p["spo_mask"])
+            b.update(sent_ids=p["input_ids"], sent_mask=p["attention_mask"], spo_ids=spo_ids, spo_mask=spo_mask)
+            b["spo_triple"] = p["triple"]
+        return b
+
+# %% ../../nbs/33_knowledge_pretrain.ipynb #b7570440
+def knowledge_losses(model: KnowledgeModel, mb: dict, s: KnowledgeSettings) -> dict:
+    "`fit`'s extra_loss: each knowledge task's mean loss on micro-batch `mb` times its weight (absent from `mb`: off)."
+    out = {}
+    if "mention_ids" in mb:
+        logits = model(mb["mention_ids"], mb["mention_mask"], head="tagger")  # (B, T, 3)
+        ce = F.cross_entropy(logits.flatten(0, 1), mb["mention_tags"].flatten(), ignore_index=-100)
+        out["mention"] = s.mention_weight * ce
+    if "joint_input_ids" in mb:
+        total = model(
+            mb["joint_input_ids"], mb["joint_attention_mask"], mb["joint_token_type_ids"], labels=mb["joint_labels"]
+        )
+        out["joint_mask"] = s.joint_weight * total / (mb["joint_labels"] != -100).sum().clamp(min=1)
+    if "sent_ids" in mb:
+        u = model(mb["sent_ids"], mb["sent_mask"], head="embed")  # (B, C)
+        v = model(mb["spo_ids"], mb["spo_mask"], head="embed")  # (B, C)
+        out["margin"] = s.margin_weight * spo_margin_loss(u, v, mb["spo_triple"], s.margin)
+    return out
+
+
+def pretrain_knowledge(model: BertForMaskedLM, tok, tensors: dict, s: KnowledgeSettings, progress: bool = False):
+    "Train `model` in place through `fewkit.train.fit` on `knowledge_tensors`; -> TrainResult (its model: the KnowledgeModel)."
+    seed_everything(s.train.seed)  # the heads draw their first weights from the global RNG
+    km = KnowledgeModel(model)
+    batches = BatchStream(tensors["mlm"], s.train.batch_size, KnowledgeCollate(tensors, tok, s), seed=s.train.seed)
+    res = fit(
+        km,
+        batches,
+        mlm_loss_sum,
+        s.train,
+        count_fn=mlm_count,
+        extra_loss=lambda m, mb: knowledge_losses(m, mb, s),
+        progress=progress,
+    )
+    res.model.eval()
+    return res
+
+
+def loss_table(history: list[dict]) -> list[dict]:
+    "Per-step losses from `fit`'s history: {'mlm': ..., task: weighted loss, ...}."
+    return [dict(mlm=round(r["loss"], 4), **{k: round(v, 4) for k, v in r.get("parts", {}).items()}) for r in history]
 
 # %% ../../nbs/33_knowledge_pretrain.ipynb #18481c36
 PROBE_RELATIONS = ("门票", "建议游玩时间", "开放时间")
@@ -248,107 +408,45 @@ def probe(model: BertForMaskedLM, tok, items, max_len: int = 40) -> dict:
         chance=round(1 / len(items[0][3]), 4) if items else None,
     )
 
-# %% ../../nbs/33_knowledge_pretrain.ipynb #8679546c
-_SPLIT = re.compile(r"(?<=[。！？；])|#")
 
-
-def split_sentences(text: str, min_len: int = 6, max_len: int = 60) -> list[str]:
-    "Split a paragraph on 。！？； and '#', keep pieces of min_len..max_len characters (longer ones cut)."
-    return [x.strip()[:max_len] for x in _SPLIT.split(text) if x and len(x.strip()) >= min_len]
-
-
-def knowledge_data(triples, dialogues=None, holdout: float = 0.2, seed: int = 0, people_daily: int = 0) -> dict:
-    """Training data for the knowledge tasks with a held-out fifth of the subjects: no sentence, dialogue or
-    triple about a held-out entity is kept. Sentences: the Information paragraphs (+ dialogues)."""
-    subjects = sorted({s for s, _, _ in triples})
-    random.Random(seed).shuffle(subjects)
-    held = set(subjects[: int(holdout * len(subjects))])
-    ht = Trie()
-    for e in held:
-        for a in aliases(e):
-            ht.add(a, e)
-    clean = lambda xs: not any(ht.find(x) for x in xs)
-    docs = [[s] + split_sentences(o) for s, r, o in triples if r == "Information" and s not in held]
-    docs = [[d[0]] + [x for x in d[1:] if clean([x])] for d in docs]
-    n_info = len(docs)  # Information docs start with the subject's name as a header "sentence"
-    docs += [d for d in (dialogues or []) if clean(d)]
-    train_t = [
-        t
-        for t in triples
-        if t[0] not in held and t[1] != "Information" and not (t[1] in ENTITY_RELATIONS and t[2] in held)
-    ]
-    pairs, _ = align(docs, train_t, context=None)
-    # in an Information doc the subject is its header; other context entities there are mostly noise
-    pairs = [
-        (p.sentence, (p.subject, p.relation, p.object))
-        for p in pairs
-        if p.doc >= n_info or (p.sent > 0 and (p.subject == docs[p.doc][0] or p.feats["same_sent"]))
-    ]
-    sentences = [x for d in docs[:n_info] for x in d[1:]] + [x for d in docs[n_info:] for x in d]
-    mentions = kg_mentions(sentences, build_matcher(train_t))
-    if people_daily:
-        try:
-            from fewkit.data import people_daily_entities  # nr/ns/nt spans: a second source of mentions
-
-            mentions += [(s, [(a, z) for a, z, _ in sp]) for s, sp in people_daily_entities()[:people_daily]]
-        except ImportError:
-            get_logger("fewkit.knowledge").warning("fewkit.data not available: no People's Daily mentions")
-    return dict(
-        sentences=sentences,
-        pairs=pairs,
-        mentions=mentions,
-        triples=train_t,
-        held=held,
-        train_subjects={s for s, _, _ in train_t},
-    )
-
-# %% ../../nbs/33_knowledge_pretrain.ipynb #6fdcd080
-def load_backbone(folder=None):
-    "(model, tokenizer, source) from a HF folder (default: cache_dir()/backbone-tiny), or None if absent."
-    from fewkit.core import cache_dir
-    from fewkit.model import from_hf
-    from fewkit.tokenizer import load_tokenizer
-
-    folder = Path(folder) if folder else cache_dir() / "backbone-tiny"
-    if not (folder / "config.json").exists():
-        return None
-    return from_hf(folder), load_tokenizer(folder), str(folder)
-
-
-def fresh_backbone(texts, layers: int = 2, seed: int = 0):
-    "A randomly initialised tiny BERT and a char tokenizer over `texts` (when no pretrained backbone exists)."
-    from fewkit.model import BertConfig
-    from fewkit.tokenizer import build_vocab, make_tokenizer
-
-    tok = make_tokenizer(build_vocab(texts))
-    seed_everything(seed)
-    return (
-        BertForMaskedLM(BertConfig.preset("tiny", vocab_size=len(tok)).replace(num_hidden_layers=layers)),
-        tok,
-        "random init",
-    )
+@torch.no_grad()
+def mlm_accuracy(model, tok, texts: list[str], prob: float = 0.15, max_len: int = 64, seed: int = 0) -> dict:
+    "Masked-character accuracy and mean loss on `texts`, with the same masks for every model (seeded)."
+    model.eval()
+    if not texts:
+        return dict(n=0, acc=None, loss=None)
+    ids = encode(tok, texts, max_len)["input_ids"]
+    g = torch.Generator().manual_seed(seed)
+    inp, labels = mask_tokens(ids, tok.mask_token_id, tok.all_special_ids, len(tok), prob, g)
+    right, loss, n = 0, 0.0, 0
+    for i in range(0, len(ids), 64):
+        x, y = inp[i : i + 64], labels[i : i + 64]
+        logits = model(x, (x != tok.pad_token_id).long())[y != -100]  # (M, V) at the masked positions
+        right += int((logits.argmax(-1) == y[y != -100]).sum())
+        loss += float(F.cross_entropy(logits, y[y != -100], reduction="sum"))
+        n += int((y != -100).sum())
+    return dict(n=n, acc=round(right / max(n, 1), 4), loss=round(loss / max(n, 1), 4))
 
 # %% ../../nbs/33_knowledge_pretrain.ipynb #be771263
 def probe_report(
     kg_dir: Path, steps: int = 150, max_items: int | None = None, seed: int = 0, progress: bool = True
 ) -> dict:
-    "Same backbone, same steps: MLM only vs MLM + knowledge tasks; multiple-choice attribute probe, seen and held-out."
-    import copy
-    from fewkit.knowledge.distant_supervision import load_kdconv
-
+    "Same backbone, same steps: MLM only vs MLM + knowledge tasks; attribute probe (seen, held-out) and held-out MLM."
     triples = load_triples(kg_dir / "kdconv_travel_triples.tsv")
     dialogues, _ = load_kdconv(kg_dir / "kdconv_travel" / "dev.json")
     data = knowledge_data(triples, dialogues, seed=seed, people_daily=2000)
     seen_facts = {t for _, t in data["pairs"] if t[1] in PROBE_RELATIONS}
     held = probe_items(triples, data["held"], seed=seed)[:max_items]
-    seen = [it for it in probe_items(triples, {t[0] for t in seen_facts}, seed=seed) if it[:3] in seen_facts][
-        :max_items
-    ]
+    seen = probe_items(triples, {t[0] for t in seen_facts}, seed=seed)
+    seen = [it for it in seen if it[:3] in seen_facts][:max_items]
     bb = load_backbone()
     if bb is None:
         texts = data["sentences"] + [linearize(t) for t in triples if t[1] != "Information"] + ["的是"]
         bb = fresh_backbone(texts, seed=seed)
     base, tok, source = bb
+    s = KnowledgeSettings(train=TrainSettings(steps=steps, batch_size=16, lr=5e-4, out="", seed=seed))
+    tensors = knowledge_tensors(data, tok, s.max_len)  # once, for both trained arms
+    held_text = data["held_sentences"][: max_items or None]
     out = dict(
         backbone=source,
         steps=steps,
@@ -358,71 +456,18 @@ def probe_report(
         held_out_subjects=len(data["held"]),
         arms={},
     )
-    for name, tasks in [("backbone", None), ("mlm_only", ("mlm",)), ("knowledge", KnowledgeSettings().tasks)]:
-        m, t0, last = copy.deepcopy(base), time.time(), None
-        if tasks:
-            _, hist = pretrain_knowledge(m, tok, data, KnowledgeSettings(steps=steps, tasks=tasks, seed=seed), progress)
-            last = {k: round(sum(h[k] for h in hist[-20:]) / len(hist[-20:]), 4) for k in hist[-1]}
+    for name, arm in [("backbone", None), ("mlm_only", s.mlm_only()), ("knowledge", s)]:
+        m = copy.deepcopy(base)
+        t0 = time.time()
+        last = None
+        if arm is not None:
+            tab = loss_table(pretrain_knowledge(m, tok, tensors, arm, progress).history)[-20:]
+            last = {k: round(sum(r[k] for r in tab) / len(tab), 4) for k in tab[-1]}
         out["arms"][name] = dict(
-            held_out=probe(m, tok, held), seen=probe(m, tok, seen), last_losses=last, seconds=round(time.time() - t0, 1)
+            held_out=probe(m, tok, held),
+            seen=probe(m, tok, seen),
+            mlm_held_out=mlm_accuracy(m, tok, held_text, seed=seed),
+            last_losses=last,
+            seconds=round(time.time() - t0, 1),
         )
     return out
-
-
-def bench(out: Path, quick: bool = False) -> dict:
-    "`fewkit bench knowledge`: alignment P/R before/after denoising on KdConv dev, and the knowledge probe."
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from fewkit.core import device_name
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    kg_dir = find_shared("kg")
-    if kg_dir is None:
-        return dict(skipped="shared/kg not found (KdConv travel KB and dev.json are needed)")
-    from fewkit.knowledge.distant_supervision import alignment_report
-
-    al = alignment_report(kg_dir, n_dialogues=20 if quick else None)
-    threads = torch.get_num_threads()
-    if not torch.cuda.is_available():
-        torch.set_num_threads(1)  # 2 shared cores: one thread is several times faster
-    try:
-        pr = probe_report(kg_dir, steps=3 if quick else 150, max_items=20 if quick else None, progress=not quick)
-    finally:
-        torch.set_num_threads(threads)
-    try:
-        from fewkit.measure import env_info
-
-        env = env_info()
-    except ImportError:
-        env = dict(device=device_name(), torch=torch.__version__)
-    fig, axs = plt.subplots(1, 2, figsize=(10, 3.6), dpi=80)
-    rows = al["rows"]
-    names = list(rows)
-    axs[0].barh(names, [rows[n]["precision"] for n in names], height=0.4, label="precision")
-    axs[0].barh([i + 0.4 for i in range(len(names))], [rows[n]["recall"] for n in names], height=0.4, label="recall")
-    axs[0].set(title=f"alignment vs KdConv gold", xlim=(0, 1))
-    axs[0].legend(fontsize=7)
-    arms = list(pr["arms"])
-    for j, split in enumerate(["seen", "held_out"]):
-        axs[1].bar(
-            [i + 0.4 * j for i in range(len(arms))], [pr["arms"][a][split]["acc"] for a in arms], width=0.4, label=split
-        )
-    axs[1].axhline(0.2, ls=":", c="k", label="chance")
-    axs[1].set_xticks([i + 0.2 for i in range(len(arms))], arms)
-    axs[1].set(title=f"attribute probe ({pr['steps']} steps)", ylabel="accuracy")
-    axs[1].legend(fontsize=7)
-    fig.suptitle(f"knowledge — {device_name()}")
-    fig.tight_layout()
-    fig.savefig(out / "knowledge.png")
-    plt.close(fig)
-    return dict(
-        name="knowledge",
-        quick=quick,
-        env=env,
-        alignment=al,
-        probe=pr,
-        few_shot="not measured: chapter 5 code not available",
-    )
