@@ -1,4 +1,4 @@
-"""The `fewkit` command: one entry point, a subcommand per job, `--help` everywhere.
+"""`fewkit --help` answers at once; each subcommand's code lives in a door module, `fewkit COMMAND --help` shows its options.
 
 Docs: https://fewkit.github.io/fewkit/cli.html.md"""
 
@@ -6,39 +6,31 @@ Docs: https://fewkit.github.io/fewkit/cli.html.md"""
 
 # %% ../nbs/90_cli.ipynb #2abb39f5
 from __future__ import annotations
-import importlib, sys
-from .core import has_module
+import importlib
+import sys
 
 # %% auto #0
-__all__ = ['COMMANDS', 'available', 'usage', 'main']
+__all__ = ['COMMANDS', 'usage', 'main']
 
 # %% ../nbs/90_cli.ipynb #8fe686d2
 COMMANDS = {  # name: (module:function, one-line help)
     "demo": ("fewkit.demo:cli_main", "the main job on the embedded data: writes runs/demo/report.md with plots"),
-    "data": ("fewkit.data:cli_main", "check a FewCLUE folder: fewkit data check --root DIR [--task T]"),
+    "data": ("fewkit.doors.data:cli_main", "check a FewCLUE folder: fewkit data check --root DIR [--task T]"),
     "bench": ("fewkit.bench:cli_main", "run benchmarks: fewkit bench NAME|GROUP|all|list [--out DIR] [--quick]"),
     "pretrain": (
-        "fewkit.pretrain.run:cli_main",
+        "fewkit.doors.pretrain:cli_main",
         "MLM-pretrain a Chinese BERT: fewkit pretrain --preset tiny [--out DIR]",
     ),
     "fewclue": (
-        "fewkit.fewshot.fewclue:cli_main",
+        "fewkit.doors.fewshot:cli_main",
         "few-shot FewCLUE: fewkit fewclue --task all|T --method M --model DIR --data DIR",
     ),
     "launch": (
-        "fewkit.parallel.distributed:cli_main",
+        "fewkit.doors.launch:cli_main",
         "run a script on N processes: fewkit launch -n N [--deepspeed] script.py ...",
     ),
-    "kg": (
-        "fewkit.knowledge.distant_supervision:cli_main",
-        "knowledge graph tools: fewkit kg align --kg FILE --text FILE",
-    ),
+    "kg": ("fewkit.doors.knowledge:cli_main", "knowledge graph tools: fewkit kg align --kg FILE --text FILE"),
 }
-
-
-def available() -> dict:
-    "The commands whose module is installed in this version."
-    return {k: v for k, v in COMMANDS.items() if has_module(v[0].split(":")[0])}
 
 
 def usage() -> str:
@@ -51,7 +43,7 @@ def usage() -> str:
         "",
         "commands:",
     ]
-    lines += [f"  {k:10} {h}" for k, (_, h) in available().items()]
+    lines += [f"  {k:10} {h}" for k, (_, h) in COMMANDS.items()]
     return "\n".join(lines)
 
 # %% ../nbs/90_cli.ipynb #52907aa7
@@ -66,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(__version__)
         return 0
-    cmds = available()
+    cmds = COMMANDS
     if argv[0] not in cmds:
         print(f"fewkit: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
         return 2

@@ -1,4 +1,4 @@
-"""`fewkit demo`: the main job. On the embedded data, with no GPU and no network, it shows what each chapter does and writes `runs/demo/report.md`.
+"""`fewkit demo`: on the embedded data, with no GPU and no network, it shows what each chapter does and writes `runs/demo/report.md`.
 
 Docs: https://fewkit.github.io/fewkit/demo.html.md"""
 
@@ -6,31 +6,32 @@ Docs: https://fewkit.github.io/fewkit/demo.html.md"""
 
 # %% ../nbs/92_demo.ipynb #77a04b00
 from __future__ import annotations
-import argparse, importlib, importlib.util, time, traceback
+import argparse
+import importlib
+import time
+import traceback
 from pathlib import Path
 import torch
 from .core import atomic_write, device_name, get_device, get_logger, seed_everything
+from .masking import mask_tokens
+from .measure import SavedTensorMeter, figure, model_state_bytes, save_figure
+from .model import BertConfig, BertForMaskedLM, mlm_loss
 
 # %% auto #0
 __all__ = ['SECTIONS', 'tiny_batch', 'memory_breakdown', 'foundation_section', 'run_demo', 'bench_memory', 'cli_main']
 
 # %% ../nbs/92_demo.ipynb #2f2f88d1
 def tiny_batch(tok, texts: list[str], seq_len: int = 128, batch: int = 8, seed: int = 0) -> dict:
-    "An MLM batch from real text: 15% of non-special tokens masked with [MASK] (labels -100 elsewhere)."
+    "An MLM batch from real text, masked as BERT does (fewkit.masking); labels are -100 where nothing is predicted."
     enc = tok(texts[:batch], max_length=seq_len, truncation=True, padding="max_length", return_tensors="pt")
-    ids, att = enc["input_ids"], enc["attention_mask"]
+    ids, att = enc["input_ids"], enc["attention_mask"]  # (B, T) each
     g = torch.Generator().manual_seed(seed)
-    special = (ids == tok.cls_token_id) | (ids == tok.sep_token_id) | (att == 0)
-    pick = (torch.rand(ids.shape, generator=g) < 0.15) & ~special
-    labels = torch.where(pick, ids, torch.full_like(ids, -100))
-    return dict(input_ids=ids.masked_fill(pick, tok.mask_token_id), attention_mask=att, labels=labels)
+    inp, labels = mask_tokens(ids, tok.mask_token_id, tok.all_special_ids, len(tok), 0.15, g)  # BERT's 80/10/10
+    return dict(input_ids=inp, attention_mask=att, labels=labels)
 
 
 def memory_breakdown(model, batch: dict) -> dict:
     "Exact bytes of one AdamW training step: parameters, gradients, optimizer state, activations."
-    from fewkit.measure import SavedTensorMeter, model_state_bytes
-    from fewkit.model import mlm_loss
-
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     with SavedTensorMeter(exclude=list(model.parameters())) as m:
         loss = mlm_loss(model(batch["input_ids"], batch["attention_mask"]), batch["labels"])
@@ -47,8 +48,6 @@ def memory_breakdown(model, batch: dict) -> dict:
 
 # %% ../nbs/92_demo.ipynb #194b6429
 def _plot_memory(mem: dict, path: Path, title: str) -> Path:
-    from fewkit.measure import figure, save_figure
-
     fig, ax = figure(title)
     keys = ["params", "grads", "optimizer", "activations"]
     vals = [mem[k] / 2**20 for k in keys]
@@ -62,7 +61,6 @@ def _plot_memory(mem: dict, path: Path, title: str) -> Path:
 def foundation_section(out: Path, ctx: dict) -> str:
     "Memory breakdown of one tiny-BERT step on real text, and a sample of the embedded data."
     from fewkit.data import people_daily_entities, review_task
-    from fewkit.model import BertConfig, BertForMaskedLM
 
     tok = ctx["tokenizer"]
     ents = people_daily_entities()
@@ -109,17 +107,11 @@ def foundation_section(out: Path, ctx: dict) -> str:
 # %% ../nbs/92_demo.ipynb #69a61c08
 SECTIONS = [  # (title, module:function, seconds budget on a 2-core CPU)
     ("Foundation: memory of one training step", "fewkit.demo:foundation_section", 60),
-    ("One device: activation checkpointing", "fewkit.efficiency.checkpointing:demo_section", 60),
-    ("One device: kernel fusion", "fewkit.efficiency.fusion:demo_section", 60),
-    ("Pretraining: the tiny backbone", "fewkit.pretrain.run:demo_section", 240),
-    ("Few-shot: fine-tuning vs PET vs Fuzzy-PET", "fewkit.fewshot.fewclue:demo_section", 180),
+    ("One device: activation checkpointing", "fewkit.doors.efficiency:demo_checkpointing", 60),
+    ("One device: kernel fusion", "fewkit.doors.efficiency:demo_fusion", 60),
+    ("Pretraining: the tiny backbone", "fewkit.doors.pretrain:demo_section", 240),
+    ("Few-shot: fine-tuning vs PET vs Fuzzy-PET", "fewkit.doors.fewshot:demo_section", 180),
 ]
-
-
-def _available(target: str) -> bool:
-    from fewkit.core import has_module
-
-    return has_module(target.split(":")[0])
 
 
 def run_demo(out="runs/demo", only: list[int] | None = None) -> Path:
@@ -133,7 +125,7 @@ def run_demo(out="runs/demo", only: list[int] | None = None) -> Path:
     head = ["# fewkit demo", "", f"Device: {device_name(ctx['device'])}; torch {torch.__version__}.", ""]
     body, failed = [], []
     for i, (title, target, budget) in enumerate(SECTIONS):
-        if (only and i not in only) or not _available(target):
+        if only and i not in only:
             continue
         log.info(f"section {i}: {title} (budget ~{budget} s)")
         mod, fn = target.split(":")
@@ -157,7 +149,6 @@ def run_demo(out="runs/demo", only: list[int] | None = None) -> Path:
 def bench_memory(out: Path, quick: bool = False) -> dict:
     "`fewkit bench memory`: the foundation memory breakdown of the tiny BERT at a few sequence lengths."
     from fewkit.data import people_daily_sentences
-    from fewkit.model import BertConfig, BertForMaskedLM
     from fewkit.tokenizer import default_tokenizer
 
     tok = default_tokenizer()
