@@ -16,7 +16,7 @@ import torch
 # %% auto #0
 __all__ = ['FewkitError', 'FewkitDataError', 'Settings', 'seed_everything', 'get_rng_state', 'set_rng_state', 'get_device',
            'device_name', 'get_logger', 'cache_dir', 'project_root', 'find_shared', 'has_module', 'data_samples',
-           'atomic_write', 'write_json']
+           'shipped_backbone', 'atomic_write', 'write_json']
 
 # %% ../nbs/00_core.ipynb #9bd455b1
 class FewkitError(Exception):
@@ -201,6 +201,18 @@ def data_samples() -> Path:
     if root is None or not (root / "data_samples").is_dir():
         raise FewkitError("data_samples/ not found: run from a fewkit checkout (pip install -e .)")
     return root / "data_samples"
+
+# %% ../nbs/00_core.ipynb #a0ddaae2
+def shipped_backbone() -> Path:
+    "The pretrained tiny backbone that ships inside the package (a Hugging Face BERT folder)."
+    p = Path(__file__).resolve().parent / "assets" / "backbone-tiny" if "__file__" in globals() else None
+    if p is None or not (p / "config.json").exists():
+        import fewkit
+
+        p = Path(fewkit.__file__).resolve().parent / "assets" / "backbone-tiny"  # in a notebook: the installed package
+    if not (p / "config.json").exists():
+        raise FewkitError(f"{p}: the shipped backbone is missing from this installation (reinstall fewkit)")
+    return p
 
 # %% ../nbs/00_core.ipynb #c8c08922
 def _umask() -> int:
