@@ -1,7 +1,8 @@
 "Activation checkpointing: bit-identical gradients with dropout on, for every policy and implementation."
 import pytest, torch
 from fewkit.efficiency.checkpointing import (CheckpointSettings, CheckpointRunner, apply_checkpointing, checkpoint,
-    grads_with, checkpoint_table, summarize, segments, _tiny_model, _batch, _loss, bench)
+    grads_with, checkpoint_table, summarize, segments, _tiny_model, _batch, _loss)
+from fewkit.doors.efficiency import bench_checkpointing, demo_checkpointing
 from fewkit.core import FewkitError
 
 SEED = int(torch.randint(0, 10_000, ()).item())  # fresh inputs each run; printed on failure
@@ -60,11 +61,10 @@ def test_memory_target():
     assert peak[4, 'none'] - peak[1, 'none'] > 10 * (peak[4, 'every'] - peak[1, 'every'])
 
 def test_bench_quick(tmp_path):
-    r = bench(tmp_path, quick=True)
+    r = bench_checkpointing(tmp_path, quick=True)
     assert (tmp_path / 'checkpointing.png').exists() and r['summary']['every_target_ok']
     assert set(r['impl_time_ratio']) == {'torch', 'deepspeed'}
 
 def test_demo_section(tmp_path):
-    from fewkit.efficiency.checkpointing import demo_section
-    md = demo_section(tmp_path, dict(device=torch.device('cpu')))
+    md = demo_checkpointing(tmp_path, dict(device=torch.device('cpu')))
     assert (tmp_path / 'checkpointing_bytes.png').exists() and 'checkpointing_bytes.png' in md and '| every |' in md

@@ -74,7 +74,7 @@ def test_eval_mode_no_dropout():
 
 @pytest.mark.slow
 def test_bench_quick(tmp_path):
-    from fewkit.efficiency.fusion import bench
-    r = bench(tmp_path, quick=True)
+    from fewkit.doors.efficiency import bench_fusion
+    r = bench_fusion(tmp_path, quick=True)
     assert (tmp_path / "fusion.png").exists() and set(r["largest"]) == {"eager", "compile", "jit", "autograd"}
     assert r["compile_first_call_s"] > 0 and r["bandwidth_GBps"] > 0

@@ -1,9 +1,12 @@
 "Gradient accumulation: same gradients as one big batch, incl. uneven and padded micro-batches."
+from functools import partial
 import pytest, torch
 from fewkit.core import FewkitError, seed_everything
 from fewkit.model import BertConfig, BertForMaskedLM
 from fewkit.efficiency.grad_accum import (AccumSettings, split_batch, accumulate, padded_mlm_batch, big_batch_grads,
-    accum_grads, rel_diff, activation_table, bench)
+    accum_grads, rel_diff, activation_table, mlm_loss_mean_fn)
+from fewkit.masking import mlm_loss_sum, mlm_count
+from fewkit.doors.efficiency import bench_accumulation
 
 SEED = int(torch.randint(0, 10_000, ()).item())
 
@@ -27,9 +30,8 @@ def test_per_microbatch_mean_fails(setup):
 
 def test_loss_is_batch_mean(setup):
     model, batch, _ = setup
-    from fewkit.efficiency.grad_accum import mlm_loss_sum_fn, mlm_loss_mean_fn, masked_count
     with torch.no_grad(): ref = mlm_loss_mean_fn(model)(batch).item()
-    got = accumulate(split_batch(batch, 3), mlm_loss_sum_fn(model), masked_count)
+    got = accumulate(split_batch(batch, 3), partial(mlm_loss_sum, model), mlm_count)
     assert abs(got - ref) < 1e-5 * abs(ref)
 
 def test_split_and_errors():
@@ -45,6 +47,6 @@ def test_activation_bytes_shrink_with_k():
     assert b[0] > 1.8 * b[1] > 1.8 * 4 * 0.9 * b[2]
 
 def test_bench_quick(tmp_path):
-    r = bench(tmp_path, quick=True)
+    r = bench_accumulation(tmp_path, quick=True)
     assert (tmp_path / 'accumulation.png').exists()
     assert r['parity_rel_diff']['k=7'] < 1e-6 < r['parity_rel_diff']['k=3 per-micro-batch mean (wrong)']

@@ -3,7 +3,8 @@ import math, pytest, torch
 from torch import nn
 from fewkit.core import FewkitError
 from fewkit.model import BertConfig, BertForMaskedLM
-from fewkit.efficiency.lamb import Lamb, OptimSettings, param_groups, build_optimizer, lamb_parity, bench
+from fewkit.efficiency.lamb import Lamb, OptimSettings, param_groups, build_optimizer, fused_supported
+from fewkit.doors.efficiency import bench_lamb, lamb_parity
 
 SEED = int(torch.randint(0, 10_000, ()).item())
 
@@ -46,7 +47,34 @@ def test_param_groups_and_builder():
     with pytest.raises(FewkitError): OptimSettings('sgd')
 
 def test_bench_quick(tmp_path):
-    r = bench(tmp_path, quick=True)
+    r = bench_lamb(tmp_path, quick=True)
     assert (tmp_path / 'lamb.png').exists()
     assert max(r['parity_max_abs_diff'].values()) < 1e-5
     assert set(r['final_loss']) == {'AdamW B', 'AdamW 4B', 'LAMB 4B'}
+
+
+def test_build_optimizer_takes_groups_and_tensors():
+    lin = nn.Linear(4, 3)
+    assert [len(g['params']) for g in param_groups(lin, 0.1, params=[lin.bias])] == [0, 1]
+    assert build_optimizer([lin.weight], OptimSettings(weight_decay=0.5)).param_groups[0]['weight_decay'] == 0.5
+    opt = build_optimizer(param_groups(lin, 0.1), OptimSettings('lamb', lr=0.02))
+    assert isinstance(opt, Lamb) and [g['weight_decay'] for g in opt.param_groups] == [0.1, 0.0]
+    with pytest.raises(FewkitError): build_optimizer([], OptimSettings())
+    assert OptimSettings.from_dict(dict(betas=[0.9, 0.98], fused=True)) == OptimSettings(betas=(0.9, 0.98), fused=True)
+
+
+def test_fused_adamw_same_steps():
+    "fused=True: torch's fused AdamW where the device has it (CPU in torch 2.13), the same steps as the per-tensor one."
+    def run(fused):
+        torch.manual_seed(SEED)
+        m = nn.Sequential(nn.Linear(8, 16), nn.LayerNorm(16), nn.Linear(16, 1))
+        opt = build_optimizer(m, OptimSettings(lr=1e-2, fused=fused))
+        for i in range(4):
+            opt.zero_grad()
+            m(torch.randn(4, 8, generator=torch.Generator().manual_seed(SEED + i))).pow(2).sum().backward()
+            opt.step()
+        return opt, list(m.parameters())
+    (of, wf), (op, wp) = run(True), run(False)
+    assert fused_supported(wf) and of.defaults['fused'] is True and not op.defaults['fused']
+    for a, b in zip(wf, wp): torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    assert not fused_supported([torch.zeros(2, dtype=torch.long)])

@@ -157,8 +157,71 @@ def test_settings_and_deepspeed_section():
 
 
 def test_bench_quick(tmp_path):
-    from fewkit.efficiency.mixed_precision import bench
-    r = bench(tmp_path, quick=True)
+    from fewkit.doors.efficiency import bench_amp
+    r = bench_amp(tmp_path, quick=True)
     assert (tmp_path / "amp.png").exists() and set(r["step_seconds"]) == {"fp32", "bf16", "fp16"}
     assert r["bytes_per_param"]["fp16"]["params"] == 2.0 and r["env"]["torch"] == torch.__version__
     assert r["activation_bytes"]["fp16"] < r["activation_bytes"]["fp32"]
+
+
+def test_skipped_step_is_visible():
+    "Issue 14 item 6: a forced inf gradient skips the step: step() is False, the scale halves, nothing else moves."
+    import copy
+    model = _mlp()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    mp = MixedPrecision(model, opt, AmpSettings(dtype="fp16", init_scale=2.0**10), grad_clip=1.0)
+    g = torch.Generator().manual_seed(0)
+    x, y = _data(g)
+    mp.backward((model(x.half()).float() - y).pow(2).mean())
+    assert mp.step() is True  # a clean step first, so AdamW holds state to compare
+    mp.zero_grad()
+    state = copy.deepcopy(opt.state_dict())
+    masters = [p.detach().clone() for p in mp.params]
+    weights = [p.detach().clone() for p in model.parameters()]
+    scale = mp.loss_scale
+    x, y = _data(g)
+    mp.backward((model(x.half()).float() - y).pow(2).mean())
+    model[0].weight.grad[0, 0] = float("inf")
+    assert mp.step() is False
+    assert mp.loss_scale == scale * 0.5 and mp.skipped == 1
+    after = opt.state_dict()
+    assert after["param_groups"] == state["param_groups"]
+    for k, st in state["state"].items():
+        assert st.keys() == after["state"][k].keys()
+        assert all(torch.equal(torch.as_tensor(v), torch.as_tensor(after["state"][k][n])) for n, v in st.items())
+    assert all(torch.equal(a, b) for a, b in zip(masters, mp.params))
+    assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters()))
+    assert all(m.grad is None for m in mp.params)
+
+
+def test_state_dict_loads_weights_only(tmp_path):
+    "The wrapper's state is plain data: torch.load(weights_only=True) takes it, and the skip count survives."
+    model = _mlp()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    mp = MixedPrecision(model, opt, AmpSettings(dtype="fp16", init_scale=2.0**40))  # overflows: skips
+    x, y = _data(torch.Generator().manual_seed(0))
+    mp.backward((model(x.half()).float() - y).pow(2).mean())
+    assert not mp.step()
+    torch.save(mp.state_dict(), tmp_path / "mp.pt")
+    sd = torch.load(tmp_path / "mp.pt", weights_only=True)
+    mp2 = MixedPrecision(_mlp(seed=3), torch.optim.AdamW(_mlp().parameters(), lr=1e-2), AmpSettings(dtype="fp16", init_scale=2.0**40))
+    mp2.load_state_dict(sd)
+    assert mp2.skipped == 1 and mp2.loss_scale == mp.loss_scale
+    assert all(torch.equal(a, b) for a, b in zip(mp.params, mp2.params))
+    with pytest.raises(FewkitError):
+        MixedPrecision(_mlp(), torch.optim.SGD(_mlp().parameters(), lr=1.0), AmpSettings(dtype="bf16")).load_state_dict(sd)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16"])
+def test_clip_after_unscale(dtype):
+    "SGD at lr 1: the step is minus the clipped true gradient, so its norm is grad_clip whatever the loss scale."
+    model = _mlp()
+    mp = MixedPrecision(model, torch.optim.SGD(model.parameters(), lr=1.0), AmpSettings(dtype=dtype, init_scale=2.0**8),
+                        grad_clip=0.25)
+    before = [p.detach().clone() for p in mp.params]
+    x, y = _data(torch.Generator().manual_seed(2))
+    x = x.half() if dtype == "fp16" else x
+    mp.backward((model(x).float() - y - 5).pow(2).mean())
+    assert mp.step()
+    step = torch.cat([(p - b).flatten() for p, b in zip(mp.params, before)]).norm().item()
+    assert abs(step - 0.25) < 1e-5 and mp.grad_norm > 0.25

@@ -1,4 +1,4 @@
-"""Activation checkpointing: keep only each segment's inputs in the forward pass and recompute the segment in backward.
+"""Keep only each segment's inputs in the forward pass and recompute the segment in backward: activation memory stops growing with depth.
 
 Docs: https://fewkit.github.io/fewkit/checkpointing.html.md"""
 
@@ -6,21 +6,23 @@ Docs: https://fewkit.github.io/fewkit/checkpointing.html.md"""
 
 # %% ../../nbs/10_checkpointing.ipynb #834b3f39
 from __future__ import annotations
-import math, warnings, weakref
+import math
+import warnings
+import weakref
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from ..core import Settings, FewkitError, seed_everything, get_device, device_name
+from ..core import Settings, FewkitError, seed_everything, get_device
 from ..model import BertConfig, BertForMaskedLM, mlm_loss
-from ..measure import time_ratio, figure, save_figure
+from ..masking import mask_tokens
+from ..measure import time_ratio
+from ..tokenizer import SPECIALS
 
 # %% auto #0
 __all__ = ['POLICIES', 'IMPLS', 'CheckpointFunction', 'checkpoint', 'segments', 'CheckpointSettings', 'CheckpointRunner',
-           'apply_checkpointing', 'grads_with', 'saved_bytes_peak', 'checkpoint_table', 'summarize', 'plot_bytes',
-           'bench', 'demo_section']
+           'apply_checkpointing', 'grads_with', 'saved_bytes_peak', 'checkpoint_table', 'summarize']
 
 # %% ../../nbs/10_checkpointing.ipynb #2522aa9f
 def _rng_devices(tensors) -> list[int]:
@@ -185,12 +187,13 @@ def _tiny_model(layers=4, vocab=1000, hidden=128, seed=0) -> BertForMaskedLM:
 
 
 def _batch(vocab=1000, B=4, T=32, seed=1, device="cpu") -> dict:
+    "Random ids (B, T), the first row half padding, masked by fewkit.masking (15 %: 80/10/10)."
     g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, vocab, (B, T), generator=g)
-    labels = torch.where(torch.rand(B, T, generator=g) < 0.15, ids, torch.full_like(ids, -100))
     mask = torch.ones(B, T, dtype=torch.long)
     mask[0, T // 2 :] = 0  # some padding
-    return {k: v.to(device) for k, v in dict(input_ids=ids, attention_mask=mask, labels=labels).items()}
+    ids = torch.randint(len(SPECIALS), vocab, (B, T), generator=g) * mask  # [PAD] = 0: special, never masked
+    inp, labels = mask_tokens(ids, SPECIALS.index("[MASK]"), range(len(SPECIALS)), vocab, generator=g)
+    return {k: v.to(device) for k, v in dict(input_ids=inp, attention_mask=mask, labels=labels).items()}
 
 
 def _loss(model, b):
@@ -302,74 +305,4 @@ def summarize(rows, B, T, hidden) -> dict:
         every_layers_kept=layers_kept,
         every_target_ok=layers_kept <= 1.5,
         every_time_ratio=ev.get("time_ratio"),
-    )
-
-# %% ../../nbs/10_checkpointing.ipynb #593f0e6a
-def plot_bytes(rows, path=None, device=None):
-    "Peak saved-for-backward bytes vs number of layers, one line per policy."
-    fig, ax = figure("activation checkpointing: peak saved bytes", device=device)
-    for p in dict.fromkeys(r["policy"] for r in rows):
-        pts = sorted((r["layers"], r["peak"] / 2**20) for r in rows if r["policy"] == p)
-        ax.plot(*zip(*pts), marker="o", label=p)
-    ax.set_xlabel("layers")
-    ax.set_ylabel("MiB saved (peak)")
-    ax.legend()
-    if path is not None:
-        save_figure(fig, path)  # saves and closes
-    return fig
-
-# %% ../../nbs/10_checkpointing.ipynb #2d87f833
-def bench(out: Path, quick: bool = False) -> dict:
-    "Bytes and step time vs layers and policy; writes out/checkpointing.png."
-    from fewkit.measure import env_info
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    cuda = get_device().type == "cuda"
-    if quick:
-        L, B, T, H = (1, 2), 2, 16, 64
-    elif cuda:
-        L, B, T, H = (1, 2, 4, 8, 12), 16, 256, 256
-    else:
-        L, B, T, H = (1, 2, 4, 8), 4, 64, 128
-    rows = checkpoint_table(L, B=B, T=T, hidden=H)  # step time at the deepest model
-    impl_rows = [
-        r for i in ("torch", "deepspeed") for r in checkpoint_table(L[-1:], ("every",), impl=i, B=B, T=T, hidden=H)
-    ]
-    plot_bytes(rows, out / "checkpointing.png")
-    return dict(
-        env=env_info(),
-        sizes=dict(layers=L, B=B, T=T, hidden=H),
-        rows=rows,
-        impl_time_ratio={r["impl"]: r["time_ratio"] for r in impl_rows},
-        summary=summarize(rows, B, T, H),
-        png="checkpointing.png",
-    )
-
-
-def demo_section(out: Path, ctx: dict) -> str:
-    "fewkit demo: the bytes-vs-layers plot on the tiny model (well under a minute on CPU)."
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    B, T, H = 4, 32, 128
-    rows = checkpoint_table((1, 2, 4), ("none", "every", "sqrt"), B=B, T=T, hidden=H, device=ctx.get("device"))
-    plot_bytes(rows, out / "checkpointing_bytes.png", device=ctx.get("device"))
-    s = summarize(rows, B, T, H)
-    lines = [
-        f"| {r['layers']} | {r['policy']} | {r['peak'] / 2**20:.2f} | {r.get('time_ratio', 1.0):.2f} |" for r in rows
-    ]
-    return "\n".join(
-        [  # fewkit demo adds the section heading
-            f"Tiny BERT (hidden {H}, batch {B}x{T}) on {device_name(ctx.get('device'))}: peak bytes saved for backward.",
-            "",
-            "| layers | policy | peak MiB | step time / none |",
-            "|---|---|---|---|",
-            *lines,
-            "",
-            f"Per-layer checkpointing keeps {s['every_layers_kept']:.2f} layers' activations plus the layer inputs "
-            f"(target <= 1.5).",
-            "",
-            "![checkpointing](checkpointing_bytes.png)",
-            "",
-        ]
     )

@@ -1,4 +1,4 @@
-"""Fuse the memory-bound chain bias + GELU + dropout + residual three ways (torch.compile, TorchScript, a hand-written autograd Function) and count the bytes that make it worth doing.
+"""Fuse the memory-bound chain three ways (torch.compile, TorchScript, a hand-written autograd Function) and count the bytes that make it worth doing.
 
 Docs: https://fewkit.github.io/fewkit/fusion.html.md"""
 
@@ -6,20 +6,22 @@ Docs: https://fewkit.github.io/fewkit/fusion.html.md"""
 
 # %% ../../nbs/14_fusion.ipynb #07dcae28
 from __future__ import annotations
-import math, time, warnings
+import math
+import warnings
 from dataclasses import dataclass
-from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from ..core import FewkitError, Settings, seed_everything, device_name, get_device
+from ..core import FewkitError, Settings, seed_everything, get_device
 from .. import model as fkm
+from ..masking import mask_tokens
 from ..measure import median_time
+from ..tokenizer import SPECIALS
 
 # %% auto #0
 __all__ = ['chain_eager', 'dropout_mask', 'chain_bytes', 'copy_bandwidth', 'gelu_grad', 'FusedChain', 'BiasGelu', 'BiasMaskAdd',
-           'jit_script', 'compiled', 'chain_variants', 'chain_grads', 'FusionSettings', 'fused_hooks', 'apply_fusion',
-           'bert_loss_grads', 'time_chain', 'fusion_table', 'plot_fusion', 'bench', 'demo_section']
+           'jit_script', 'compiled', 'clear_compiled', 'chain_variants', 'chain_grads', 'FusionSettings', 'fused_hooks',
+           'apply_fusion', 'bert_loss_grads', 'time_chain', 'fusion_table']
 
 # %% ../../nbs/14_fusion.ipynb #5136e840
 def chain_eager(y, bias, residual, mask):
@@ -137,6 +139,12 @@ def compiled(fn):
         _COMPILED[fn] = torch.compile(fn)
     return _COMPILED[fn]
 
+
+def clear_compiled() -> None:
+    "Forget every compiled function and dynamo's caches: the next call compiles again (to time a cold compile)."
+    torch._dynamo.reset()
+    _COMPILED.clear()
+
 # %% ../../nbs/14_fusion.ipynb #29adbe51
 def chain_variants() -> dict:
     "name -> chain function (y, bias, residual, mask) for every implementation."
@@ -210,10 +218,10 @@ def bert_loss_grads(impl: str, seed: int = 0, layers: int = 2, B: int = 2, T: in
     cfg = fkm.BertConfig.preset("tiny", vocab_size=vocab).replace(num_hidden_layers=layers)
     model = apply_fusion(fkm.BertForMaskedLM(cfg).train(), FusionSettings(impl))
     g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, vocab, (B, T), generator=g)
-    labels = ids.masked_fill(torch.rand(B, T, generator=g) > 0.3, -100)
+    ids = torch.randint(len(SPECIALS), vocab, (B, T), generator=g)
+    ids, labels = mask_tokens(ids, SPECIALS.index("[MASK]"), range(len(SPECIALS)), vocab, prob=0.3, generator=g)
     seed_everything(seed + 1)  # the dropout stream
-    loss = fkm.mlm_loss(model(ids), labels)
+    loss = fkm.mlm_loss(model(ids), labels)  # mean over the masked tokens
     loss.backward()
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
@@ -245,91 +253,3 @@ def fusion_table(sizes, device=None, variants=None, train: bool = True) -> list[
         ts = {k: time_chain(f, n, h, device, train) for k, f in variants.items()}
         rows += [dict(rows=n, h=h, numel=n * h, variant=k, seconds=t, speedup=ts["eager"] / t) for k, t in ts.items()]
     return rows
-
-# %% ../../nbs/14_fusion.ipynb #0001545b
-def plot_fusion(rows: list[dict], bandwidth: float, device=None, title: str = "bias+GELU+dropout+residual, fwd+bwd"):
-    "Log-log time vs elements for each variant, with the eager and fused memory-traffic floors dashed."
-    from fewkit.measure import figure
-
-    fig, ax = figure(title, device=device, figsize=(6, 4), dpi=80)
-    for v in dict.fromkeys(r["variant"] for r in rows):
-        rs = [r for r in rows if r["variant"] == v]
-        ax.plot([r["numel"] for r in rs], [r["seconds"] * 1e3 for r in rs], "o-", label=v)
-    xs = sorted({r["numel"] for r in rows})
-    for fused, style in ((False, "k--"), (True, "k:")):
-        ax.plot(
-            xs,
-            [(chain_bytes(x, fused=fused) + chain_bytes(x, fused=fused, backward=True)) / bandwidth * 1e3 for x in xs],
-            style,
-            label=f"bytes/bandwidth ({'fused' if fused else 'eager'})",
-        )
-    ax.set(xscale="log", yscale="log", xlabel="elements per tensor", ylabel="ms (median)")
-    ax.legend(fontsize=7)
-    return fig
-
-# %% ../../nbs/14_fusion.ipynb #23aff59d
-def bench(out: Path, quick: bool = False) -> dict:
-    "fewkit bench fusion: time eager vs compile/jit/autograd over sizes, compile time, bandwidth; writes fusion.png."
-    from fewkit.measure import env_info, save_figure
-
-    dev = get_device()
-    cuda = dev.type == "cuda"
-    sizes = (
-        [(256, 256), (1024, 512)]
-        if quick
-        else [(1024, 1024), (4096, 4096), (8192, 8192), (16384, 8192)]
-        if cuda
-        else [(256, 512), (1024, 1024), (2048, 2048), (4096, 2048), (4096, 4096)]
-    )
-    bw = copy_bandwidth(2**22 if quick else 2**25) if not cuda else None
-    torch._dynamo.reset()
-    _COMPILED.clear()
-    t0 = time.perf_counter()
-    time_chain(compiled(chain_eager), *sizes[0], dev, min_run_time=0.01)
-    compile_s = time.perf_counter() - t0  # includes a few timed runs, dominated by compiling
-    rows = fusion_table(sizes, dev)
-    if cuda:  # device bandwidth from a copy on the GPU
-        a = torch.randn(2**26, device=dev)
-        b = torch.empty_like(a)
-        bw = 2 * a.numel() * 4 / median_time(lambda: b.copy_(a), device=dev)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_figure(plot_fusion(rows, bw, dev), out / "fusion.png")
-    big = [r for r in rows if r["numel"] == max(r_["numel"] for r_ in rows)]
-    return dict(
-        env=env_info(dev),
-        bandwidth_GBps=bw / 1e9,
-        compile_first_call_s=compile_s,
-        rows=rows,
-        largest={r["variant"]: r["speedup"] for r in big},
-        roofline_max_speedup=(chain_bytes(1) + chain_bytes(1, backward=True))
-        / (chain_bytes(1, fused=True) + chain_bytes(1, fused=True, backward=True)),
-    )
-
-# %% ../../nbs/14_fusion.ipynb #a589374c
-def demo_section(out: Path, ctx: dict) -> str:
-    "fewkit demo: speed-up of the fused bias+GELU+dropout+residual chain at the tiny BERT's MLP shape."
-    from fewkit.measure import figure, save_figure
-
-    dev = get_device(ctx.get("device"))
-    c = fkm.BertConfig.preset("tiny", vocab_size=1000)
-    n, h = 8 * 128, c.intermediate_size  # batch 8 x 128 tokens, MLP width: (N, H)
-    ts = {k: time_chain(f, n, h, dev) for k, f in chain_variants().items()}
-    fig, ax = figure(f"fused chain, tiny BERT MLP ({n}x{h}), fwd+bwd", device=dev, figsize=(5, 3), dpi=80)
-    ax.bar(list(ts), [t * 1e3 for t in ts.values()])
-    ax.set_ylabel("ms (median)")
-    save_figure(fig, Path(out) / "fusion_demo.png")
-    lines = [f"| {k} | {t * 1e3:.2f} | {ts['eager'] / t:.2f}x |" for k, t in ts.items()]
-    return "\n".join(
-        [
-            f"### Kernel fusion ({device_name(dev)})",
-            "",
-            f"bias + GELU + dropout + residual on a ({n}, {h}) fp32 tensor, forward + backward:",
-            "",
-            "| variant | ms | speed-up |",
-            "|---|---|---|",
-            *lines,
-            "",
-            "![fusion](fusion_demo.png)",
-        ]
-    )

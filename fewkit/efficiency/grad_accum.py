@@ -1,4 +1,4 @@
-"""Gradient accumulation: one large batch as k micro-batches, normalised over the whole batch so the gradients are the same.
+"""Run k micro-batches forward and backward, then step once: normalised over the whole batch, the gradients equal the big batch's.
 
 Docs: https://fewkit.github.io/fewkit/grad_accum.html.md"""
 
@@ -7,19 +7,20 @@ Docs: https://fewkit.github.io/fewkit/grad_accum.html.md"""
 # %% ../../nbs/11_grad_accum.ipynb #9788eae9
 from __future__ import annotations
 from dataclasses import dataclass
-from pathlib import Path
+from functools import partial
 from typing import Callable
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from ..core import Settings, FewkitError, seed_everything, get_device, device_name
+from ..core import Settings, FewkitError, seed_everything, get_device
+from ..masking import mask_tokens, mlm_loss_sum, mlm_count
 from ..model import BertConfig, BertForMaskedLM, mlm_loss
-from ..measure import SavedTensorMeter, figure, save_figure, time_ratio
+from ..measure import SavedTensorMeter, time_ratio
+from ..tokenizer import SPECIALS
 
 # %% auto #0
-__all__ = ['AccumSettings', 'split_batch', 'accumulate', 'accumulate_per_microbatch_mean', 'mlm_loss_sum_fn', 'masked_count',
-           'mlm_loss_mean_fn', 'deepspeed_loss', 'rel_diff', 'padded_mlm_batch', 'big_batch_grads', 'accum_grads',
-           'activation_table', 'plot_activations', 'bench']
+__all__ = ['AccumSettings', 'split_batch', 'accumulate', 'accumulate_per_microbatch_mean', 'deepspeed_loss', 'rel_diff',
+           'padded_mlm_batch', 'mlm_loss_mean_fn', 'big_batch_grads', 'accum_grads', 'activation_table']
 
 # %% ../../nbs/11_grad_accum.ipynb #619157df
 @dataclass
@@ -71,29 +72,6 @@ def accumulate_per_microbatch_mean(micro_batches: list, loss_mean_fn: Callable) 
         total += loss.item()
     return total
 
-# %% ../../nbs/11_grad_accum.ipynb #c6da8931
-def mlm_loss_sum_fn(model: nn.Module) -> Callable:
-    "loss_sum_fn for a fewkit BertForMaskedLM: summed MLM loss over a micro-batch's masked tokens."
-
-    def f(mb):
-        return mlm_loss(model(mb["input_ids"], attention_mask=mb.get("attention_mask")), mb["labels"], reduction="sum")
-
-    return f
-
-
-def masked_count(mb: dict) -> int:
-    "count_fn for MLM: masked tokens (labels != -100) in a micro-batch."
-    return int((mb["labels"] != -100).sum())
-
-
-def mlm_loss_mean_fn(model: nn.Module) -> Callable:
-    "The per-micro-batch mean MLM loss (what `accumulate_per_microbatch_mean` averages)."
-
-    def f(mb):
-        return mlm_loss(model(mb["input_ids"], attention_mask=mb.get("attention_mask")), mb["labels"])
-
-    return f
-
 # %% ../../nbs/11_grad_accum.ipynb #56e6a854
 def deepspeed_loss(loss_sum: torch.Tensor, batch_count: int, k: int) -> torch.Tensor:
     "What to hand `engine.backward` so DeepSpeed's 1/k scaling yields the whole-batch mean."
@@ -107,14 +85,22 @@ def rel_diff(ga: dict, gb: dict) -> float:
 
 
 def padded_mlm_batch(B=7, T=24, vocab=500, p=0.15, seed=0) -> dict:
-    "Random MLM batch with different lengths (padding id 0) and ~p masked tokens per real token."
+    "Random MLM batch with different lengths (padding id 0), masked by fewkit.masking (p of each row's tokens)."
     g = torch.Generator().manual_seed(seed)
     lens = torch.randint(T // 4, T + 1, (B,), generator=g)
     mask = (torch.arange(T)[None] < lens[:, None]).long()  # (B, T)
-    ids = torch.randint(5, vocab, (B, T), generator=g) * mask
-    pick = (torch.rand(B, T, generator=g) < p) & mask.bool()
-    pick[:, 0] |= True  # at least one masked token per row
-    return dict(input_ids=ids, attention_mask=mask, labels=torch.where(pick, ids, -100))
+    ids = torch.randint(len(SPECIALS), vocab, (B, T), generator=g) * mask  # [PAD] = 0: special, never masked
+    inp, labels = mask_tokens(ids, SPECIALS.index("[MASK]"), range(len(SPECIALS)), vocab, prob=p, generator=g)
+    return dict(input_ids=inp, attention_mask=mask, labels=labels)
+
+
+def mlm_loss_mean_fn(model: nn.Module) -> Callable:
+    "The per-micro-batch mean MLM loss (the reference on the whole batch; what the wrong version averages)."
+
+    def f(mb):
+        return mlm_loss(model(mb["input_ids"], attention_mask=mb.get("attention_mask")), mb["labels"])
+
+    return f
 
 
 def _grads(model):
@@ -135,7 +121,7 @@ def accum_grads(model, batch, k, wrong=False) -> dict:
     if wrong:
         accumulate_per_microbatch_mean(mbs, mlm_loss_mean_fn(model))
     else:
-        accumulate(mbs, mlm_loss_sum_fn(model), masked_count)
+        accumulate(mbs, partial(mlm_loss_sum, model), mlm_count)
     return _grads(model)
 
 # %% ../../nbs/11_grad_accum.ipynb #79bbdfc1
@@ -154,58 +140,14 @@ def activation_table(
     for k in tqdm(ks, desc="micro-batches", leave=False):
         mbs = split_batch(batch, k)
         with SavedTensorMeter(exclude=list(model.parameters())) as m:
-            loss = mlm_loss_sum_fn(model)(mbs[0])
+            loss = mlm_loss_sum(model, mbs[0])
         del loss
         r = dict(k=k, micro_batch=len(mbs[0]["input_ids"]), bytes=m.bytes)
         if timing:  # whole-batch step time relative to k=1, interleaved in one run
-            step = lambda mbs=mbs: accumulate(mbs, mlm_loss_sum_fn(model), masked_count)
+            step = partial(accumulate, mbs, partial(mlm_loss_sum, model), mlm_count)
             if k == ks[0]:
                 base = step
             else:
                 r["time_ratio"] = time_ratio(base, step, device=device, rounds=3)["ratio"]
         rows.append(r)
     return rows
-
-
-def plot_activations(rows, path=None, device=None):
-    "Bytes saved for backward per micro-batch forward vs k."
-    fig, ax = figure("gradient accumulation: activation bytes", device=device)
-    ax.plot([r["k"] for r in rows], [r["bytes"] / 2**20 for r in rows], marker="o")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("micro-batches k (batch B fixed)")
-    ax.set_ylabel("MiB saved for backward")
-    if path is not None:
-        save_figure(fig, path)  # saves and closes
-    return fig
-
-# %% ../../nbs/11_grad_accum.ipynb #a073018c
-def bench(out: Path, quick: bool = False) -> dict:
-    "Activation bytes and step time for batch B in k micro-batches; parity numbers; writes out/accumulation.png."
-    from fewkit.measure import env_info
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    cuda = get_device().type == "cuda"
-    if quick:
-        B, T, ks, H = 4, 16, (1, 2, 4), 64
-    elif cuda:
-        B, T, ks, H = 64, 256, (1, 2, 4, 8, 16), 256
-    else:
-        B, T, ks, H = 16, 64, (1, 2, 4, 8, 16), 128
-    rows = activation_table(B, T, ks, hidden=H, timing=True)
-    plot_activations(rows, out / "accumulation.png")
-    cfg = BertConfig.preset("tiny", vocab_size=500).replace(num_hidden_layers=2, hidden_size=64, intermediate_size=256)
-    seed_everything(0)
-    model = BertForMaskedLM(cfg).eval()
-    batch = padded_mlm_batch(B=7)
-    ref = big_batch_grads(model, batch)
-    parity = {f"k={k}": rel_diff(accum_grads(model, batch, k), ref) for k in (2, 3, 7)}
-    parity["k=3 per-micro-batch mean (wrong)"] = rel_diff(accum_grads(model, batch, 3, wrong=True), ref)
-    return dict(
-        env=env_info(),
-        sizes=dict(B=B, T=T, hidden=H),
-        rows=rows,
-        parity_rel_diff=parity,
-        bytes_ratio_k_max=rows[-1]["bytes"] / rows[0]["bytes"],
-        png="accumulation.png",
-    )

@@ -1,4 +1,4 @@
-"""LAMB: Adam's direction, rescaled per layer so each step changes a layer by about `lr` relative to its norm.
+"""Adam's direction, rescaled per layer so each step changes a layer by about `lr` relative to its norm.
 
 Docs: https://fewkit.github.io/fewkit/lamb.html.md"""
 
@@ -6,18 +6,13 @@ Docs: https://fewkit.github.io/fewkit/lamb.html.md"""
 
 # %% ../../nbs/12_lamb.ipynb #aa87fda4
 from __future__ import annotations
-import math
 from dataclasses import dataclass
-from pathlib import Path
 import torch
 from torch import nn
-from ..core import Settings, FewkitError, seed_everything, get_device, device_name
-from ..model import BertConfig, BertForMaskedLM, mlm_loss
-from ..measure import figure, save_figure
+from ..core import Settings, FewkitError
 
 # %% auto #0
-__all__ = ['RUNS', 'Lamb', 'param_groups', 'OptimSettings', 'build_optimizer', 'lamb_parity', 'mlm_corpus', 'mask_tokens',
-           'pretrain_curve', 'compare', 'plot_curves', 'bench']
+__all__ = ['Lamb', 'param_groups', 'OptimSettings', 'fused_supported', 'build_optimizer']
 
 # %% ../../nbs/12_lamb.ipynb #b0a14289
 class Lamb(torch.optim.Optimizer):
@@ -70,16 +65,20 @@ class Lamb(torch.optim.Optimizer):
         return loss
 
 # %% ../../nbs/12_lamb.ipynb #0ddd6902
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    "Two groups: decayed weights, and biases + LayerNorm parameters with weight_decay=0."
+def param_groups(model: nn.Module, weight_decay: float, params=None) -> list[dict]:
+    "Two groups: decayed weights, and biases + LayerNorm parameters with weight_decay=0 (only `params` if given)."
+    keep = None if params is None else {id(p) for p in params}
     decay, no_decay, seen = [], [], set()
     for mod in model.modules():
         for name, p in mod.named_parameters(recurse=False):
-            if id(p) in seen or not p.requires_grad:
+            if id(p) in seen or not p.requires_grad or (keep is not None and id(p) not in keep):
                 continue
             seen.add(id(p))
             norm = isinstance(mod, nn.LayerNorm) or "LayerNorm" in type(mod).__name__
-            (no_decay if norm or name.endswith("bias") else decay).append(p)
+            if norm or name.endswith("bias"):
+                no_decay.append(p)
+            else:
+                decay.append(p)
     return [dict(params=decay, weight_decay=weight_decay), dict(params=no_decay, weight_decay=0.0)]
 
 
@@ -88,15 +87,16 @@ class OptimSettings(Settings):
     "Optimizer choice and hyper-parameters (shared by AdamW and LAMB)."
 
     name: str = "adamw"  # 'adamw' | 'lamb'
-    lr: float = 1e-3
-    weight_decay: float = 0.01
+    lr: float = 1e-3  # the peak rate; fewkit.train's schedule scales it per step
+    weight_decay: float = 0.01  # for the decayed group (biases and LayerNorm get 0)
     betas: tuple = (0.9, 0.999)
     eps: float = 1e-6
+    fused: bool = False  # torch AdamW's fused kernel where the device supports it (AdamW only)
 
     def __post_init__(self):
         if self.name not in ("adamw", "lamb"):
             raise FewkitError(f"optimizer {self.name!r} not in ('adamw', 'lamb')")
-        self.betas = tuple(self.betas)
+        self.betas = tuple(self.betas)  # JSON gives a list
 
     def to_deepspeed_config(self) -> dict:
         "DeepSpeed's optimizer block (its Lamb also clamps the trust ratio from below, min_coeff)."
@@ -106,164 +106,31 @@ class OptimSettings(Settings):
         return {"optimizer": {"type": "AdamW" if self.name == "adamw" else "Lamb", "params": params}}
 
 
-def build_optimizer(model: nn.Module, cfg: OptimSettings) -> torch.optim.Optimizer:
-    "AdamW or LAMB over `param_groups(model)`."
-    groups = param_groups(model, cfg.weight_decay)
-    if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
-    return Lamb(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+def fused_supported(params) -> bool:
+    "Whether torch's fused AdamW kernel takes `params`: floating-point tensors on device types it has it for."
+    try:
+        from torch.optim.optimizer import _get_fused_kernels_supported_devices  # private helper of torch 2.x
+    except ImportError:  # moved in another torch: do not ask for the fused kernel
+        return False
+    devices = set(_get_fused_kernels_supported_devices())
+    return all(p.device.type in devices and torch.is_floating_point(p) for p in params)
 
-# %% ../../nbs/12_lamb.ipynb #a4a1e3a2
-def _parity_model(kind: str, seed: int):
-    "A tiny fewkit BERT (MLM) or a small MLP (regression), and a function giving a fresh random loss."
-    g = torch.Generator().manual_seed(seed)
-    seed_everything(seed)
-    if kind == "bert":
-        cfg = BertConfig.preset("tiny", vocab_size=300).replace(
-            num_hidden_layers=1, hidden_size=32, intermediate_size=64
-        )
-        m = BertForMaskedLM(cfg).eval()
 
-        def loss():
-            ids = torch.randint(5, 300, (4, 16), generator=g)
-            return mlm_loss(m(ids), torch.where(torch.rand(4, 16, generator=g) < 0.3, ids, -100))
+def build_optimizer(model_or_param_groups, cfg: OptimSettings | None = None) -> torch.optim.Optimizer:
+    "AdamW or LAMB over a model's `param_groups`, a list of tensors (one group) or a list of group dicts."
+    cfg = cfg or OptimSettings()
+    if isinstance(model_or_param_groups, nn.Module):
+        groups = param_groups(model_or_param_groups, cfg.weight_decay)
     else:
-        m = nn.Sequential(nn.Linear(16, 32), nn.LayerNorm(32), nn.GELU(), nn.Linear(32, 4))
-        nn.init.normal_(m[1].bias)  # no zero tensors: ‖w‖=0 means trust 1, where bias correction shows
-
-        def loss():
-            return (m(torch.randn(8, 16, generator=g)) - torch.randn(8, 4, generator=g)).pow(2).mean()
-
-    return m, loss
-
-
-def lamb_parity(steps=20, bias_correction=False, eps=1e-6, weight_decay=0.01, lr=1e-2, seed=0, model="bert") -> float:
-    "Max |Δparam| over `steps` between fewkit Lamb and torch_optimizer.Lamb fed the same gradients."
-    import torch_optimizer
-
-    a, loss_fn = _parity_model(model, seed)
-    b = _parity_model(model, seed)[0]
-    b.load_state_dict(a.state_dict())
-    oa = Lamb(param_groups(a, weight_decay), lr=lr, eps=eps, bias_correction=bias_correction, max_trust=math.inf)
-    ob = torch_optimizer.Lamb(param_groups(b, weight_decay), lr=lr, eps=eps, clamp_value=1e4, debias=False)
-    worst = 0.0
-    for _ in range(steps):
-        oa.zero_grad()
-        loss_fn().backward()
-        for pa, pb in zip(a.parameters(), b.parameters()):
-            pb.grad = pa.grad.clone()  # same gradients
-        oa.step()
-        ob.step()
-        d = max((pa - pb).abs().max().item() for pa, pb in zip(a.parameters(), b.parameters()))
-        worst = max(worst, d if d == d else math.inf)  # a NaN counts as a failure
-    return worst
-
-# %% ../../nbs/12_lamb.ipynb #a1d73b43
-from tqdm.auto import tqdm
-from .grad_accum import split_batch, accumulate, masked_count, mlm_loss_sum_fn
-
-
-def mlm_corpus(n_texts=2000, T=32, seed=0) -> tuple:
-    "Token ids (N, T) and attention mask from the embedded corpus, with fewkit's default tokenizer."
-    from fewkit.data import embedded_texts
-    from fewkit.tokenizer import default_tokenizer
-
-    tok, texts = default_tokenizer(), []
-    for t in embedded_texts():
-        if len(t) >= 8:
-            texts.append(t)
-        if len(texts) >= n_texts:
-            break
-    enc = tok(texts, max_length=T, truncation=True, padding="max_length", return_tensors="pt")
-    return tok, enc["input_ids"], enc["attention_mask"]
-
-
-def mask_tokens(ids, attn, tok, g, p=0.15) -> dict:
-    "BERT masking: p of the real tokens; of those 80% [MASK], 10% random, 10% kept."
-    special = torch.tensor([tok.pad_token_id, tok.cls_token_id, tok.sep_token_id])
-    pick = (torch.rand(ids.shape, generator=g) < p) & ~torch.isin(ids, special) & attn.bool()
-    r = torch.rand(ids.shape, generator=g)
-    x = torch.where(pick & (r < 0.8), tok.mask_token_id, ids)
-    x = torch.where(pick & (r >= 0.8) & (r < 0.9), torch.randint(5, len(tok), ids.shape, generator=g), x)
-    return dict(input_ids=x, attention_mask=attn, labels=torch.where(pick, ids, -100))
-
-# %% ../../nbs/12_lamb.ipynb #b172d2fd
-def pretrain_curve(
-    opt: OptimSettings, batch: int, micro: int, samples: int, data, layers=2, hidden=64, seed=0, device=None
-) -> list[tuple]:
-    "MLM pretraining of a tiny BERT: [(samples seen, loss)] for batch `batch` in `micro` micro-batches."
-    tok, ids, attn = data
-    device = get_device(device)
-    cfg = BertConfig.preset("tiny", vocab_size=len(tok)).replace(
-        num_hidden_layers=layers, hidden_size=hidden, intermediate_size=4 * hidden
-    )
-    seed_everything(seed)
-    model = BertForMaskedLM(cfg).to(device).train()
-    optim, g, curve = build_optimizer(model, opt), torch.Generator().manual_seed(seed), []
-    order = torch.randperm(len(ids), generator=g)
-    for step in range(samples // batch):
-        idx = order[torch.arange(step * batch, (step + 1) * batch) % len(ids)]
-        b = {n: v.to(device) for n, v in mask_tokens(ids[idx], attn[idx], tok, g).items()}
-        optim.zero_grad(set_to_none=True)
-        loss = accumulate(split_batch(b, micro), mlm_loss_sum_fn(model), masked_count)
-        optim.step()
-        curve.append(((step + 1) * batch, loss))
-    return curve
-
-
-RUNS = {"AdamW B": ("adamw", 1, 1), "AdamW 4B": ("adamw", 4, 4), "LAMB 4B": ("lamb", 4, 4)}
-
-
-def compare(B=8, samples=512, lrs=None, data=None, **kw) -> dict:
-    "Loss curves for AdamW at B, AdamW at 4B and LAMB at 4B, same number of samples."
-    lrs = lrs or {"AdamW B": 1e-3, "AdamW 4B": 2e-3, "LAMB 4B": 5e-2}
-    data = data or mlm_corpus()
-    return {
-        k: pretrain_curve(OptimSettings(name, lr=lrs[k]), B * mult, micro, samples, data, **kw)
-        for k, (name, mult, micro) in tqdm(RUNS.items(), desc="pretraining runs", leave=False)
-    }
-
-
-def plot_curves(curves, path=None, device=None):
-    "Loss vs samples seen, one line per run."
-    fig, ax = figure("MLM pretraining: AdamW vs LAMB at equal samples", device=device)
-    for k, c in curves.items():
-        ax.plot(*zip(*c), label=k)
-    ax.set_xlabel("samples seen")
-    ax.set_ylabel("MLM loss")
-    ax.legend()
-    if path is not None:
-        save_figure(fig, path)  # saves and closes
-    return fig
-
-# %% ../../nbs/12_lamb.ipynb #e34778bd
-def bench(out: Path, quick: bool = False) -> dict:
-    "Parity vs torch_optimizer.Lamb and AdamW/LAMB loss curves; writes out/lamb.png."
-    from fewkit.measure import env_info
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    cuda = get_device().type == "cuda"
-    if quick:
-        B, S, n, T, L, H = 4, 64, 200, 16, 1, 32
-    elif cuda:
-        B, S, n, T, L, H = 32, 32 * 400, 20000, 64, 4, 256
-    else:
-        B, S, n, T, L, H = 16, 16 * 160, 4000, 48, 2, 64
-    parity = dict(
-        no_bias_correction=lamb_parity(steps=5 if quick else 20),
-        bias_correction_eps0_mlp=lamb_parity(
-            steps=5 if quick else 20, bias_correction=True, eps=1e-30, weight_decay=0.0, model="mlp"
-        ),
-    )
-    curves = compare(B=B, samples=S, data=mlm_corpus(n, T), layers=L, hidden=H)
-    plot_curves(curves, out / "lamb.png")
-    final = {k: sum(l for _, l in c[-5:]) / len(c[-5:]) for k, c in curves.items()}  # mean of the last 5 steps
-    return dict(
-        env=env_info(),
-        sizes=dict(B=B, samples=S, texts=n, T=T, layers=L, hidden=H),
-        parity_max_abs_diff=parity,
-        final_loss=final,
-        curves=curves,
-        png="lamb.png",
-    )
+        groups = list(model_or_param_groups)
+        if len(groups) == 0:
+            raise FewkitError("build_optimizer: no parameters to optimise")
+        if not isinstance(groups[0], dict):
+            groups = [dict(params=groups)]  # plain tensors: one group with cfg.weight_decay
+    kw = dict(lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if cfg.name == "lamb":
+        return Lamb(groups, **kw)
+    tensors = [p for g in groups for p in g["params"]]
+    if cfg.fused and fused_supported(tensors):
+        return torch.optim.AdamW(groups, fused=True, **kw)
+    return torch.optim.AdamW(groups, **kw)

@@ -1,4 +1,4 @@
-"""fp32 master weights, a half-precision model copy and a dynamic loss scaler, checked step by step against `torch.amp.GradScaler`.
+"""fp32 master weights, a half-precision model copy and a dynamic loss scaler that skips overflowing steps, checked step by step against `torch.amp.GradScaler`.
 
 Docs: https://fewkit.github.io/fewkit/mixed_precision.html.md"""
 
@@ -6,16 +6,20 @@ Docs: https://fewkit.github.io/fewkit/mixed_precision.html.md"""
 
 # %% ../../nbs/13_mixed_precision.ipynb #5c99b969
 from __future__ import annotations
-import contextlib, copy, math, time
+import contextlib
+import math
 from dataclasses import dataclass
-from pathlib import Path
 import torch
 from torch import nn
-from ..core import FewkitError, Settings, seed_everything, device_name, get_device
+from ..core import FewkitError, Settings, get_device, seed_everything
+from ..masking import mask_tokens
+from ..measure import model_state_bytes, SavedTensorMeter
+from ..model import BertConfig, BertForMaskedLM, mlm_loss
+from ..tokenizer import SPECIALS
 
 # %% auto #0
-__all__ = ['AmpSettings', 'DynamicLossScaler', 'MixedPrecision', 'tiny_bert', 'markov_mlm_batch', 'amp_setup', 'amp_step',
-           'state_bytes_per_param', 'activation_bytes', 'step_time', 'loss_curve', 'curve_gap', 'bench']
+__all__ = ['AmpSettings', 'DynamicLossScaler', 'MixedPrecision', 'bigram_ids', 'grammar_batch', 'amp_setup',
+           'state_bytes_per_param', 'activation_bytes']
 
 # %% ../../nbs/13_mixed_precision.ipynb #ce1f980c
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -114,21 +118,36 @@ class DynamicLossScaler:
 class MixedPrecision:
     "Wraps model + optimizer: fp32 plain; bf16 autocast; fp16 = fp16 model, fp32 masters in the optimizer, loss scaling."
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, cfg: AmpSettings | None = None):
-        self.model, self.optimizer, self.cfg = model, optimizer, cfg or AmpSettings()
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        cfg: AmpSettings | None = None,
+        grad_clip: float = 0.0,  # max global norm of the true (unscaled) gradients; 0 = no clipping
+    ):
+        self.model = model
+        self.optimizer = optimizer
+        self.cfg = cfg or AmpSettings()
+        self.grad_clip = grad_clip
         self.device_type = next(model.parameters()).device.type
-        self.scaler, self.pairs = None, []  # pairs: (fp16 model param, fp32 master param)
-        if self.cfg.dtype != "fp16":
-            return
-        if optimizer.state:
+        self.scaler = None
+        self.pairs = []  # (fp16 model param, fp32 master param)
+        self.skipped = 0  # optimizer steps skipped for inf/nan gradients
+        self.grad_norm = None  # global gradient norm of the last step, before clipping (when clipping)
+        if self.cfg.dtype == "fp16":
+            self._masters()
+
+    def _masters(self) -> None:
+        "Hand the optimizer fp32 master copies of its parameters; the model becomes the fp16 copy."
+        if self.optimizer.state:
             raise FewkitError("create MixedPrecision before the optimizer's first step")
         c = self.cfg
         self.scaler = DynamicLossScaler(c.init_scale, c.growth_factor, c.backoff_factor, c.growth_interval)
-        for g in optimizer.param_groups:
+        for g in self.optimizer.param_groups:
             masters = [nn.Parameter(p.detach().clone().float(), requires_grad=p.requires_grad) for p in g["params"]]
             self.pairs += list(zip(g["params"], masters))
             g["params"] = masters  # the optimizer now updates (and keeps state for) the fp32 masters
-        model.half()  # the half-precision model copy; its params keep their identity
+        self.model.half()  # the half-precision model copy; its params keep their identity
 
     @property
     def loss_scale(self) -> float:
@@ -136,6 +155,7 @@ class MixedPrecision:
 
     @property
     def params(self) -> list:
+        "The tensors the optimizer updates (the fp32 masters for fp16)."
         return [p for g in self.optimizer.param_groups for p in g["params"]]
 
     def autocast(self):
@@ -146,29 +166,32 @@ class MixedPrecision:
 
     def backward(self, loss: torch.Tensor) -> None:
         "Backward of loss × loss_scale (the scale is 1 except for fp16)."
-        (loss.float() * self.scaler.scale).backward() if self.scaler else loss.backward()
+        if self.scaler is None:
+            loss.backward()
+        else:
+            (loss.float() * self.scaler.scale).backward()
 
     def _unscale(self) -> bool:
         "fp32 master grads = fp16 grads × (1/S) (GradScaler's arithmetic); True if any is inf or nan."
-        inv, found = _f32(1.0 / self.scaler.scale), False
+        inv = _f32(1.0 / self.scaler.scale)
+        found = False
         for p, m in self.pairs:
             m.grad = None if p.grad is None else p.grad.float().mul_(inv)
             if m.grad is not None and not bool(torch.isfinite(m.grad).all()):
                 found = True
         return found
 
-    def step(self, max_norm: float | None = None) -> bool:
-        "Optimizer step (optionally clipping the true grads to max_norm); False if skipped for inf/nan."
-        if self.scaler is None:
-            if max_norm:
-                nn.utils.clip_grad_norm_(self.params, max_norm)
-            self.optimizer.step()
-            return True
-        found = self._unscale()
-        self.scaler.update(found)
-        if not found:
-            if max_norm:
-                nn.utils.clip_grad_norm_(self.params, max_norm)
+    def step(self) -> bool:
+        "Unscale, check, clip to grad_clip and step; False when inf/nan gradients skipped the step (scale lowered)."
+        found = False
+        if self.scaler is not None:
+            found = self._unscale()
+            self.scaler.update(found)
+        if found:
+            self.skipped += 1
+        else:
+            if self.grad_clip > 0:  # on the true gradients: after unscaling
+                self.grad_norm = float(nn.utils.clip_grad_norm_(self.params, self.grad_clip))
             self.optimizer.step()
         with torch.no_grad():
             for p, m in self.pairs:
@@ -182,35 +205,30 @@ class MixedPrecision:
         self.model.zero_grad(set_to_none=True)
 
     def state_dict(self) -> dict:
+        "Only tensors, numbers, strings and plain containers: loads with torch.load(weights_only=True)."
         return {
             "dtype": self.cfg.dtype,
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "master": [m.detach().clone() for _, m in self.pairs],
+            "skipped": self.skipped,
         }
 
     def load_state_dict(self, sd: dict) -> None:
         if sd["dtype"] != self.cfg.dtype:
             raise FewkitError(f"state is for {sd['dtype']}, this wrapper is {self.cfg.dtype}")
+        if len(sd["master"]) != len(self.pairs):
+            raise FewkitError(f"state holds {len(sd['master'])} master tensors, this wrapper {len(self.pairs)}")
         if self.scaler:
             self.scaler.load_state_dict(sd["scaler"])
+        self.skipped = int(sd.get("skipped", 0))
         with torch.no_grad():
             for (p, m), t in zip(self.pairs, sd["master"]):
                 m.copy_(t)
                 p.copy_(t)
 
 # %% ../../nbs/13_mixed_precision.ipynb #808e931c
-from ..model import BertConfig, BertForMaskedLM, mlm_loss
-from ..measure import model_state_bytes, SavedTensorMeter, median_time
-
-
-def tiny_bert(vocab_size: int = 128, layers: int = 2, seed: int = 0, preset: str = "tiny") -> BertForMaskedLM:
-    "A fewkit BERT preset shrunk for CPU demos."
-    seed_everything(seed)
-    return BertForMaskedLM(BertConfig.preset(preset, vocab_size=vocab_size).replace(num_hidden_layers=layers))
-
-
-def markov_mlm_batch(vocab_size: int, B: int, T: int, seed: int, p: float = 0.15) -> tuple:
-    "(ids, labels) (B, T): text from a fixed random bigram grammar (4 Zipf-drawn successors per token), 15% masked ([MASK]=4)."
+def bigram_ids(vocab_size: int, B: int, T: int, seed: int) -> torch.Tensor:
+    "Token ids (B, T) from a fixed random bigram grammar: 4 Zipf-drawn successors per token, ids >= 5."
     zipf = 1 / torch.arange(1, vocab_size - 4, dtype=torch.float64)  # skewed unigram: a quick first drop in loss
     succ = 5 + torch.multinomial(zipf, vocab_size * 4, replacement=True, generator=torch.Generator().manual_seed(1234))
     succ = succ.view(vocab_size, 4)
@@ -218,9 +236,16 @@ def markov_mlm_batch(vocab_size: int, B: int, T: int, seed: int, p: float = 0.15
     cols = [torch.randint(5, vocab_size, (B,), generator=g)]
     for _ in range(T - 1):
         cols.append(succ[cols[-1], torch.randint(0, 4, (B,), generator=g)])
-    ids = torch.stack(cols, 1)
-    m = torch.rand(B, T, generator=g) < p
-    return ids.masked_fill(m, 4), ids.masked_fill(~m, -100)
+    return torch.stack(cols, 1)
+
+
+def grammar_batch(model: nn.Module, B: int, T: int, seed: int, p: float = 0.15) -> tuple:
+    "(input_ids, labels) (B, T): bigram-grammar text masked by fewkit.masking, on the model's device and vocabulary."
+    V = model.bert.embeddings.word_embeddings.num_embeddings
+    g = torch.Generator().manual_seed(seed + 1)
+    inp, labels = mask_tokens(bigram_ids(V, B, T, seed), SPECIALS.index("[MASK]"), range(len(SPECIALS)), V, p, g)
+    dev = next(model.parameters()).device
+    return inp.to(dev), labels.to(dev)
 
 # %% ../../nbs/13_mixed_precision.ipynb #3cd56927
 def amp_setup(
@@ -231,44 +256,31 @@ def amp_setup(
     preset: str = "tiny",
     device=None,
     lr: float = 3e-3,
+    init_scale: float = 2.0**16,
 ) -> tuple:
-    "(model, optimizer, MixedPrecision) for a tiny fewkit BERT with AdamW."
-    model = tiny_bert(vocab_size, layers, seed, preset).to(get_device(device))
+    "(model, optimizer, MixedPrecision) for a fewkit BERT preset with `layers` layers and AdamW."
+    cfg = BertConfig.preset(preset, vocab_size=vocab_size).replace(num_hidden_layers=layers)
+    seed_everything(seed)  # construction draws from the global RNG
+    model = BertForMaskedLM(cfg).to(get_device(device))
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    return model, opt, MixedPrecision(model, opt, AmpSettings(dtype=dtype))
-
-
-def _batch(model, B: int, T: int, seed: int) -> tuple:
-    "A bigram-grammar MLM batch on the model's device, for its vocabulary."
-    dev = next(model.parameters()).device
-    return tuple(t.to(dev) for t in markov_mlm_batch(model.bert.embeddings.word_embeddings.num_embeddings, B, T, seed))
-
-
-def amp_step(model, mp: MixedPrecision, ids, labels) -> float:
-    "One training step; returns the loss."
-    with mp.autocast():
-        loss = mlm_loss(model(ids), labels)
-    mp.backward(loss)
-    mp.step()
-    mp.zero_grad()
-    return loss.item()
+    return model, opt, MixedPrecision(model, opt, AmpSettings(dtype=dtype, init_scale=init_scale))
 
 # %% ../../nbs/13_mixed_precision.ipynb #3c90053d
-def state_bytes_per_param(dtype: str, **kw) -> dict:
-    "Bytes per parameter of params / grads / optimizer (incl. fp32 masters) with AdamW, by dtype."
-    model, opt, mp = amp_setup(dtype, **kw)
-    ids, labels = _batch(model, 2, 16, 0)
-    for _ in range(64):  # fp16: the first steps overflow at scale 2**16 and are skipped
-        with mp.autocast():
-            loss = mlm_loss(model(ids), labels)
-        mp.backward(loss)
-        taken = mp.step()
-        mp.zero_grad()
-        if taken:
-            break
+def _backward(model, mp: MixedPrecision, ids, labels) -> None:
     with mp.autocast():
         loss = mlm_loss(model(ids), labels)
     mp.backward(loss)
+
+
+def state_bytes_per_param(dtype: str, **kw) -> dict:
+    "Bytes per parameter of params / grads / optimizer (incl. fp32 masters) with AdamW, by dtype."
+    model, opt, mp = amp_setup(dtype, init_scale=1.0, **kw)  # scale 1: the fp16 step cannot overflow
+    ids, labels = grammar_batch(model, 2, 16, 0)
+    _backward(model, mp, ids, labels)
+    if not mp.step():
+        raise FewkitError("state_bytes_per_param: the step was skipped (inf/nan gradients)")
+    mp.zero_grad()
+    _backward(model, mp, ids, labels)  # a second backward: weights, gradients and optimizer state all exist
     n = sum(p.numel() for p in model.parameters())
     sb = model_state_bytes(model, opt)
     return {k: sum(sb[k].values()) / n for k in ("params", "grads", "optimizer")} | {"n_params": n}
@@ -277,59 +289,7 @@ def state_bytes_per_param(dtype: str, **kw) -> dict:
 def activation_bytes(dtype: str, B: int = 8, T: int = 64, **kw) -> dict:
     "Bytes saved for backward by one forward of the tiny BERT, by dtype of the saved tensors."
     model, opt, mp = amp_setup(dtype, **kw)
-    ids, labels = _batch(model, B, T, 0)
+    ids, labels = grammar_batch(model, B, T, 0)
     with SavedTensorMeter(exclude=list(model.parameters())) as m, mp.autocast():
         mlm_loss(model(ids), labels)
     return {"bytes": m.bytes, "by_dtype": m.by_dtype}
-
-# %% ../../nbs/13_mixed_precision.ipynb #29992d32
-def step_time(dtype: str, B: int = 8, T: int = 64, min_run_time: float = 0.3, **kw) -> float:
-    "Median seconds of one training step of the tiny BERT."
-    model, opt, mp = amp_setup(dtype, **kw)
-    ids, labels = _batch(model, B, T, 0)
-    return median_time(lambda: amp_step(model, mp, ids, labels), device=ids.device, min_run_time=min_run_time)
-
-# %% ../../nbs/13_mixed_precision.ipynb #023c7d11
-def loss_curve(dtype: str, steps: int = 20, seed: int = 0, B: int = 8, T: int = 32, **kw) -> list[float]:
-    "Training losses of the tiny BERT on the bigram-grammar MLM task (seed: init and dropout)."
-    model, opt, mp = amp_setup(dtype, seed=seed, **kw)
-    return [amp_step(model, mp, *_batch(model, B, T, seed=1000 + i)) for i in range(steps)]
-
-
-def curve_gap(a: list, b: list, tail: int = 5) -> float:
-    "Mean absolute difference of the last `tail` losses."
-    return sum(abs(x - y) for x, y in zip(a[-tail:], b[-tail:])) / tail
-
-# %% ../../nbs/13_mixed_precision.ipynb #d1ff3ffd
-def bench(out: Path, quick: bool = False) -> dict:
-    "fewkit bench amp: bytes/param, activation bytes, step time and loss curves for fp32/bf16/fp16; writes amp.png."
-    from fewkit.measure import env_info, figure, save_figure
-    from tqdm.auto import tqdm
-
-    dev = get_device()
-    cuda = dev.type == "cuda"
-    kw = dict(preset="small", layers=4, vocab_size=8192) if cuda else dict(layers=2, vocab_size=128)
-    B, T, steps = (4, 16, 4) if quick else ((32, 128, 200) if cuda else (8, 32, 40))
-    dts = ("fp32", "bf16", "fp16")
-    res = dict(env=env_info(dev), B=B, T=T, steps=steps, model=kw)
-    res["bytes_per_param"] = {d: state_bytes_per_param(d, **kw) for d in dts}
-    res["activation_bytes"] = {d: activation_bytes(d, B, T, **kw)["bytes"] for d in dts}
-    res["step_seconds"] = {
-        d: step_time(d, B, T, device=dev, **kw) for d in tqdm(dts, desc="amp step time", leave=False)
-    }
-    runs = [("fp32", 0), ("fp32", 1), ("bf16", 0), ("fp16", 0)]
-    curves = {
-        f"{d}" + (f" seed {s}" if s else ""): loss_curve(d, steps, s, B, T, device=dev, **kw)
-        for d, s in tqdm(runs, desc="amp loss curves", leave=False)
-    }
-    res["final_loss"] = {k: v[-1] for k, v in curves.items()}
-    res["gap_to_fp32"] = {k: curve_gap(curves["fp32"], v) for k, v in curves.items()}
-    fig, (a1, a2) = figure(f"mixed precision, B={B} T={T}", device=dev, ncols=2, figsize=(9, 3.2))
-    for k, v in curves.items():
-        a1.plot(v, label=k, ls="--" if "seed" in k else "-")
-    a1.set(xlabel="step", ylabel="MLM loss")
-    a1.legend(fontsize=7)
-    a2.bar(list(dts), [res["step_seconds"][d] * 1e3 for d in dts])
-    a2.set_ylabel("ms / step (median)")
-    save_figure(fig, Path(out) / "amp.png")
-    return res
