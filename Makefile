@@ -1,11 +1,13 @@
 # fewkit: every command sets itself up. `make demo` and `make test` work on a fresh clone.
-# A GPU user picks another torch build, e.g.:  make demo TORCH="torch==2.13.0 --index-url <your CUDA wheel index>"
+# A GPU user picks another torch build, e.g.:  make install TORCH="torch==2.13.0 --index-url <your CUDA wheel index>"
+# The install stamp is named after TORCH, so changing TORCH reinstalls torch.
 PYTHON ?= python3
 VENV   ?= .venv
 TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.fewkit-installed
+STAMP  := $(VENV)/.fewkit-installed-$(shell printf "%s" "$(TORCH)" | cksum | cut -d" " -f1)
 NBDEV_WORKERS ?= 2
+OTHER_TORCH = $(filter-out $(STAMP),$(wildcard $(VENV)/.fewkit-installed*))  # stamps of another TORCH: reinstall it
 
 .PHONY: install demo test test-nbs test-py check-sync lint-imports lab bench readme clean-nbs
 .DEFAULT_GOAL := demo
@@ -13,9 +15,10 @@ NBDEV_WORKERS ?= 2
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo ">> installing $(TORCH) and fewkit into $(VENV) (first time: ~2-3 minutes)"
-	$(BIN)/python -m pip install -q --disable-pip-version-check $(TORCH) 2>&1 | grep -v "^WARNING: Location" || true
+	$(BIN)/python -m pip install -q --disable-pip-version-check $(if $(OTHER_TORCH),--force-reinstall --no-deps,) $(TORCH) 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
 	$(BIN)/python -c "import torch, deepspeed, transformers, torch_geometric, fewkit; print('>> installed: torch', torch.__version__, '| fewkit', fewkit.__version__)"
+	@rm -f $(OTHER_TORCH)
 	@touch $(STAMP)
 
 install: $(STAMP)
