@@ -6,17 +6,17 @@ Docs: https://fewkit.github.io/fewkit/model.html.md"""
 
 # %% ../nbs/04_model.ipynb #6731da00
 from __future__ import annotations
-import json, math
+import json, math, pickle
 from dataclasses import dataclass
 from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
-from .core import Settings, FewkitError, atomic_write, get_logger
+from .core import Settings, FewkitError, FewkitDataError, atomic_write, get_logger
 
 # %% auto #0
-__all__ = ['PRESETS', 'BertConfig', 'bias_gelu', 'bias_dropout_add', 'BertEmbeddings', 'BertSelfAttention', 'BertSelfOutput',
-           'BertOutput', 'BertAttention', 'BertIntermediate', 'BertLayer', 'BertEncoder', 'BertModel',
+__all__ = ['PRESETS', 'OTHER_MLM_TYPES', 'BertConfig', 'bias_gelu', 'bias_dropout_add', 'BertEmbeddings', 'BertSelfAttention',
+           'BertSelfOutput', 'BertOutput', 'BertAttention', 'BertIntermediate', 'BertLayer', 'BertEncoder', 'BertModel',
            'BertPredictionHeadTransform', 'BertLMPredictionHead', 'BertOnlyMLMHead', 'BertForMaskedLM', 'mlm_loss',
-           'from_hf', 'save_hf', 'to_hf']
+           'load_config', 'from_hf', 'save_hf', 'to_hf', 'check_fits', 'load_pretrained']
 
 # %% ../nbs/04_model.ipynb #729233de
 PRESETS = {  # (layers, hidden, heads, intermediate, max positions, vocab)
@@ -84,12 +84,79 @@ class BertConfig(Settings):
         return HFConfig(**d, hidden_act="gelu", architectures=["BertForMaskedLM"])
 
     @classmethod
-    def from_hf(cls, hf) -> "BertConfig":
+    def from_hf(cls, hf, path="config.json") -> "BertConfig":
+        "From a Hugging Face config (object or dict); what fewkit's BERT cannot honour is refused, naming `path`."
         d = hf if isinstance(hf, dict) else hf.to_dict()
-        if d.get("hidden_act", "gelu") != "gelu":
-            raise FewkitError(f"only hidden_act='gelu' is supported, got {d['hidden_act']!r}")
+        _check_hf_config(d, path)
         names = {f for f in cls.__dataclass_fields__ if f != "attn_impl"}
         return cls(**{k: d[k] for k in names if k in d})
+
+# %% ../nbs/04_model.ipynb #c0de0002
+OTHER_MLM_TYPES = (
+    "roberta",
+    "xlm-roberta",
+    "camembert",
+    "albert",
+    "electra",
+    "ernie",
+    "nezha",
+    "roformer",
+    "megatron-bert",
+    "deberta",
+    "deberta-v2",
+    "distilbert",
+    "mpnet",
+    "funnel",
+)  # masked LMs fewkit's BERT is not
+_SHAPE = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "max_position_embeddings",
+)  # no default can stand in for these: the weights have these shapes
+_INTS = {**{k: 1 for k in _SHAPE}, "type_vocab_size": 1, "pad_token_id": 0}  # key -> smallest allowed value
+_PROBS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
+
+
+def _check_hf_config(d: dict, path="config.json") -> None:
+    "Refuse, naming the file and the key, a config that fewkit's BERT cannot build or would build wrongly."
+    mt = d.get("model_type", "bert")
+    arch = d.get("architectures") or []
+    if mt != "bert" or any(not str(a).startswith("Bert") for a in arch):
+        what = f"model_type {mt!r}" if mt != "bert" else f"architectures {arch}"
+        kind = "another masked LM" if mt in OTHER_MLM_TYPES else "not a BERT masked LM"
+        raise FewkitError(
+            f"{path}: {what} is not supported: fewkit's own BERT loads model_type 'bert' (bert-base-chinese, "
+            f"chinese-roberta-wwm-ext and MacBERT are 'bert' folders); {what} is {kind}: "
+            "load it with transformers.AutoModelForMaskedLM.from_pretrained(folder)"
+        )
+    for k in _SHAPE:
+        if k not in d:
+            raise FewkitDataError(path, None, f"key {k!r} (a BERT's shape)", "missing")
+    for k, lo in _INTS.items():
+        v = d.get(k, lo)
+        if v is None and k == "pad_token_id":
+            continue
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+            raise FewkitDataError(path, None, f"an integer >= {lo} in {k!r}", v)
+    for k in _PROBS:
+        v = d.get(k, 0.0)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v < 1:
+            raise FewkitDataError(path, None, f"a probability in [0, 1) in {k!r}", v)
+    for k in ("layer_norm_eps", "initializer_range"):
+        v = d.get(k, 1e-12)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
+            raise FewkitDataError(path, None, f"a positive number in {k!r}", v)
+    if d["hidden_size"] % d["num_attention_heads"]:
+        raise FewkitDataError(
+            path, None, "hidden_size divisible by num_attention_heads", (d["hidden_size"], d["num_attention_heads"])
+        )
+    if d.get("hidden_act", "gelu") != "gelu":
+        raise FewkitDataError(path, None, "hidden_act 'gelu' (the erf GELU fewkit's BERT computes)", d["hidden_act"])
+    if d.get("position_embedding_type", "absolute") != "absolute":
+        raise FewkitDataError(path, None, "position_embedding_type 'absolute'", d["position_embedding_type"])
 
 # %% ../nbs/04_model.ipynb #1a822371
 def bias_gelu(y: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -315,12 +382,61 @@ _TIED = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
 _UNUSED = ("bert.pooler.", "cls.seq_relationship.", "bert.embeddings.position_ids", "bert.embeddings.token_type_ids")
 
 
+def _json_obj(p: Path, expected: str) -> dict:
+    "A JSON object from file `p`; a FewkitDataError names the file and the line otherwise."
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise FewkitDataError(p, None, expected, f"an unreadable file ({type(e).__name__})") from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise FewkitDataError(
+            p, e.lineno, f"{expected} ({e.msg}, column {e.colno})", text[e.pos : e.pos + 40]
+        ) from None
+    if not isinstance(obj, dict):
+        raise FewkitDataError(p, None, expected, type(obj).__name__)
+    return obj
+
+
+def load_config(folder) -> BertConfig:
+    "The BertConfig of a Hugging Face folder's config.json, every field checked (errors name the file)."
+    p = Path(folder) / "config.json"
+    if not p.is_file():
+        raise FewkitError(f"{folder}: not a Hugging Face model folder (no config.json)")
+    return BertConfig.from_hf(_json_obj(p, "a JSON object of BERT settings (Hugging Face config.json)"), path=p)
+
+
+def _shard(folder: Path, idx: Path, name) -> Path:
+    "The file of shard `name`, which must lie inside `folder` (no '..', no absolute path, no link out)."
+    if not isinstance(name, str) or not name.endswith((".safetensors", ".bin")):
+        raise FewkitDataError(idx, None, "shard file names ending in .safetensors or .bin in 'weight_map'", name)
+    p = folder / name
+    if not p.resolve().is_relative_to(folder.resolve()):
+        raise FewkitError(f"{idx}: shard {name!r} points outside the model folder {folder}: refused")
+    if not p.is_file():
+        raise FewkitError(f"{idx}: lists shard {name!r}, which is missing from {folder}")
+    return p
+
+
+def _read_sharded(folder: Path, idx: Path) -> dict:
+    wm = _json_obj(idx, "a shard index {'weight_map': {tensor name: shard file}}").get("weight_map")
+    if not isinstance(wm, dict) or not wm:
+        raise FewkitDataError(idx, None, "a non-empty 'weight_map' {tensor name: shard file}", wm)
+    files = {s: _shard(folder, idx, s) for s in sorted(set(wm.values()), key=str)}  # every path checked first
+    sd = {}
+    for p in files.values():
+        sd.update(_read_weights_file(p))
+    lost = [k for k in wm if k not in sd]
+    if lost:
+        raise FewkitError(f"{idx}: {len(lost)} tensors of 'weight_map' are in none of the shards, e.g. {lost[:3]}")
+    return sd
+
+
 def _read_weights(folder: Path) -> dict:
-    idx = [folder / "model.safetensors.index.json", folder / "pytorch_model.bin.index.json"]
-    for f in idx:
-        if f.exists():
-            shards = sorted(set(json.loads(f.read_text())["weight_map"].values()))
-            return {k: v for s in shards for k, v in _read_weights_file(folder / s).items()}
+    for idx in (folder / "model.safetensors.index.json", folder / "pytorch_model.bin.index.json"):
+        if idx.exists():
+            return _read_sharded(folder, idx)
     for name in ("model.safetensors", "pytorch_model.bin"):
         if (folder / name).exists():
             return _read_weights_file(folder / name)
@@ -330,9 +446,25 @@ def _read_weights(folder: Path) -> dict:
 
 
 def _read_weights_file(f: Path) -> dict:
+    "Tensors of one weights file: safetensors, or a torch.save pickle loaded with weights_only=True (runs no code)."
     from safetensors.torch import load_file
 
-    return load_file(str(f)) if f.suffix == ".safetensors" else torch.load(f, map_location="cpu", weights_only=True)
+    try:
+        if f.suffix == ".safetensors":
+            sd = load_file(str(f))
+        else:
+            sd = torch.load(f, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, garbage, or a pickle that asks for more than tensors
+        what = "a complete safetensors file" if f.suffix == ".safetensors" else "a torch.save state dict of tensors"
+        why = str(e).strip().split("\n")[0][:300]
+        if isinstance(e, pickle.UnpicklingError):
+            why = "torch.load(weights_only=True) refused it: it asks for objects other than tensors (a pickle that could run code); nothing in it was run"
+        raise FewkitError(
+            f"{f}: expected {what} ({f.stat().st_size} bytes on disk), got {type(e).__name__}: {why}"
+        ) from None
+    if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+        raise FewkitError(f"{f}: expected a dict of tensor name -> tensor, got {type(sd).__name__}")
+    return sd
 
 
 def _normalise_keys(sd: dict) -> dict:
@@ -349,11 +481,9 @@ def from_hf(src, allow_missing_head: bool = False) -> BertForMaskedLM:
     "A fewkit BERT from a Hugging Face BERT folder or model object."
     if isinstance(src, (str, Path)):
         folder = Path(src)
-        if not (folder / "config.json").exists():
-            raise FewkitError(f"{folder}: not a Hugging Face model folder (no config.json)")
-        cfg, sd = BertConfig.from_hf(json.loads((folder / "config.json").read_text())), _read_weights(folder)
+        cfg, sd, where = load_config(folder), _read_weights(folder), str(folder)
     else:
-        cfg, sd = BertConfig.from_hf(src.config), src.state_dict()
+        cfg, sd, where = BertConfig.from_hf(src.config, path=type(src).__name__), src.state_dict(), "from_hf"
     sd = _normalise_keys(sd)
     model = BertForMaskedLM(cfg)
     own = model.state_dict()
@@ -365,11 +495,13 @@ def from_hf(src, allow_missing_head: bool = False) -> BertForMaskedLM:
     missing = [k for k in own if k not in sd and k not in _TIED]
     if missing and not (allow_missing_head and all(k.startswith("cls.") for k in missing)):
         raise FewkitError(
-            f"from_hf: checkpoint lacks {len(missing)} weights, e.g. {missing[:3]} (allow_missing_head=True for a bare encoder)"
+            f"{where}: checkpoint lacks {len(missing)} weights, e.g. {missing[:3]} (allow_missing_head=True for a bare encoder)"
         )
     bad = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in sd.items() if k in own and own[k].shape != v.shape]
     if bad:
-        raise FewkitError(f"from_hf: shape mismatch (key, checkpoint, expected): {bad[:3]}")
+        raise FewkitError(
+            f"{where}: weights do not fit config.json, shape mismatch (key, checkpoint, expected): {bad[:3]}"
+        )
     model.load_state_dict({k: v for k, v in sd.items() if k in own and k not in _TIED}, strict=False)
     return model
 
@@ -389,7 +521,7 @@ def save_hf(model: BertForMaskedLM, folder, tokenizer=None) -> Path:
     if tokenizer is not None:
         from fewkit.tokenizer import save_tokenizer
 
-        save_tokenizer(tokenizer, folder)  # keeps vocab.txt and fewkit's NFKC normaliser with the weights
+        save_tokenizer(tokenizer, folder)  # a plain HF tokenizer, NFKC inside tokenizer.json
     return folder
 
 
@@ -400,3 +532,29 @@ def to_hf(model: BertForMaskedLM):
     hf = HFBert(model.config.to_hf()).eval()
     hf.load_state_dict({k: v for k, v in model.state_dict().items()}, strict=True)
     return hf
+
+# %% ../nbs/04_model.ipynb #c0de0007
+def check_fits(config: BertConfig, tokenizer, max_len: int | None = None) -> None:
+    "Refuse, before any training, a tokenizer whose ids pass the embedding table or a max_len beyond the positions."
+    n = max(len(tokenizer), max(tokenizer.get_vocab().values(), default=-1) + 1)
+    src = getattr(tokenizer, "name_or_path", "") or "the tokenizer"
+    if n > config.vocab_size:
+        raise FewkitError(
+            f"{src}: the tokenizer has {n} ids but the embedding has vocab_size {config.vocab_size} rows "
+            f"(config.json): ids >= {config.vocab_size} would index past it; use the tokenizer saved with the model"
+        )
+    if max_len is not None and max_len > config.max_position_embeddings:
+        raise FewkitError(
+            f"{src}: max_len {max_len} is beyond the model's {config.max_position_embeddings} position embeddings "
+            f"(max_position_embeddings in config.json): use a max_len of {config.max_position_embeddings} or less"
+        )
+
+
+def load_pretrained(folder, max_len: int | None = None, allow_missing_head: bool = False):
+    "(model, tokenizer) of a Hugging Face BERT folder, checked to fit each other (and `max_len`) before any use."
+    from fewkit.tokenizer import load_tokenizer
+
+    model = from_hf(folder, allow_missing_head)
+    tok = load_tokenizer(folder)
+    check_fits(model.config, tok, max_len)
+    return model, tok

@@ -6,11 +6,11 @@ Docs: https://fewkit.github.io/fewkit/tokenizer.html.md"""
 
 # %% ../nbs/03_tokenizer.ipynb #4cc85c11
 from __future__ import annotations
-import unicodedata
+import json, unicodedata
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
-from .core import FewkitError, cache_dir, get_logger
+from .core import FewkitError, FewkitDataError, cache_dir, get_logger
 
 # %% auto #0
 __all__ = ['SPECIALS', 'EXTRA_CHARS', 'normalise', 'build_vocab', 'make_tokenizer', 'save_tokenizer', 'load_tokenizer',
@@ -77,34 +77,84 @@ def _check(tok, vocab):
         raise FewkitError("tokenizer lacks [MASK]/[PAD] at the vocabulary's ids")
 
 # %% ../nbs/03_tokenizer.ipynb #4a2e3f72
+_GENERIC = ("PreTrainedTokenizerFast", "TokenizersBackend")  # classes that take tokenizer.json as it is
+_INPUTS = ["input_ids", "token_type_ids", "attention_mask"]  # BERT's; the generic class would drop token_type_ids
+
+
 def save_tokenizer(tok, folder) -> Path:
-    "Save `tok` to `folder` (tokenizer.json + vocab.txt)."
+    "Save `tok` to `folder` as a plain Hugging Face tokenizer (tokenizer.json + tokenizer_config.json + vocab.txt)."
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tok.save_pretrained(str(folder))
     inv = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
     (folder / "vocab.txt").write_text("".join(t + "\n" for t, _ in inv), encoding="utf-8")
-    if "NFKC" in str(tok.backend_tokenizer.normalizer):  # fewkit's own: from_pretrained drops it, re-added on load
-        (folder / "fewkit_tokenizer.json").write_text('{"normalizer": "nfkc"}\n')
+    if "NFKC" in str(tok.backend_tokenizer.normalizer):
+        # BertTokenizer rebuilds its normaliser from its arguments and drops tokenizer.json's NFKC step; the
+        # generic class keeps tokenizer.json as written, so AutoTokenizer gives the ids fewkit gives
+        p = folder / "tokenizer_config.json"
+        c = json.loads(p.read_text(encoding="utf-8"))
+        c.update(tokenizer_class="PreTrainedTokenizerFast", model_input_names=_INPUTS)
+        p.write_text(json.dumps(c, ensure_ascii=False, indent=2), encoding="utf-8")
     return folder
 
 
+def _json_obj(p: Path, expected: str) -> dict:
+    "A JSON object from file `p`; a FewkitDataError names the file and the line otherwise."
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise FewkitDataError(p, None, expected, f"an unreadable file ({type(e).__name__})") from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise FewkitDataError(
+            p, e.lineno, f"{expected} ({e.msg}, column {e.colno})", text[e.pos : e.pos + 40]
+        ) from None
+    if not isinstance(obj, dict):
+        raise FewkitDataError(p, None, expected, type(obj).__name__)
+    return obj
+
+
+def _read_vocab(p: Path) -> dict:
+    "vocab.txt: one token per line, line k = id k-1; every token once."
+    try:
+        lines = p.read_bytes().decode("utf-8").split("\n")
+    except (OSError, UnicodeDecodeError) as e:
+        raise FewkitDataError(p, None, "UTF-8 text, one token per line", type(e).__name__) from None
+    if lines and lines[-1] == "":
+        lines = lines[:-1]
+    vocab = {}
+    for i, t in enumerate(lines):
+        if t in vocab:
+            raise FewkitDataError(
+                p, i + 1, "each token once (line k is id k-1)", f"{t!r} again (first on line {vocab[t] + 1})"
+            )
+        vocab[t] = i
+    return vocab
+
+
 def load_tokenizer(folder):
-    "Tokenizer of a local BERT folder (fewkit's or any Hugging Face BERT checkpoint)."
-    from transformers import BertTokenizerFast
+    "Tokenizer of a local BERT folder (fewkit's or any Hugging Face BERT checkpoint); a broken file is named."
+    from transformers import BertTokenizerFast, PreTrainedTokenizerFast
 
     folder = Path(folder)
-    if (folder / "tokenizer.json").exists():
-        tok = BertTokenizerFast.from_pretrained(str(folder))
+    tj, tc = folder / "tokenizer.json", folder / "tokenizer_config.json"
+    if tj.exists():
+        spec = _json_obj(tj, "a tokenizers JSON file (tokenizer.json, as save_pretrained writes it)")
+        if not isinstance(spec.get("model"), dict) or not isinstance(spec["model"].get("vocab"), dict):
+            raise FewkitDataError(tj, None, "a 'model' with a 'vocab' (a WordPiece tokenizer)", sorted(spec))
+        conf = _json_obj(tc, "a JSON object of tokenizer settings") if tc.exists() else {}
+        cls = PreTrainedTokenizerFast if conf.get("tokenizer_class") in _GENERIC else BertTokenizerFast
+        try:
+            tok = cls.from_pretrained(str(folder))
+        except Exception as e:  # transformers' own message, with the file it could not use
+            raise FewkitError(f"{tj}: transformers could not load this tokenizer ({type(e).__name__}: {e})") from None
     elif (folder / "vocab.txt").exists():
-        vocab = (folder / "vocab.txt").read_text(encoding="utf-8").split("\n")
-        if vocab and vocab[-1] == "":
-            vocab = vocab[:-1]
-        tok = BertTokenizerFast(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=True)
+        tok = BertTokenizerFast(vocab=_read_vocab(folder / "vocab.txt"), do_lower_case=True)
     else:
         raise FewkitError(f"{folder}: no tokenizer.json or vocab.txt")
-    if (folder / "fewkit_tokenizer.json").exists():
-        _add_nfkc(tok)  # fewkit's own; HF checkpoints stay as they are
+    if (folder / "fewkit_tokenizer.json").exists() and "NFKC" not in str(tok.backend_tokenizer.normalizer):
+        _add_nfkc(tok)  # a folder saved by an older fewkit: NFKC lived in this side file
     probe = next((t for t in tok.get_vocab() if len(t) == 1 and _is_cjk(t)), None)
     if probe is not None and tok.convert_tokens_to_ids(probe) == tok.unk_token_id:
         raise FewkitError(f"{folder}: tokenizer maps known character {probe!r} to [UNK]")
