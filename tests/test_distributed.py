@@ -2,7 +2,7 @@
 import os, subprocess, sys, textwrap, time
 import pytest
 from fewkit.core import FewkitError
-from fewkit.parallel.distributed import RankError, cli_main, launch_command, read_hostfile, run_function
+from fewkit.parallel.distributed import RankError, launch_command, read_hostfile, run_function
 
 ENV = {**os.environ, 'OMP_NUM_THREADS': '1'}
 
@@ -30,14 +30,14 @@ def test_dp_parity_two_processes():
 def test_failing_rank_helper_raises_its_error():
     t0 = time.time()
     with pytest.raises(RankError, match='exploded on purpose') as e:
-        run_function('fewkit.parallel.distributed:fail_on', 2, args=(1,), timeout_s=90)
+        run_function('fewkit.testing:fail_on', 2, args=(1,), timeout_s=90)
     assert e.value.rank == 1 and time.time() - t0 < 90
 
 @pytest.mark.multiproc
 def test_hung_rank_times_out():
     # rank 1 sleeps; rank 0's all-reduce must hit the group timeout and the job must end with rank 0's error
     with pytest.raises(RankError) as e:
-        run_function('fewkit.parallel.distributed:fail_on', 2, args=(1, 'hang'), timeout_s=90, group_timeout_s=3)
+        run_function('fewkit.testing:fail_on', 2, args=(1, 'hang'), timeout_s=90, group_timeout_s=3)
     assert e.value.rank == 0
     with pytest.raises(FewkitError, match='timed out'):  # hard limit of the helper itself
         run_function('time:sleep', 2, args=(600,), timeout_s=8)
@@ -52,8 +52,42 @@ def test_fewkit_launch_torchrun_failing_rank(tmp_path):
         if r == 1: raise RuntimeError('rank one broke')
         t = torch.ones(1); dist.all_reduce(t)   # rank 0 waits here for a partner that died
         print('unreachable')'''))
-    code = f'import sys; from fewkit.parallel.distributed import cli_main; sys.exit(cli_main(["-n", "2", {str(script)!r}]))'
+    code = f'import sys; from fewkit.doors.launch import cli_main; sys.exit(cli_main(["-n", "2", {str(script)!r}]))'
     t0 = time.time()
     p = subprocess.run([sys.executable, '-c', code], env=ENV, capture_output=True, text=True, timeout=120)
     assert p.returncode != 0 and time.time() - t0 < 120
     assert 'rank one broke' in p.stdout + p.stderr and 'unreachable' not in p.stdout
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+@pytest.mark.multiproc
+def test_two_nodes_on_loopback(tmp_path):
+    # two launches, one process each, meet at a c10d rendezvous on 127.0.0.1: one group of world size 2
+    (tmp_path / 'hello_node.py').write_text(textwrap.dedent('''
+        import json
+        from fewkit.parallel.distributed import init_distributed
+        from fewkit.testing import hello
+        init_distributed(timeout_s=30)
+        print('HELLO', json.dumps(hello()), flush=True)'''))
+    port = _free_port()
+    env = {**ENV, 'PYTHONPATH': os.pathsep.join([str(tmp_path), ENV.get('PYTHONPATH', '')])}
+    def node(k):
+        args = ['-n', '1', '--nnodes', '2', '--node-rank', str(k), '--master-addr', '127.0.0.1',
+                '--master-port', str(port), '--max-time', '55', '-m', 'hello_node']
+        code = 'import sys; from fewkit.doors.launch import cli_main; sys.exit(cli_main(sys.argv[1:]))'
+        return subprocess.Popen([sys.executable, '-c', code, *args], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    t0 = time.time()
+    nodes = [node(0), node(1)]
+    outs = [p.communicate(timeout=60)[0] for p in nodes]
+    assert [p.returncode for p in nodes] == [0, 0], outs
+    import json
+    seen = [json.loads(l.split('HELLO ', 1)[1]) for o in outs for l in o.splitlines() if 'HELLO ' in l]
+    assert sorted(h['rank'] for h in seen) == [0, 1], outs
+    assert all(h['world'] == 2 and h['sum'] == 1.0 for h in seen), seen
+    assert time.time() - t0 < 60
