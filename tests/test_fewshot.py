@@ -10,11 +10,14 @@ from fewkit.data import FEWCLUE_TASKS, load_fewclue, task_info, review_task
 from fewkit.model import BertConfig, BertForMaskedLM, save_hf, from_hf
 from fewkit.tokenizer import build_vocab, make_tokenizer
 from fewkit.fewshot.pet import (PATTERNS, FewShotSettings, collate, label_words, mask_logits, prompt_feats,
-                                train_pet, verbalizer, word_ids, word_scores, example_fields)
+                                train_pet, verbalizer, word_ids, word_scores, example_fields, text_ids, char_id,
+                                train_settings, load_backbone, backbone_or_random, task_settings)
 from fewkit.fewshot.fuzzy_pet import (GROUPS, fuzzy_loss, fuzzy_scores, mean_logit_scores, train_method,
                                       usable_groups, word_groups)
 from fewkit.fewshot.self_training import select_pseudo, unlabeled_pool, self_train
 from fewkit.fewshot import fewclue as fc
+from fewkit.doors.fewshot import cli_main
+from fewkit.tokenizer import normalise
 
 ROOT = data_samples() / "fewclue"     # the invented samples: CI has no shared/
 
@@ -112,6 +115,7 @@ def test_auxiliary_mlm_loss_enters_training(tok, backbone):
     _, h = train_pet(from_hf(backbone), tok, info, data["train"], cfg, unlabeled=data["test"][:16])
     _, h0 = train_pet(from_hf(backbone), tok, info, data["train"], cfg.replace(mlm_weight=0.0))
     assert all(np.isfinite(h["losses"])) and abs(h["losses"][0] - h0["losses"][0]) > 1e-3
+    assert all(r["parts"]["mlm"] > 0 for r in h["history"]) and all("parts" not in r for r in h0["history"])
 
 
 def test_pseudo_labels_are_confident_and_balanced():
@@ -127,7 +131,7 @@ def test_unlabeled_pool_falls_back_to_other_splits(tmp_path):
         (d / f"{s}.json").write_bytes((ROOT / "cluewsc" / f"{s}.json").read_bytes())
     lines = (ROOT / "cluewsc" / "train_0.json").read_text(encoding="utf-8").splitlines(keepends=True)
     other = json.loads(lines[0]); other["text"] = "小明把书给了小红，因为她想看。"
-    other["target"] = {"span1_index": 5, "span1_text": "小红", "span2_index": 10, "span2_text": "她"}
+    other["target"] = {"span1_index": 6, "span1_text": "小红", "span2_index": 11, "span2_text": "她"}
     (d / "train_few_all.json").write_text("".join(lines) + json.dumps(other, ensure_ascii=False) + "\n", encoding="utf-8")
     u = unlabeled_pool("cluewsc", 0, tmp_path)
     assert "other splits" in u["source"] and all(e.label is None for e in u["examples"])
@@ -155,9 +159,45 @@ def test_pipeline_smoke_and_submission(tok, backbone, tmp_path):
 
 
 def test_cli(backbone, tmp_path):
-    rc = fc.cli_main(["--task", "cluewsc", "--method", "pet", "--model", str(backbone), "--data", str(ROOT),
+    rc = cli_main(["--task", "cluewsc", "--method", "pet", "--model", str(backbone), "--data", str(ROOT),
                       "--out", str(tmp_path), "--max-steps", "2", "--max-len", "48", "--select", "0"])
     assert rc == 0 and (tmp_path / "results.md").exists() and (tmp_path / "pet" / "fewclue_submission.zip").exists()
     assert "cluewsc" in (tmp_path / "results.md").read_text(encoding="utf-8")
-    assert fc.cli_main(["--task", "nope", "--model", str(backbone)]) == 2
-    assert fc.cli_main(["--task", "eprstmt", "--model", str(tmp_path / "missing")]) == 2
+    assert cli_main(["--task", "nope", "--model", str(backbone)]) == 2
+    assert cli_main(["--task", "eprstmt", "--model", str(tmp_path / "missing")]) == 2
+
+
+def test_fewshot_recipe_as_trainer_settings():
+    # 32 examples, batch 16, 10 epochs = 20 steps < min_steps 30; 10 % warm-up; dev at 15 and 30; clip 1.0
+    s = train_settings(FewShotSettings(n_evals=2), 32, select=True)
+    assert (s.steps, s.warmup, s.eval_every, s.select, s.grad_clip, s.weight_decay, s.out) == (30, 3, 15, "acc", 1.0, 0.01, "")
+    assert train_settings(FewShotSettings(), 928).steps == 400 and train_settings(FewShotSettings(), 8).batch_size == 8
+    assert task_settings("csldcp", FewShotSettings()).max_steps == 150
+
+
+def test_one_normaliser(tok):
+    # PET's ids come from fewkit.tokenizer.normalise (NFKC + lower case), not a copy of it
+    s = "好评！ＡＢＣ，１２３？"
+    assert normalise(s) == "好评!abc,123?"
+    assert text_ids(tok, s) == tok(normalise(s), add_special_tokens=False)["input_ids"]
+    assert char_id(tok, "，") == char_id(tok, ",")
+
+
+def test_finetune_is_seeded_before_its_head(tok, backbone):
+    # issue 16: the [CLS] head was built before seeding, so two runs with the same seed differed
+    info, data = task_info("reviews"), review_task(seed=0, shots=8)
+    cfg = FewShotSettings(epochs=1, min_steps=3, max_steps=3, batch_size=8, max_len=40, seed=5)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(len(runs) + 123)  # whatever the global RNG holds before
+        m, h = fc.train_finetune(from_hf(backbone), tok, info, data["train"], cfg)
+        runs.append((h["losses"], m.head.weight.detach().clone()))
+    assert runs[0][0] == runs[1][0] and torch.equal(runs[0][1], runs[1][1])
+
+
+def test_backbone_loader(backbone, tmp_path):
+    load, t, name = load_backbone(backbone)
+    assert load() is not load() and name == backbone.name
+    with pytest.raises(FewkitError, match="no BERT checkpoint"):
+        load_backbone(tmp_path)
+    assert backbone_or_random(tmp_path)[2].startswith("RANDOM")

@@ -6,29 +6,35 @@ Docs: https://fewkit.github.io/fewkit/fewclue.html.md"""
 
 # %% ../../nbs/53_fewclue.ipynb #645fd44c
 from __future__ import annotations
-import argparse, copy, json, time, zipfile
+import json
+import time
+import zipfile
 from pathlib import Path
 import numpy as np
-import torch, torch.nn as nn, torch.nn.functional as F
-from ..core import FewkitError, FewkitDataError, cache_dir, device_name, get_logger, write_json
-from ..data import FEWCLUE_TASKS, fewclue_root, load_fewclue, task_info
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from ..core import FewkitError, FewkitDataError, device_name, seed_everything, write_json
+from ..data import fewclue_root, load_fewclue, task_info
+from ..measure import figure, save_figure
 from fewkit.fewshot.pet import (
     FewShotSettings,
     _cap,
     encode_pattern,
     example_fields,
-    fit,
     hidden_states,
     predict,
     text_ids,
+    task_settings,
+    train_fewshot,
 )
 from .fuzzy_pet import predict_probs, train_method
 from .self_training import self_train, unlabeled_pool
 
 # %% auto #0
-__all__ = ['STEP_CAP', 'PREDICT_FILES', 'mark_wsc', 'encode_cls', 'ClsModel', 'train_finetune', 'predict_finetune',
-           'load_backbone', 'task_settings', 'run_split', 'run_task', 'submission_rows', 'write_submission',
-           'validate_submission', 'results_table', 'plot_results', 'save_results', 'cli_main', 'bench', 'demo_section']
+__all__ = ['PREDICT_FILES', 'mark_wsc', 'encode_cls', 'ClsModel', 'train_finetune', 'predict_finetune', 'run_split', 'run_task',
+           'submission_rows', 'write_submission', 'validate_submission', 'results_table', 'plot_results',
+           'save_results']
 
 # %% ../../nbs/53_fewclue.ipynb #c362883b
 def mark_wsc(ex) -> str:
@@ -84,37 +90,16 @@ class ClsModel(nn.Module):
 
 
 def train_finetune(mlm, tok, info, train, cfg: FewShotSettings, dev=None, progress: bool = False):
-    "Fine-tune a [CLS] classifier on `train` examples: returns (ClsModel, history)."
+    "Fine-tune a [CLS] classifier on `train` examples (through `fewkit.train.fit`): returns (ClsModel, history)."
+    seed_everything(cfg.seed)  # before the head is built: its initial weights come from the global RNG
     model = ClsModel(mlm, 1 if info.name == "chid" else len(info.labels))
     enc = lambda exs: encode_cls(tok, exs, info.labels, cfg.max_len) if exs else None
-    return model, fit(model, enc(train), cfg, enc(dev), progress=progress)
+    return train_fewshot(model, enc(train), cfg, enc(dev), progress=progress)
 
 
 def predict_finetune(model, tok, info, examples, cfg: FewShotSettings) -> torch.Tensor:
     "Class probabilities (N, K) of a fine-tuned ClsModel."
     return predict(model, encode_cls(tok, examples, info.labels, cfg.max_len), cfg.eval_batch_size).softmax(-1)
-
-# %% ../../nbs/53_fewclue.ipynb #949e6454
-STEP_CAP = {"csldcp": 150, "iflytek": 150, "tnews": 100}
-
-
-def load_backbone(folder=None):
-    "(load_mlm, tok, name): fresh copies of a local HF BERT folder's MLM (default: fewkit's tiny backbone)."
-    from fewkit.model import from_hf
-    from fewkit.tokenizer import load_tokenizer
-
-    folder = Path(folder) if folder else cache_dir() / "backbone-tiny"
-    if not (folder / "config.json").exists():
-        raise FewkitError(
-            f"{folder}: no BERT checkpoint (config.json); pass --model DIR or build the tiny backbone first"
-        )
-    base = from_hf(folder).eval()
-    return (lambda: copy.deepcopy(base)), load_tokenizer(folder), folder.name
-
-
-def task_settings(task: str, cfg: FewShotSettings) -> FewShotSettings:
-    "The run settings of one task: the large tasks' step budget capped."
-    return cfg.replace(max_steps=min(cfg.max_steps, STEP_CAP.get(task, cfg.max_steps)))
 
 # %% ../../nbs/53_fewclue.ipynb #35bb7646
 def run_split(
@@ -275,8 +260,6 @@ def results_table(results: list[dict]) -> str:
 
 def plot_results(results: list[dict], path=None, device=None):
     "Grouped bars: dev accuracy mean ± std per task, one bar per method."
-    from fewkit.measure import figure, save_figure
-
     tasks = list(dict.fromkeys(r["task"] for r in results))
     methods = list(dict.fromkeys(r["method"] for r in results))
     fig, ax = figure("FewCLUE dev accuracy (mean ± std over splits)", device)
@@ -325,144 +308,3 @@ def save_results(results: list[dict], out, root=None, backbone: str = "") -> dic
         z = write_submission(rows, out / m)
         files[f"zip_{m}"], files[f"validated_{m}"] = str(z), validate_submission(z, root)
     return files
-
-# %% ../../nbs/53_fewclue.ipynb #ec90d9db
-def cli_main(argv: list[str] | None = None) -> int:
-    "`fewkit fewclue`: run the FewCLUE protocol for one or all tasks and write table, plot and submission zip."
-    ap = argparse.ArgumentParser(
-        prog="fewkit fewclue",
-        description="FewCLUE end to end: train on train_k, "
-        "select on dev_k, mean ± std over splits, leaderboard files when test.json exists.",
-    )
-    ap.add_argument("--task", default="all", help=f"all, or comma-separated of {', '.join(FEWCLUE_TASKS)}")
-    ap.add_argument("--method", default="fuzzy-pet", help="finetune | pet | fuzzy-pet (comma-separated for several)")
-    ap.add_argument("--self-train", action="store_true", help="add iPET-style self-training (2 generations)")
-    ap.add_argument(
-        "--model", default=None, help="local Hugging Face BERT folder (default: ~/.cache/fewkit/backbone-tiny)"
-    )
-    ap.add_argument(
-        "--data", default=None, help="FewCLUE datasets/ folder (default: shared/fewclue, else data_samples)"
-    )
-    ap.add_argument("--out", default="runs/fewclue", help="output folder")
-    ap.add_argument("--splits", default=None, help="comma-separated splits (default: every train_k present, 0-4)")
-    for k, v in (("epochs", 10), ("max-steps", 400), ("max-len", 128), ("lr", 1e-3), ("batch-size", 16), ("seed", 0)):
-        ap.add_argument(f"--{k}", type=type(v), default=v, help=f"training setting (default {v})")
-    ap.add_argument("--select", type=int, default=2, help="dev evaluations during training (best kept); 0 = last state")
-    a, log = ap.parse_args(argv), get_logger("fewkit.fewclue")
-    try:
-        tasks = list(FEWCLUE_TASKS) if a.task == "all" else a.task.split(",")
-        for t in tasks:
-            if t not in FEWCLUE_TASKS:
-                raise FewkitError(f"unknown task {t!r}; tasks: {', '.join(FEWCLUE_TASKS)}")
-        load, tok, name = load_backbone(a.model)
-        cfg = FewShotSettings(
-            lr=a.lr,
-            epochs=a.epochs,
-            max_steps=a.max_steps,
-            max_len=a.max_len,
-            batch_size=a.batch_size,
-            seed=a.seed,
-            n_evals=a.select,
-        )
-        results = []
-        for m in a.method.split(","):
-            for t in tasks:
-                r = run_task(
-                    load,
-                    tok,
-                    t,
-                    m,
-                    cfg,
-                    a.data,
-                    [int(k) for k in a.splits.split(",")] if a.splits else None,
-                    a.self_train,
-                )
-                log.info(f"{t} {r['method']}: dev {r['dev_mean']:.3f} ± {r['dev_std']:.3f} ({r['seconds']:.0f} s)")
-                results.append(r)
-        files = save_results(results, a.out, a.data, name)
-        print(results_table(results))
-        print(json.dumps(files, ensure_ascii=False, indent=1))
-        return 0
-    except FewkitError as e:
-        print(f"fewkit fewclue: error: {e}", file=__import__("sys").stderr)
-        return 2
-
-# %% ../../nbs/53_fewclue.ipynb #8dbe43d7
-def _backbone(path=None):
-    "(load_mlm, tok, description); a random tiny model when no pretrained backbone exists."
-    try:
-        return load_backbone(path)[:2] + (f"pretrained backbone {Path(path or 'backbone-tiny').name}",)
-    except FewkitError:
-        from fewkit.model import BertConfig, BertForMaskedLM
-        from fewkit.tokenizer import default_tokenizer
-
-        tok = default_tokenizer()
-        torch.manual_seed(0)
-        base = BertForMaskedLM(BertConfig.preset("tiny", vocab_size=len(tok)))
-        return (
-            (lambda: copy.deepcopy(base)),
-            tok,
-            "RANDOM tiny model (no pretrained backbone found: numbers are near chance)",
-        )
-
-
-def bench(out: Path, quick: bool = False) -> dict:
-    "Verbalizer comparison + fine-tune/PET/Fuzzy-PET per FewCLUE task; PNGs in out/, results dict."
-    from fewkit.measure import env_info
-    from fewkit.fewshot.fuzzy_pet import compare_verbalizers, plot_comparison
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (load, tok, desc), gpu, splits = _backbone(), torch.cuda.is_available(), range(1) if quick else range(5)
-    cfg = FewShotSettings(epochs=2, min_steps=4, max_steps=8, max_len=64) if quick else FewShotSettings(n_evals=0)
-    vt = (
-        ["eprstmt"]
-        if quick
-        else (["eprstmt", "ocnli", "bustm", "csl", "cluewsc", "tnews"] + (["csldcp", "iflytek"] if gpu else []))
-    )
-    verb = [compare_verbalizers(load, tok, t, task_settings(t, cfg), splits) for t in vt]
-    plot_comparison(verb, out / "fewshot_verbalizers.png")
-    res = [
-        run_task(load, tok, t, m, cfg, None, splits)
-        for m in ("finetune", "pet", "fuzzy-pet")
-        for t in (["eprstmt"] if quick else FEWCLUE_TASKS)
-    ]
-    plot_results(res, out / "fewshot_methods.png")
-    return dict(
-        env=env_info(),
-        backbone=desc,
-        verbalizers=verb,
-        spread={r["task"]: r["spread"] for r in verb},
-        table=results_table(res),
-        methods=[{k: v for k, v in r.items() if k != "pred"} for r in res],
-    )
-
-
-def demo_section(out: Path, ctx: dict) -> str:
-    "Few-shot on the embedded review task: fine-tune vs PET vs Fuzzy-PET, 16 shots/class, 5 seeds."
-    from fewkit.data import review_task
-    from fewkit.measure import figure, save_figure
-
-    load, tok, desc = _backbone(ctx.get("backbone"))
-    info, cfg = task_info("reviews"), FewShotSettings(epochs=6, min_steps=12, max_len=64)
-    acc = {"fine-tune": [], "PET": [], "Fuzzy-PET": []}
-    for seed in range(5):
-        data = review_task(seed=seed, shots=16)
-        test = data["test"][:150]
-        c = cfg.replace(seed=seed)
-        y = torch.tensor([info.labels.index(e.label) for e in test])
-        ps = [predict_finetune(train_finetune(load(), tok, info, data["train"], c)[0], tok, info, test, c)]
-        for m in ("pet", "fuzzy"):
-            ps.append(predict_probs(train_method(load(), tok, info, data["train"], c, m)[0], tok, info, test, c))
-        for k, p in zip(acc, ps):
-            acc[k].append((p.argmax(-1) == y).float().mean().item())
-    fig, ax = figure("Review sentiment, 16 shots/class, 5 seeds", ctx.get("device"))
-    ax.bar(list(acc), [np.mean(v) for v in acc.values()], yerr=[np.std(v) for v in acc.values()], capsize=4)
-    ax.set_ylabel("test accuracy (150 reviews)")
-    save_figure(fig, Path(out) / "fewshot_reviews.png")
-    rows = "\n".join(f"| {k} | {np.mean(v):.3f} ± {np.std(v):.3f} |" for k, v in acc.items())
-    return (
-        f"## Few-shot: fine-tuning vs PET vs Fuzzy-PET\n\nEmbedded review sentiment, 16 labelled reviews per "
-        f"class, 5 seeds, on the {desc}.\n\n| method | accuracy (mean ± std) |\n|---|---|\n{rows}\n\n"
-        f"![few-shot](fewshot_reviews.png)\n"
-    )

@@ -7,12 +7,12 @@ Docs: https://fewkit.github.io/fewkit/fuzzy_pet.html.md"""
 # %% ../../nbs/51_fuzzy_pet.ipynb #744f1aca
 from __future__ import annotations
 import numpy as np
-import torch, torch.nn.functional as F
+import torch
+import torch.nn.functional as F
 from ..core import FewkitError, get_logger
 from ..data import load_fewclue, task_info
+from ..measure import figure, save_figure
 from fewkit.fewshot.pet import (
-    PATTERNS,
-    WORDS,
     FewShotSettings,
     auto_words,
     char_id,
@@ -26,7 +26,7 @@ from fewkit.fewshot.pet import (
 
 # %% auto #0
 __all__ = ['GROUPS', 'COMBINE', 'word_groups', 'usable_groups', 'fuzzy_scores', 'fuzzy_loss', 'mean_logit_scores',
-           'mean_logprob_scores', 'train_method', 'predict_probs', 'compare_verbalizers', 'plot_comparison', 'bench']
+           'mean_logprob_scores', 'train_method', 'predict_probs', 'compare_verbalizers', 'plot_comparison']
 
 # %% ../../nbs/51_fuzzy_pet.ipynb #e972b894
 GROUPS = {  # task -> groups; a group maps each label to a word of the same length
@@ -205,8 +205,6 @@ def compare_verbalizers(
 
 def plot_comparison(results: list[dict], path=None, device=None):
     "Bar chart: mean ± std dev accuracy per task and method (one group of bars per task)."
-    from fewkit.measure import figure, save_figure
-
     names = sorted({n for r in results for n in r["summary"]}, key=lambda n: (not n.startswith("pet"), n))
     fig, ax = figure("PET per word group vs Fuzzy-PET vs mean logits / log-probs (dev, mean ± std)", device)
     w = 0.8 / len(names)
@@ -226,40 +224,3 @@ def plot_comparison(results: list[dict], path=None, device=None):
     if path:
         save_figure(fig, path)
     return fig
-
-# %% ../../nbs/51_fuzzy_pet.ipynb #40c50baf
-def bench(out, quick: bool = False, tasks: list[str] | None = None, splits: list[int] | None = None) -> dict:
-    "`fewkit bench verbalizers`: label-word spread per task, PET per word group against Fuzzy-PET; verbalizers.png."
-    from pathlib import Path
-    from fewkit.data import FEWCLUE_TASKS
-    from fewkit.fewshot.fewclue import _backbone, task_settings
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    load, tok, desc = _backbone()
-    tasks = tasks or (["eprstmt"] if quick else [t for t in FEWCLUE_TASKS if len(usable_groups(task_info(t), tok)) > 1])
-    splits = list(splits if splits is not None else ([0] if quick else range(5)))
-    cfg = FewShotSettings(epochs=2, min_steps=4, max_steps=8, max_len=64) if quick else FewShotSettings()
-    res, log = [], get_logger("fewkit.fuzzy_pet")
-    for t in tasks:
-        res.append(compare_verbalizers(load, tok, t, task_settings(t, cfg), splits, methods=("fuzzy",)))
-        log.info(
-            f"{t}: "
-            + ", ".join(f"{n} {m:.3f}±{s:.3f}" for n, (m, s) in res[-1]["summary"].items())
-            + f"; spread {res[-1]['spread']:.3f}"
-        )
-    plot_comparison(res, out / "verbalizers.png")
-    names = max((list(r["summary"]) for r in res), key=len)  # pet:0 .. pet:G-1, fuzzy (csldcp/iflytek: 2 groups)
-    cell = lambda r, n: "{:.3f} ± {:.3f}".format(*r["summary"][n]) if n in r["summary"] else "–"
-    rows = "\n".join(
-        f"| {r['task']} | " + " | ".join(cell(r, n) for n in names) + f" | {r['spread']:.3f} |" for r in res
-    )
-    head = "| task | " + " | ".join(names) + " | spread |\n" + "|---" * (len(names) + 2) + "|\n"
-    return dict(
-        backbone=desc,
-        splits=splits,
-        settings=cfg.to_dict(),
-        results=res,
-        spread={r["task"]: r["spread"] for r in res},
-        table=head + rows,
-    )

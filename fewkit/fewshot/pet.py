@@ -6,18 +6,27 @@ Docs: https://fewkit.github.io/fewkit/pet.html.md"""
 
 # %% ../../nbs/50_pet.ipynb #3db76e98
 from __future__ import annotations
-import copy, math, re, unicodedata
+import copy
+import math
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
-import torch, torch.nn as nn, torch.nn.functional as F
-from tqdm.auto import tqdm
-from ..core import FewkitError, Settings, seed_everything, get_device
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from ..core import FewkitError, Settings, cache_dir
+from ..masking import BatchStream, mask_tokens, pad
+from ..model import BertConfig, BertForMaskedLM, from_hf
+from ..tokenizer import default_tokenizer, load_tokenizer, normalise
+from ..train import TrainSettings, fit
 
 # %% auto #0
-__all__ = ['MASK', 'PATTERNS', 'WORDS', 'example_fields', 'text_ids', 'encode_pattern', 'char_id', 'word_ids', 'name_words',
-           'auto_words', 'verbalizer', 'encode_prompt', 'collate', 'hidden_states', 'mask_logits', 'word_scores',
-           'pet_scores', 'pet_loss', 'PromptModel', 'FewShotSettings', 'mlm_aux_loss', 'predict', 'accuracy', 'fit',
-           'label_words', 'prompt_feats', 'train_pet', 'predict_pet', 'ensemble']
+__all__ = ['MASK', 'PATTERNS', 'WORDS', 'STEP_CAP', 'example_fields', 'text_ids', 'encode_pattern', 'char_id', 'word_ids',
+           'name_words', 'auto_words', 'verbalizer', 'encode_prompt', 'collate', 'hidden_states', 'mask_logits',
+           'word_scores', 'pet_scores', 'pet_loss', 'PromptModel', 'FewShotSettings', 'FewShotCollate', 'mlm_aux_loss',
+           'predict', 'accuracy', 'fewshot_steps', 'train_settings', 'train_fewshot', 'label_words', 'prompt_feats',
+           'train_pet', 'predict_pet', 'ensemble', 'load_backbone', 'backbone_or_random', 'task_settings']
 
 # %% ../../nbs/50_pet.ipynb #b17b78e9
 MASK = "[MASK]"
@@ -52,8 +61,8 @@ _SLOT = re.compile(r"(\{\w+\}|\[MASK\])")
 
 
 def text_ids(tok, s: str) -> list[int]:
-    "Token ids of `s` after NFKC (full-width '，：？' become the ',:?' a char vocabulary holds)."
-    return tok(unicodedata.normalize("NFKC", s), add_special_tokens=False)["input_ids"]
+    "Token ids of `s` after fewkit's `normalise` (NFKC: full-width '，：？' become the ',:?' a char vocabulary holds)."
+    return tok(normalise(s), add_special_tokens=False)["input_ids"]
 
 
 def _cap(lens: list[int], budget: int) -> int:
@@ -105,8 +114,8 @@ WORDS = {  # label -> word for the tasks with fixed labels; tnews, iflytek, csld
 
 
 def char_id(tok, c: str) -> int | None:
-    "Vocabulary id of one character as the tokenizer would see it (NFKC, lower case)."
-    return tok.convert_tokens_to_ids(unicodedata.normalize("NFKC", c).lower())
+    "Vocabulary id of one character as the tokenizer would see it (fewkit's `normalise`: NFKC, lower case)."
+    return tok.convert_tokens_to_ids(normalise(c))
 
 
 def word_ids(tok, words: list[str], strict: bool = True) -> list[list[int]]:
@@ -179,20 +188,11 @@ def encode_prompt(tok, examples, labels: list[str], template: str, n_mask: int, 
     return feats
 
 
-def _pad(seqs, value=0):
-    "Right-pad nested lists of ids to a tensor: (B, T) or (B, K, T)."
-    if isinstance(seqs[0][0], list):
-        T = max(len(s) for ss in seqs for s in ss)
-        return torch.tensor([[s + [value] * (T - len(s)) for s in ss] for ss in seqs])
-    T = max(len(s) for s in seqs)
-    return torch.tensor([s + [value] * (T - len(s)) for s in seqs])
-
-
 def collate(feats: list[dict], device=None) -> dict:
     "Pad a list of features into tensors on `device`: ids, am (attention mask), tt, mpos, y, cand."
-    b = dict(ids=_pad([f["ids"] for f in feats]), y=torch.tensor([f["y"] for f in feats]))
+    b = dict(ids=pad([f["ids"] for f in feats]), y=torch.tensor([f["y"] for f in feats]))  # (B, T) or (B, K, T)
     b["am"] = (b["ids"] != 0).long()  # [PAD] is id 0 in fewkit and in HF BERT vocabularies
-    b["tt"] = _pad([f["tt"] for f in feats]) if "tt" in feats[0] else torch.zeros_like(b["ids"])
+    b["tt"] = pad([f["tt"] for f in feats]) if "tt" in feats[0] else torch.zeros_like(b["ids"])
     if "mpos" in feats[0]:
         b["mpos"] = torch.tensor([f["mpos"] for f in feats])
     if "cand" in feats[0]:
@@ -269,18 +269,38 @@ class FewShotSettings(Settings):
     mlm_weight: float = 0.0  # auxiliary MLM loss on unlabelled text (PET: 1e-4)
     seed: int = 0
     device: str | None = None
+    save_every: int = 0  # checkpoints every k steps into `out` (a long run on a large backbone can resume)
+    out: str = ""  # "" = an in-memory run: fit writes no files
+
+# %% ../../nbs/50_pet.ipynb #88a98936
+class FewShotCollate:
+    "`collate(items, generator)` for `BatchStream`: pads features; with `unlabeled`, adds masked unlabelled rows (u_*)."
+
+    def __init__(self, unlabeled: list[dict] | None = None, tok=None, prob: float = 0.15):
+        self.unlabeled = unlabeled
+        self.tok = tok
+        self.prob = prob
+
+    def __call__(self, items: list[dict], generator=None) -> dict:
+        b = collate(items)
+        if not self.unlabeled:
+            return b
+        # as many unlabelled rows as labelled ones, drawn and masked with the stream's generator (resumable)
+        idx = torch.randint(len(self.unlabeled), (len(items),), generator=generator).tolist()
+        u = collate([self.unlabeled[i] for i in idx])
+        tok = self.tok
+        inp, labels = mask_tokens(u["ids"], tok.mask_token_id, tok.all_special_ids, len(tok), self.prob, generator)
+        b.update(u_ids=inp, u_labels=labels, u_am=u["am"], u_tt=u["tt"])
+        return b
+
+
+def mlm_aux_loss(mlm, b: dict) -> torch.Tensor:
+    "PET's auxiliary MLM loss: mean cross-entropy at the masked positions of the batch's unlabelled rows."
+    h = hidden_states(mlm, b["u_ids"], b["u_am"], b["u_tt"])  # (B, T, C)
+    sel = b["u_labels"] != -100  # (B, T); mask_tokens picks at least one token per row
+    return F.cross_entropy(mlm.cls(h[sel]), b["u_labels"][sel])  # the decoder runs on the masked positions only
 
 # %% ../../nbs/50_pet.ipynb #2c3ef986
-def mlm_aux_loss(mlm, b: dict, tok, p: float = 0.15) -> torch.Tensor:
-    "PET's auxiliary MLM loss: mask p of the ordinary tokens of a batch, predict them."
-    ids = b["ids"].clone()
-    special = (ids == tok.cls_token_id) | (ids == tok.sep_token_id) | (ids == 0) | (ids == tok.mask_token_id)
-    sel = (torch.rand(ids.shape, device=ids.device) < p) & ~special
-    labels = torch.where(sel, ids, torch.full_like(ids, -100))
-    logits = mlm.cls(hidden_states(mlm, ids.masked_fill(sel, tok.mask_token_id), b["am"], b["tt"]))
-    return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100) if sel.any() else logits.sum() * 0
-
-
 @torch.no_grad()
 def predict(model, feats: list[dict], batch_size: int = 64, device=None) -> torch.Tensor:
     "Class scores (N, K) for features, batched by length (little padding), in the input order."
@@ -300,8 +320,33 @@ def accuracy(scores: torch.Tensor, feats: list[dict]) -> float:
     y = torch.tensor([f["y"] for f in feats])
     return (scores.argmax(-1) == y).float().mean().item()
 
+
+def fewshot_steps(cfg: FewShotSettings, n: int) -> int:
+    "Optimizer steps for `n` training items: `epochs` passes, at least `min_steps`, at most `max_steps`."
+    return min(cfg.max_steps, max(cfg.min_steps, cfg.epochs * math.ceil(n / cfg.batch_size)))
+
+
+def train_settings(cfg: FewShotSettings, n: int, select: bool = False) -> TrainSettings:
+    "The `fewkit.train` settings of a few-shot run on `n` items (10 % warm-up; dev every steps/n_evals if `select`)."
+    steps = fewshot_steps(cfg, n)
+    every = max(1, round(steps / max(1, cfg.n_evals))) if select else 0  # n_evals=2, 30 steps: dev at 15 and 30
+    return TrainSettings(
+        steps=steps,
+        batch_size=min(cfg.batch_size, n),  # a split smaller than a batch is the whole batch at every step
+        lr=cfg.lr,
+        warmup=int(cfg.warmup * steps),
+        weight_decay=cfg.weight_decay,
+        grad_clip=1.0,
+        eval_every=every,
+        select="acc" if select else "",
+        save_every=cfg.save_every,
+        seed=cfg.seed,
+        out=cfg.out,
+        device=cfg.device or "",
+    )
+
 # %% ../../nbs/50_pet.ipynb #cb154fe2
-def fit(
+def train_fewshot(
     model,
     feats: list[dict],
     cfg: FewShotSettings,
@@ -309,45 +354,47 @@ def fit(
     unlabeled: list[dict] | None = None,
     tok=None,
     progress: bool = False,
-) -> dict:
-    "Train `model` (a PromptModel or ClsModel) on features; returns losses and dev accuracies."
-    seed_everything(cfg.seed)
-    device = get_device(cfg.device)
-    model.to(device)
-    opt = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
+    resume: bool = False,
+    callbacks=(),
+):
+    "Train a PromptModel or ClsModel on features through `fewkit.train.fit`: (model, history)."
+    s = train_settings(cfg, len(feats), select=bool(dev) and cfg.n_evals > 0)
+    w = cfg.mlm_weight if cfg.mlm_weight > 0 and unlabeled else 0.0
+    batches = BatchStream(feats, s.batch_size, FewShotCollate(unlabeled if w else None, tok), seed=cfg.seed)
+
+    def loss_fn(m, b):  # fit divides the sum by the batch size: PET's (1 - w) * mean task loss
+        return m.loss(b) * len(b["y"]) * (1 - w)
+
+    def count_fn(b):
+        return len(b["y"])
+
+    def extra_loss(m, b):  # already weighted and a mean, as fit expects
+        return {"mlm": w * mlm_aux_loss(m.mlm, b)}
+
+    def eval_fn(m):
+        return {"acc": accuracy(predict(m, dev, cfg.eval_batch_size), dev)}
+
+    r = fit(
+        model,
+        batches,
+        loss_fn,
+        s,
+        count_fn=count_fn,
+        eval_fn=eval_fn if s.select else None,
+        extra_loss=extra_loss if w else None,
+        callbacks=callbacks,
+        resume=resume,
+        progress=progress,
     )
-    steps = min(cfg.max_steps, max(cfg.min_steps, cfg.epochs * math.ceil(len(feats) / cfg.batch_size)))
-    warm = max(1, int(cfg.warmup * steps))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / (steps - warm + 1)))
+    hist = dict(
+        losses=[h["loss"] + sum(h.get("parts", {}).values()) for h in r.history],  # the whole objective per step
+        evals=[(h["step"], h["eval"]["acc"]) for h in r.history if "eval" in h],
+        steps=s.steps,
+        best_dev=r.best_eval["acc"] if s.select and r.best_eval else None,
+        best_step=r.best_step if s.select else None,
+        history=r.history,
     )
-    g = torch.Generator().manual_seed(cfg.seed)
-    evals_at = {round(steps * (i + 1) / cfg.n_evals) for i in range(cfg.n_evals)} if dev else set()
-    order, losses, evals, best = [], [], [], (-1.0, None)
-    for step in tqdm(range(steps), disable=not progress, desc="fit", leave=False):
-        if len(order) < cfg.batch_size:
-            order += torch.randperm(len(feats), generator=g).tolist()
-        idx, order = order[: cfg.batch_size], order[cfg.batch_size :]
-        model.train()
-        loss = model.loss(collate([feats[i] for i in idx], device))
-        if cfg.mlm_weight > 0 and unlabeled:
-            ub = collate([unlabeled[i] for i in torch.randint(len(unlabeled), (cfg.batch_size,), generator=g)], device)
-            loss = (1 - cfg.mlm_weight) * loss + cfg.mlm_weight * mlm_aux_loss(model.mlm, ub, tok)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        if step + 1 in evals_at:
-            acc = accuracy(predict(model, dev, cfg.eval_batch_size), dev)
-            evals.append((step + 1, acc))
-            if acc > best[0]:
-                best = (acc, copy.deepcopy(model.state_dict()))
-    if best[1] is not None:
-        model.load_state_dict(best[1])
-    return dict(losses=losses, evals=evals, steps=steps, best_dev=best[0] if best[1] is not None else None)
+    return r.model, hist
 
 # %% ../../nbs/50_pet.ipynb #4980cf32
 def label_words(info, tok, groups: list[list[str]] | None = None) -> torch.Tensor | None:
@@ -381,7 +428,7 @@ def train_pet(
     words = label_words(info, tok) if words is None else words
     enc = lambda exs: prompt_feats(info, tok, exs, pattern, words, cfg.max_len) if exs else None
     model = PromptModel(mlm, words, score_fn, loss_fn)
-    return model, fit(model, enc(train), cfg, enc(dev), enc(unlabeled), tok, progress)
+    return train_fewshot(model, enc(train), cfg, enc(dev), enc(unlabeled), tok, progress)
 
 
 def predict_pet(model, tok, info, examples, cfg: FewShotSettings, pattern: int = 0) -> torch.Tensor:
@@ -395,3 +442,34 @@ def predict_pet(model, tok, info, examples, cfg: FewShotSettings, pattern: int =
 def ensemble(probs: list[torch.Tensor]) -> torch.Tensor:
     "Pattern ensemble: the mean of the patterns' class probabilities (N, K)."
     return torch.stack(probs).mean(0)
+
+# %% ../../nbs/50_pet.ipynb #0b8e6464
+STEP_CAP = {"csldcp": 150, "iflytek": 150, "tnews": 100}
+
+
+def load_backbone(folder=None):
+    "(load_mlm, tok, name): fresh copies of a local HF BERT folder's MLM (default: fewkit's tiny backbone)."
+    folder = Path(folder) if folder else cache_dir() / "backbone-tiny"
+    if not (folder / "config.json").exists():
+        raise FewkitError(
+            f"{folder}: no BERT checkpoint (config.json); pass --model DIR or build the tiny backbone first"
+        )
+    base = from_hf(folder).eval()
+    return (lambda: copy.deepcopy(base)), load_tokenizer(folder), folder.name
+
+
+def backbone_or_random(folder=None):
+    "(load_mlm, tok, description): `load_backbone`, or a random tiny model (said in the description) if none."
+    try:
+        return load_backbone(folder)[:2] + (f"pretrained backbone {Path(folder or 'backbone-tiny').name}",)
+    except FewkitError:
+        tok = default_tokenizer()
+        torch.manual_seed(0)  # the same random model every time
+        base = BertForMaskedLM(BertConfig.preset("tiny", vocab_size=len(tok)))
+        desc = "RANDOM tiny model (no pretrained backbone found: numbers are near chance)"
+        return (lambda: copy.deepcopy(base)), tok, desc
+
+
+def task_settings(task: str, cfg: FewShotSettings) -> FewShotSettings:
+    "The run settings of one task: the large tasks' step budget capped."
+    return cfg.replace(max_steps=min(cfg.max_steps, STEP_CAP.get(task, cfg.max_steps)))

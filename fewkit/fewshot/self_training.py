@@ -6,7 +6,8 @@ Docs: https://fewkit.github.io/fewkit/self_training.html.md"""
 
 # %% ../../nbs/52_self_training.ipynb #52cc505b
 from __future__ import annotations
-import dataclasses, random
+import dataclasses
+import random
 import torch
 from ..core import FewkitError, get_logger
 from ..data import load_fewclue
@@ -14,7 +15,7 @@ from .pet import FewShotSettings, ensemble
 from .fuzzy_pet import train_method, predict_probs, usable_groups
 
 # %% auto #0
-__all__ = ['unlabeled_pool', 'select_pseudo', 'self_train', 'bench']
+__all__ = ['unlabeled_pool', 'select_pseudo', 'self_train']
 
 # %% ../../nbs/52_self_training.ipynb #a400b06e
 def _key(e):
@@ -107,64 +108,3 @@ def self_train(
         pseudo = [dataclasses.replace(pool["examples"][i], label=info.labels[c]) for i, c in sel]
     probs.pop("pool", None)
     return dict(history=hist, probs=probs, source=pool["source"])
-
-# %% ../../nbs/52_self_training.ipynb #ee4036b3
-def bench(out, quick: bool = False, tasks: list[str] | None = None, splits: list[int] | None = None) -> dict:
-    "`fewkit bench selftrain`: dev accuracy per generation (Fuzzy-PET teacher and students), mean ± std over splits."
-    from pathlib import Path
-    import numpy as np
-    from fewkit.data import task_info
-    from fewkit.measure import figure, save_figure
-    from fewkit.fewshot.fewclue import _backbone, task_settings
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    load, tok, desc = _backbone()
-    tasks = tasks or (["eprstmt"] if quick else ["eprstmt", "bustm", "ocnli", "csl"])
-    splits = list(splits if splits is not None else ([0] if quick else range(5)))
-    cfg = FewShotSettings(epochs=2, min_steps=4, max_steps=8, max_len=64) if quick else FewShotSettings()
-    kw = dict(generations=1, per_class=4) if quick else {}
-    res = {}
-    for t in tasks:
-        info, runs = task_info(t), []
-        for k in splits:
-            c = task_settings(t, cfg).replace(seed=cfg.seed + k)
-            pool = unlabeled_pool(t, k, seed=c.seed, limit=64 if quick else 500)
-            r = self_train(
-                load, tok, info, load_fewclue(t, f"train_{k}"), load_fewclue(t, f"dev_{k}"), pool, c, "fuzzy", **kw
-            )
-            runs.append(r["history"])
-        G = min(len(h) for h in runs)
-        acc = np.array([[h[g]["dev_acc"] for g in range(G)] for h in runs])  # (splits, generations)
-        res[t] = dict(
-            source=pool["source"],
-            runs=runs,
-            mean=acc.mean(0).tolist(),
-            std=acc.std(0).tolist(),
-            gain=(acc[:, 1:] - acc[:, :-1]).mean(0).tolist(),
-            pseudo_acc=[
-                float(np.mean([h[g]["pseudo_acc"] for h in runs if "pseudo_acc" in h[g]] or [np.nan])) for g in range(G)
-            ],
-        )
-    fig, ax = figure("Self-training: dev accuracy per generation (mean ± std over splits)")
-    for t, r in res.items():
-        ax.errorbar(range(len(r["mean"])), r["mean"], r["std"], label=t, marker="o", capsize=3)
-    ax.set_xlabel("generation (0 = Fuzzy-PET on the labelled data)")
-    ax.set_ylabel("dev accuracy")
-    ax.legend()
-    save_figure(fig, out / "selftrain.png")
-
-    def row(t, r, g):
-        gain = f"{r['gain'][g - 1]:+.3f}" if g else ""
-        pa = "" if np.isnan(r["pseudo_acc"][g]) else f"{r['pseudo_acc'][g]:.2f}"
-        return f"| {t} | {g} | {r['runs'][0][g]['n_pseudo']} | {r['mean'][g]:.3f} ± {r['std'][g]:.3f} | {gain} | {pa} |"
-
-    rows = [row(t, r, g) for t, r in res.items() for g in range(len(r["mean"]))]
-    return dict(
-        backbone=desc,
-        splits=splits,
-        settings=cfg.to_dict(),
-        results=res,
-        table="| task | generation | pseudo-labels | dev acc | gain | pseudo-label acc |\n|---|---|---|---|---|---|\n"
-        + "\n".join(rows),
-    )
