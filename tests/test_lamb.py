@@ -59,7 +59,8 @@ def test_build_optimizer_takes_groups_and_tensors():
     assert build_optimizer([lin.weight], OptimSettings(weight_decay=0.5)).param_groups[0]['weight_decay'] == 0.5
     opt = build_optimizer(param_groups(lin, 0.1), OptimSettings('lamb', lr=0.02))
     assert isinstance(opt, Lamb) and [g['weight_decay'] for g in opt.param_groups] == [0.1, 0.0]
-    with pytest.raises(FewkitError): build_optimizer([], OptimSettings())
+    with pytest.raises(FewkitError):
+        build_optimizer([], OptimSettings())
     assert OptimSettings.from_dict(dict(betas=[0.9, 0.98], fused=True)) == OptimSettings(betas=(0.9, 0.98), fused=True)
 
 
@@ -76,5 +77,6 @@ def test_fused_adamw_same_steps():
         return opt, list(m.parameters())
     (of, wf), (op, wp) = run(True), run(False)
     assert fused_supported(wf) and of.defaults['fused'] is True and not op.defaults['fused']
-    for a, b in zip(wf, wp): torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    for a, b in zip(wf, wp):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
     assert not fused_supported([torch.zeros(2, dtype=torch.long)])
