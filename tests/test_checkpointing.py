@@ -68,3 +68,15 @@ def test_bench_quick(tmp_path):
 def test_demo_section(tmp_path):
     md = demo_checkpointing(tmp_path, dict(device=torch.device('cpu')))
     assert (tmp_path / 'checkpointing_bytes.png').exists() and 'checkpointing_bytes.png' in md and '| every |' in md
+
+
+def test_apply_to_task_model_around_bert():
+    "The trainer hands apply_checkpointing whole task models: every fewkit encoder inside gets the runner."
+    m = _tiny_model(layers=2, vocab=300, hidden=32)
+    task = torch.nn.ModuleDict(dict(backbone=m, head=torch.nn.Linear(32, 2)))
+    apply_checkpointing(task, CheckpointSettings('every'))
+    assert isinstance(m.bert.encoder.layer_runner, CheckpointRunner)
+    apply_checkpointing(task, CheckpointSettings('none'))
+    assert m.bert.encoder.layer_runner is None
+    with pytest.raises(FewkitError):
+        apply_checkpointing(torch.nn.Linear(2, 2), CheckpointSettings('every'))

@@ -165,16 +165,19 @@ class CheckpointRunner:
         return f"CheckpointRunner({self.cfg})"
 
 
-def _encoder(model: nn.Module) -> nn.Module:
-    for m in (model, getattr(model, "bert", None)):
-        if m is not None and hasattr(m, "encoder"):
-            return m.encoder
-    raise FewkitError(f"{type(model).__name__} has no .encoder or .bert.encoder to checkpoint")
+def _encoders(model: nn.Module) -> list[nn.Module]:
+    "Every fewkit encoder in `model` (a module with a `layer_runner` hook): a BERT, or a task model around one."
+    found = [m for m in model.modules() if "layer_runner" in vars(m)]
+    if not found:
+        raise FewkitError(f"{type(model).__name__} holds no fewkit encoder (a module with a layer_runner hook)")
+    return found
 
 
 def apply_checkpointing(model: nn.Module, cfg: CheckpointSettings) -> nn.Module:
-    "Install (or, for policy 'none', remove) the checkpointing layer runner of a fewkit BERT."
-    _encoder(model).layer_runner = None if cfg.policy == "none" else CheckpointRunner(cfg)
+    "Install (or, for policy 'none', remove) the checkpointing layer runner in every fewkit encoder of `model`."
+    runner = None if cfg.policy == "none" else CheckpointRunner(cfg)
+    for enc in _encoders(model):
+        enc.layer_runner = runner
     return model
 
 # %% ../../nbs/10_checkpointing.ipynb #61256722
