@@ -6,7 +6,7 @@ Docs: https://fewkit.github.io/fewkit/measure.html.md"""
 
 # %% ../nbs/01_measure.ipynb #d948601b
 from __future__ import annotations
-import gc, os, platform, sys, threading, weakref
+import gc, os, platform, sys, threading, time, weakref
 from datetime import datetime, timezone
 from pathlib import Path
 from statistics import median
@@ -18,7 +18,8 @@ from .core import atomic_write, device_name, get_device
 
 # %% auto #0
 __all__ = ['dtype_str', 'tensor_bytes', 'storage_bytes', 'model_state_bytes', 'SavedTensorMeter', 'peak_memory', 'median_time',
-           'time_ratio', 'flop_count', 'env_info', 'figure', 'save_figure', 'fmt_bytes']
+           'machine_load', 'quartiles', 'time_ratio', 'fmt_ratio', 'flop_count', 'env_info', 'figure', 'save_figure',
+           'fmt_bytes']
 
 # %% ../nbs/01_measure.ipynb #b8ab62de
 def dtype_str(dtype: torch.dtype) -> str:
@@ -233,33 +234,91 @@ def median_time(fn: Callable[[], Any], device: torch.device | str | None = None,
     return _timer(fn).blocked_autorange(min_run_time=min_run_time).median
 
 
-def _calibrate(t, min_block: float) -> int:
-    "Calls per block so that one block lasts at least `min_block` seconds."
-    n = 1
-    while n < 2**20 and t.timeit(n).median * n < min_block:
-        n *= 2
-    return n
+def machine_load() -> dict:
+    "The 1-minute load average and the cores this process may use."
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return dict(load=round(os.getloadavg()[0], 2), cores=cores)
+
+
+def quartiles(xs: list[float]) -> tuple[float, float, float]:
+    "(first quartile, median, third quartile) of `xs` (linear interpolation)."
+    s = sorted(xs)
+
+    def q(f):
+        i = f * (len(s) - 1)
+        lo = int(i)
+        hi = min(lo + 1, len(s) - 1)
+        return s[lo] + (s[hi] - s[lo]) * (i - lo)
+
+    return q(0.25), q(0.5), q(0.75)
+
+
+def _block(fn, n: int, device, clock) -> float:
+    "Seconds per call over one block of `n` calls, by `clock`."
+    _sync(device)
+    t0 = clock()
+    for _ in range(n):
+        fn()
+    _sync(device)
+    return (clock() - t0) / n
 
 
 def time_ratio(
     fa: Callable[[], Any],
     fb: Callable[[], Any],
     device: torch.device | str | None = None,
-    rounds: int = 5,
-    min_block: float = 0.02,
+    rounds: int = 21,
+    min_block: float = 0.1,
+    threads: int = 1,
 ) -> dict:
-    "Time `fa` and `fb` interleaved (ABBA…) in one run: {'a': s, 'b': s, 'ratio': b/a, 'ratios': per round}."
-    fa()
-    fb()
-    _sync(device)
-    ts = [_timer(fa), _timer(fb)]
-    ns = [_calibrate(t, min_block) for t in ts]
-    res = ([], [])
-    for r in range(rounds):
-        for j in (0, 1) if r % 2 == 0 else (1, 0):
-            res[j].append(ts[j].timeit(ns[j]).median)
-    a, b = median(res[0]), median(res[1])
-    return dict(a=a, b=b, ratio=b / a, ratios=[y / x for x, y in zip(*res)], rounds=rounds)
+    "b / a timed interleaved (ABBA…) in one run: median, interquartile range, load, and whether it is reliable."
+    dev = torch.device(device) if device is not None else get_device()
+    wall = dev.type == "cuda"  # device work: the wall clock between synchronisations
+    clock = time.perf_counter if wall else time.thread_time
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        fa()
+        fb()
+        ns = []
+        for f in (fa, fb):  # calls per block so that one block lasts at least min_block seconds
+            n = 1
+            while n < 2**20 and _block(f, n, dev, clock) * n < min_block:
+                n *= 2
+            ns.append(n)
+        load0 = machine_load()
+        res = ([], [])
+        for r in range(rounds):
+            for j in (0, 1) if r % 2 == 0 else (1, 0):
+                res[j].append(_block((fa, fb)[j], ns[j], dev, clock))
+        load1 = machine_load()
+    finally:
+        torch.set_num_threads(before)
+    ratios = [y / x for x, y in zip(*res)]
+    q1, med, q3 = quartiles(ratios)
+    load = max(load0["load"], load1["load"])
+    busy = load > load0["cores"]
+    return dict(
+        a=median(res[0]),
+        b=median(res[1]),
+        ratio=med,
+        iqr=(q1, q3),
+        ratios=ratios,
+        rounds=rounds,
+        clock="wall" if wall else "thread",
+        threads=threads,
+        load=load,
+        cores=load0["cores"],
+        reliable=not (q1 <= 1.0 <= q3) and not busy,
+        why=("machine busy (load above cores); " if busy else "") + ("spread contains 1.0" if q1 <= 1.0 <= q3 else ""),
+    )
+
+
+def fmt_ratio(r: dict) -> str:
+    "A ratio as a reader should see it: median, IQR, clock, load, and a warning when it is not a result."
+    s = f"{r['ratio']:.2f}x (IQR {r['iqr'][0]:.2f}-{r['iqr'][1]:.2f}, {r['rounds']} rounds, {r['clock']} time, "
+    s += f"load {r['load']:.1f} on {r['cores']} cores)"
+    return s if r["reliable"] else s + f" NOT A RESULT: {r['why'].strip('; ')}"
 
 # %% ../nbs/01_measure.ipynb #c3368e33
 def flop_count(fn: Callable[[], torch.Tensor]) -> dict:

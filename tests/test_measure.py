@@ -70,3 +70,21 @@ def test_figure_env(tmp_path):
     assert device_name("cpu") in fig.get_suptitle()
     assert save_figure(fig, tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads(json.dumps(env_info("cpu")))["torch"] == torch.__version__
+
+
+def test_time_ratio_marks_busy_machines_and_overlapping_spreads(monkeypatch):
+    import os
+
+    from fewkit import measure
+
+    a = torch.randn(48, 48)
+    four = torch.cat([a, a, a, a])
+    monkeypatch.setattr(os, "getloadavg", lambda: (64.0, 64.0, 64.0))  # a machine far busier than its cores
+    r = measure.time_ratio(lambda: a @ a, lambda: four @ a, rounds=5, min_block=0.005)
+    assert r["clock"] == "thread" and r["threads"] == 1
+    assert r["load"] == 64.0 and not r["reliable"] and "busy" in r["why"]
+    assert "NOT A RESULT" in measure.fmt_ratio(r)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    r = measure.time_ratio(lambda: a @ a, lambda: four @ a, rounds=9, min_block=0.005)
+    assert r["ratio"] > 1.5  # four times the work, in thread CPU time on one thread
+    assert r["reliable"] == (not r["iqr"][0] <= 1.0 <= r["iqr"][1])
