@@ -225,3 +225,29 @@ def test_clip_after_unscale(dtype):
     assert mp.step()
     step = torch.cat([(p - b).flatten() for p, b in zip(mp.params, before)]).norm().item()
     assert abs(step - 0.25) < 1e-5 and mp.grad_norm > 0.25
+
+
+def test_trainer_holds_schedule_and_marks_skipped_steps():
+    "Through fewkit.train.fit: overflowing fp16 steps are marked `skipped` and do not advance the LR schedule."
+    from fewkit.masking import mlm_count, mlm_loss_sum
+    from fewkit.testing import tiny_bert
+    from fewkit.train import TrainSettings, fit
+
+    def batches():
+        g = torch.Generator().manual_seed(0)
+        while True:
+            ids = torch.randint(5, 64, (4, 8), generator=g)
+            yield dict(input_ids=ids, labels=ids.masked_fill(torch.rand(4, 8, generator=g) < 0.5, -100))
+
+    amp = AmpSettings(dtype="fp16", init_scale=2.0**24)
+    s = TrainSettings(steps=20, lr=1e-3, warmup=0, grad_clip=1.0, out="", amp=amp)
+    hist = fit(tiny_bert(seed=1), batches(), mlm_loss_sum, s, count_fn=mlm_count, progress=False).history
+    skipped = [r.get("skipped", False) for r in hist]
+    k = skipped.index(False)  # 2**24 overflows fp16: the first steps are skipped until the scale fits
+    assert k >= 3, skipped
+    assert hist[0]["lr"] == s.lr  # warmup 0: the peak rate first
+    for a, b in zip(hist, hist[1:]):
+        if a.get("skipped"):
+            assert b["lr"] == a["lr"], (a, b)  # held
+        else:
+            assert b["lr"] < a["lr"], (a, b)  # linear decay, one notch per real step
