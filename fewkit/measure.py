@@ -18,8 +18,8 @@ from .core import atomic_write, device_name, get_device
 
 # %% auto #0
 __all__ = ['dtype_str', 'tensor_bytes', 'storage_bytes', 'model_state_bytes', 'SavedTensorMeter', 'peak_memory', 'median_time',
-           'machine_load', 'quartiles', 'time_ratio', 'fmt_ratio', 'flop_count', 'env_info', 'figure', 'save_figure',
-           'fmt_bytes']
+           'machine_load', 'quartiles', 'time_ratio', 'fmt_ratio', 'flop_count', 'git_commit', 'env_info', 'figure',
+           'save_figure', 'fmt_bytes']
 
 # %% ../nbs/01_measure.ipynb #b8ab62de
 def dtype_str(dtype: torch.dtype) -> str:
@@ -333,8 +333,41 @@ def flop_count(fn: Callable[[], torch.Tensor]) -> dict:
     return dict(forward=fwd, backward=bwd, total=fwd + bwd)
 
 # %% ../nbs/01_measure.ipynb #8d97f87e
+def _version(pkg: str) -> str | None:
+    "Installed version of `pkg`, without importing it (None if absent)."
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(pkg)
+    except PackageNotFoundError:
+        return None
+
+
+def git_commit() -> str | None:
+    "The commit of the fewkit checkout in use (with '+dirty' for uncommitted changes), None outside a checkout."
+    import subprocess
+    from fewkit.core import project_root
+
+    root = project_root()
+    if root is None or not (root / ".git").exists():
+        return None
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "fewkit"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def env_info(device: torch.device | str | None = None) -> dict:
-    "Device, versions, threads and UTC date: put it in every benchmark result."
+    "Device, versions (fewkit, its commit, torch, transformers, deepspeed), threads and UTC date: beside every result."
     import fewkit
 
     device = torch.device(device) if device is not None else get_device()
@@ -343,6 +376,9 @@ def env_info(device: torch.device | str | None = None) -> dict:
         device_name=device_name(device),
         torch=torch.__version__,
         fewkit=getattr(fewkit, "__version__", None),
+        fewkit_commit=git_commit(),
+        transformers=_version("transformers"),
+        deepspeed=_version("deepspeed"),
         python=platform.python_version(),
         platform=platform.platform(),
         num_threads=torch.get_num_threads(),
