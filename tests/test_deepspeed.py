@@ -5,7 +5,7 @@ from fewkit.parallel.distributed import run_function
 from fewkit.parallel.deepspeed import ds_config
 from fewkit.parallel.zero import ZeroSettings
 
-SBS = 'fewkit.parallel.deepspeed:side_by_side'
+SBS = 'fewkit.doors.parallel:side_by_side'
 
 def test_ds_config_from_settings():
     c = ds_config(ZeroSettings(stage=3, lr=3e-4), rows=2, n=4)
@@ -45,7 +45,7 @@ def test_fewkit_launch_deepspeed_launcher(tmp_path):
         import torch.distributed as dist
         from fewkit.parallel.distributed import init_distributed
         r, n = init_distributed(60); print(f'RANK {r} OF {n}', flush=True)'''))
-    code = f'import sys; from fewkit.parallel.distributed import cli_main; sys.exit(cli_main(["-n", "2", "--deepspeed", {str(script)!r}]))'
+    code = f'import sys; from fewkit.doors.launch import cli_main; sys.exit(cli_main(["-n", "2", "--deepspeed", {str(script)!r}]))'
     p = subprocess.run([sys.executable, '-c', code], env={**os.environ, 'OMP_NUM_THREADS': '1'},
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]

@@ -23,9 +23,9 @@ def _check(res, tol_param=1e-4):
 
 @pytest.mark.multiproc
 def test_grid_4proc_layouts_and_zero1():
-    res = run_function('fewkit.parallel.distributed:calls', 4, timeout_s=300, args=(
-        ('fewkit.parallel.grid:grid_parity', {}),
-        ('fewkit.parallel.grid:grid_parity', dict(layouts=((2, 1, 2),), zero1=True))))
+    res = run_function('fewkit.testing:calls', 4, timeout_s=300, args=(
+        ('fewkit.doors.parallel:grid_parity', {}),
+        ('fewkit.doors.parallel:grid_parity', dict(layouts=((2, 1, 2),), zero1=True))))
     _check([r[0] for r in res]); _check([r[1] for r in res])
     plain, z = res[0][0][2], res[0][1][0]  # layout 2×1×2 without / with ZeRO-1
     assert z['opt_state_floats'] <= plain['opt_state_floats'] // 2 + 16
@@ -33,5 +33,5 @@ def test_grid_4proc_layouts_and_zero1():
 @pytest.mark.slow
 @pytest.mark.multiproc
 def test_grid_8proc():
-    res = run_function('fewkit.parallel.grid:grid_parity', 8, kwargs=dict(layouts=((2, 2, 2),), steps=2), timeout_s=600)
+    res = run_function('fewkit.doors.parallel:grid_parity', 8, kwargs=dict(layouts=((2, 2, 2),), steps=2), timeout_s=600)
     _check(res)

@@ -27,7 +27,7 @@ def _check_parity(res):
 
 @pytest.mark.multiproc
 def test_pipeline_2proc_and_libraries():
-    res = run_function('fewkit.parallel.distributed:calls', 2, timeout_s=240, args=(
+    res = run_function('fewkit.testing:calls', 2, timeout_s=240, args=(
         (P + 'pp_parity', dict(m=4)), (P + 'pp_parity', dict(m=3, rows=6, seed=2)),
         (P + 'torch_pipe', dict(schedule='gpipe')), (P + 'torch_pipe', dict(schedule='1f1b')), (P + 'deepspeed_pipe', {})))
     _check_parity([r[0] for r in res]); _check_parity([r[1] for r in res])
@@ -38,7 +38,7 @@ def test_pipeline_2proc_and_libraries():
 
 @pytest.mark.multiproc
 def test_pipeline_4proc_bubble_and_activations():
-    res = run_function('fewkit.parallel.distributed:calls', 4, timeout_s=240, args=(
+    res = run_function('fewkit.testing:calls', 4, timeout_s=240, args=(
         (P + 'pp_parity', {}), (P + 'bubble_sweep', dict(ms=(1, 4, 8))), (P + 'activation_peaks', dict(m=8))))
     _check_parity([r[0] for r in res])
     bub = res[0][1]  # measured on 2 shared cores: assert the trend, the tolerance lives in `fewkit bench parallel`

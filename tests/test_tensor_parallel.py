@@ -11,7 +11,7 @@ def _check_tp(r, layers=4):
 
 @pytest.mark.multiproc
 def test_tp_2proc():
-    res = run_function('fewkit.parallel.distributed:calls', 2, timeout_s=180, args=(
+    res = run_function('fewkit.testing:calls', 2, timeout_s=180, args=(
         (T + 'mlp_parity', {}), (T + 'tp_parity', {}), (T + 'tp_parity', dict(layers=2, seed=3, rows=3))))
     mlp, tp, tp2 = res[0]
     assert mlp['out'] < 1e-5 and mlp['grad_x'] < 1e-5 and (mlp['comm']['fwd'], mlp['comm']['bwd']) == (1, 1)

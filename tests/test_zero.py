@@ -3,7 +3,7 @@ import pytest
 from fewkit.parallel.distributed import run_function
 from fewkit.parallel.zero import ZeroSettings, zero_formula_bytes
 
-Z = 'fewkit.parallel.zero:'
+Z = 'fewkit.doors.parallel:'  # the step-by-step comparison runs live with the doors
 
 def test_formulas_and_deepspeed_config():
     psi = 7_500_000_000  # the paper's Figure 1 (Ψ = 7.5B, N = 64): 120 GB, 31.4 GB, 16.6 GB, 1.9 GB
@@ -40,7 +40,7 @@ def test_zero_parity_four_processes():
 @pytest.mark.multiproc
 def test_zero_and_dp_in_a_group_without_rank_0():
     # ZeRO and DP broadcast the starting weights from the group's first rank, not global rank 0 (which is not in the group)
-    res = run_function(Z + 'zero_subgroup', 3, kwargs=dict(stage=3), timeout_s=180)
+    res = run_function('fewkit.parallel.zero:zero_subgroup', 3, kwargs=dict(stage=3), timeout_s=180)
     assert res[0] is None
     for r in res[1:]:
         assert abs(r['zero'] - r['ref']) < 1e-6 and abs(r['dp'] - r['ref']) < 1e-6, r

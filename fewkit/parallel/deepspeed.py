@@ -6,16 +6,17 @@ Docs: https://fewkit.github.io/fewkit/deepspeed.html.md"""
 
 # %% ../../nbs/26_deepspeed.ipynb #8a48b984
 from __future__ import annotations
-import gc, json, logging, os, time
-from pathlib import Path
-from statistics import median
-import torch, torch.distributed as dist
-from ..core import FewkitError
-from .distributed import rank, world_size, tiny_bert, mlm_batch, run_function
-from .zero import Zero, ZeroSettings, zero_formula_bytes
+import gc
+import logging
+import types
+import torch
+import torch.distributed as dist
+from ..measure import storage_bytes
+from ..testing import tiny_bert
+from .zero import ZeroSettings
 
 # %% auto #0
-__all__ = ['ds_config', 'live_tensor_bytes', 'held_tensor_bytes', 'ds_try', 'side_by_side', 'bench']
+__all__ = ['ds_config', 'live_tensor_bytes', 'held_tensor_bytes', 'ds_try']
 
 # %% ../../nbs/26_deepspeed.ipynb #5fb818b4
 def ds_config(z: ZeroSettings, rows: int, n: int) -> dict:
@@ -32,8 +33,6 @@ def ds_config(z: ZeroSettings, rows: int, n: int) -> dict:
 
 def live_tensor_bytes() -> int:
     "Bytes of every distinct tensor storage reachable from Python objects (a library-agnostic memory meter)."
-    from fewkit.measure import storage_bytes
-
     seen = {}
     for o in gc.get_objects():
         try:
@@ -48,8 +47,6 @@ def held_tensor_bytes(*roots, max_depth: int = 16) -> int:
     """Bytes of the distinct tensor storages that `roots` hold: reached through attributes, containers, parameters
     with their `.grad` and attributes (DeepSpeed hangs `ds_tensor` on them) and optimizer state. Functions, modules
     and classes are not followed, so it counts what an engine keeps, not the whole process."""
-    import types
-
     skip = (
         types.ModuleType,
         types.FunctionType,
@@ -95,7 +92,7 @@ def _ds_engine(z: ZeroSettings, rows: int, seed: int, extra: dict | None = None,
     eng, *_ = deepspeed.initialize(
         model=m,
         model_parameters=m.parameters(),
-        config={**ds_config(z, rows, world_size()), **(extra or {})},
+        config={**ds_config(z, rows, dist.get_world_size()), **(extra or {})},
         dist_init_required=False,
     )
     return eng
@@ -108,162 +105,3 @@ def ds_try(extra: dict, stage: int = 2, rows: int = 2) -> str | None:
         return None
     except Exception as e:
         return f"{type(e).__name__}: {e}"
-
-
-def _stepper(fwd, backward, step, zero, rows, seed, vocab):
-    "One training step on this rank's rows of global batch `s`; returns the loss tensor."
-    from fewkit.model import mlm_loss
-
-    def one(s):
-        ids, labels = mlm_batch(s, rows * world_size(), vocab=vocab, seed=seed)
-        mine = slice(rank() * rows, (rank() + 1) * rows)
-        loss = mlm_loss(fwd(ids[mine]).float(), labels[mine])
-        backward(loss)
-        step()
-        zero()
-        return loss.detach()
-
-    return one
-
-
-def _global(loss):
-    l = loss.clone()
-    dist.all_reduce(l)
-    return l.item() / world_size()
-
-
-def _timed(one, k, start):
-    t = time.perf_counter()
-    for s in range(k):
-        one(start + s)
-    t = torch.tensor([time.perf_counter() - t])
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t.item() / k
-
-# %% ../../nbs/26_deepspeed.ipynb #4e7c55e2
-def side_by_side(
-    stages=(0, 1, 2, 3),
-    offload: bool = False,
-    steps: int = 20,
-    rows: int = 2,
-    seed: int = 0,
-    rounds: int = 4,
-    k: int = 3,
-    **model_kw,
-) -> dict:
-    "Per stage: fewkit ZeRO and DeepSpeed from one ZeroSettings; losses, live bytes, step-time ratio fewkit/DeepSpeed."
-    out, vocab = {}, model_kw.get("vocab", 64)
-    for st in stages:
-        z = ZeroSettings(stage=st, offload_optimizer=offload)
-        res = {}
-        gc.collect()
-        b0 = live_tensor_bytes()
-        fm = tiny_bert(seed, **model_kw)
-        fz = Zero(fm, z)
-        f = _stepper(fm, lambda l: l.backward(), fz.step, fz.zero_grad, rows, seed, vocab)
-        res["fewkit"] = [_global(f(s)) for s in range(steps)]
-        gc.collect()
-        b1 = live_tensor_bytes()
-        res["fewkit_bytes"] = b1 - b0
-        res["fewkit_exact"] = fz.state_bytes()
-        res["fewkit_held"] = held_tensor_bytes(fm, fz)
-        try:
-            eng = _ds_engine(z, rows, seed, **model_kw)
-            d = _stepper(eng, eng.backward, eng.step, lambda: None, rows, seed, vocab)
-            res["deepspeed"] = [_global(d(s)) for s in range(steps)]
-            gc.collect()
-            res["deepspeed_bytes"] = live_tensor_bytes() - b1
-            res["deepspeed_held"] = held_tensor_bytes(eng)
-            res["deepspeed_optimizer"] = type(eng.optimizer).__name__
-            tf, td = [], []
-            for r in range(rounds):  # ABBA: fewkit, DS, DS, fewkit, ...
-                for which in (0, 1) if r % 2 == 0 else (1, 0):
-                    (tf if which == 0 else td).append(_timed(f if which == 0 else d, k, steps + r * k))
-            res.update(fewkit_step_s=median(tf), deepspeed_step_s=median(td), ratio=median(tf) / median(td))
-            res["max_loss_diff"] = max(abs(a - b) for a, b in zip(res["fewkit"], res["deepspeed"]))
-        except Exception as e:  # say plainly what DeepSpeed cannot do here
-            res["deepspeed_error"] = f"{type(e).__name__}: {str(e)[:300]}"
-        out[st] = res
-        del fm, fz
-        gc.collect()
-    return out
-
-# %% ../../nbs/26_deepspeed.ipynb #a0984c55
-def _plots(mem, sbs, comm, out: Path):
-    from fewkit.measure import figure, save_figure
-
-    psi, Ns = mem[0]["psi"], [1, 2, 4, 8, 16, 32, 64]
-    fig, (a, b) = figure("ZeRO per-rank model states and communication", figsize=(9, 3.4), ncols=2, dpi=80)
-    for st, c in zip(range(4), "krgb"):
-        for dt, ls in (("bf16", "-"), ("fp32", ":")):
-            a.plot(Ns, [zero_formula_bytes(psi, n, st, dt)["total"] for n in Ns], c + ls, label=f"stage {st} {dt}")
-            pts = [r for r in mem if r["stage"] == st and r["dtype"] == dt]
-            a.plot([r["n"] for r in pts], [r["total"] for r in pts], c + "o")
-    a.set(xscale="log", yscale="log", xlabel="N", ylabel="bytes per rank (dots: measured)")
-    a.legend(fontsize=6, ncol=2)
-    b.bar(range(4), [2, 2, 2, 3], color="lightgray", label="paper")
-    b.plot(range(4), comm, "ko", label="measured")
-    b.set(xticks=range(4), xlabel="stage", ylabel="elements moved per step / Ψ")
-    b.legend(fontsize=7)
-    save_figure(fig, out / "zero_memory.png")
-    fig, (a, b) = figure("fewkit ZeRO vs DeepSpeed (2 processes)", figsize=(9, 3.4), ncols=2, dpi=80)
-    for st, c in zip(sbs, "krgb"):
-        r = sbs[st]
-        a.plot(r["fewkit"], c + "-", label=f"fewkit stage {st}")
-        if "deepspeed" in r:
-            a.plot(r["deepspeed"], c + "x", label=f"DeepSpeed stage {st}")
-    a.set(xlabel="step", ylabel="loss")
-    a.legend(fontsize=6)
-    b.bar([str(s) for s in sbs], [sbs[s].get("ratio", 0) for s in sbs])
-    b.axhline(1.2, color="r", ls="--", label="target 1.2")
-    b.set(xlabel="stage", ylabel="step time fewkit / DeepSpeed")
-    b.legend(fontsize=7)
-    save_figure(fig, out / "zero_deepspeed.png")
-
-
-def bench(out: Path, quick: bool = False) -> dict:
-    "`fewkit bench zero`: measured vs formula bytes per stage and N, loss parity vs DDP, fewkit/DeepSpeed step-time ratio."
-    from fewkit.measure import env_info
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    steps, ns, Z = (5 if quick else 20), ((1, 2) if quick else (1, 2, 4)), "fewkit.parallel.zero:"
-    mem = run_function(Z + "zero_memory", max(ns), kwargs=dict(ns=ns, vocab=61), timeout_s=900)[0]
-    parity, comm = {}, None
-    for n in (2,) if quick else (2, 4):
-        res = run_function(Z + "zero_run", n, kwargs=dict(stages=(0, 1, 2, 3), steps=steps), timeout_s=900)[0]
-        parity[str(n)] = {
-            str(st): max(abs(a - b) for a, b in zip(res[st]["losses"], res["ddp"]["losses"])) for st in range(4)
-        }
-        comm = comm or [res[st]["comm_per_step"] for st in range(4)]
-    sbs = run_function(
-        "fewkit.parallel.deepspeed:side_by_side",
-        2,
-        timeout_s=1800,
-        kwargs=dict(steps=steps, rounds=2 if quick else 6, k=2 if quick else 5),
-    )[0]
-    offload = {}
-    if not quick:  # DeepSpeedCPUAdam: JIT build on first use
-        try:
-            offload = run_function(
-                "fewkit.parallel.deepspeed:side_by_side",
-                2,
-                timeout_s=1800,
-                kwargs=dict(stages=(1, 2, 3), offload=True, steps=steps, rounds=2, k=3),
-            )[0]
-        except Exception as e:
-            offload = {"error": str(e)[-1000:]}
-    _plots(mem, sbs, comm, out)
-    ratios = {str(s): r.get("ratio") for s, r in sbs.items()}
-    return dict(
-        env=env_info(),
-        memory=mem,
-        memory_exact=all(r["total"] == r["formula"] for r in mem),
-        parity_vs_ddp_max_abs=parity,
-        comm_per_step_over_psi=comm,
-        deepspeed={str(s): r for s, r in sbs.items()},
-        deepspeed_offload={str(s): r for s, r in offload.items()},
-        ratio_fewkit_over_deepspeed=ratios,
-        target_ratio=1.2,
-        pngs=["zero_memory.png", "zero_deepspeed.png"],
-    )

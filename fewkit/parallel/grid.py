@@ -1,4 +1,4 @@
-"""3D parallelism: ranks laid out as a dp × pp × tp grid, each dimension with its own process groups, composed in one training step.
+"""Ranks laid out as a dp × pp × tp grid, each dimension with its own process groups, composed in one training step.
 
 Docs: https://fewkit.github.io/fewkit/parallel_3d.html.md"""
 
@@ -6,17 +6,13 @@ Docs: https://fewkit.github.io/fewkit/parallel_3d.html.md"""
 
 # %% ../../nbs/25_parallel_3d.ipynb #59202044
 from __future__ import annotations
-import os
 from dataclasses import dataclass
-from pathlib import Path
-import torch, torch.distributed as dist
+import torch.distributed as dist
 from ..core import FewkitError, Settings
-from .distributed import tiny_bert, mlm_batch, new_group, run_function
-from .tensor_parallel import apply_tensor_parallel, full_named, _device
-from .pipeline import Stage, pipeline_step
+from .distributed import new_group
 
 # %% auto #0
-__all__ = ['LAYOUTS4', 'grid_ranks', 'grid_coords', 'Grid', 'Zero1', 'GridSettings', 'train_3d', 'grid_parity', 'bench']
+__all__ = ['grid_ranks', 'grid_coords', 'Grid', 'GridSettings']
 
 # %% ../../nbs/25_parallel_3d.ipynb #b6b67144
 def grid_ranks(dp: int, pp: int, tp: int) -> dict:
@@ -54,34 +50,6 @@ class Grid:
     def __repr__(self):
         return f"Grid(rank {self.rank}: d={self.d} s={self.s} t={self.t} of {self.dp}×{self.pp}×{self.tp})"
 
-# %% ../../nbs/25_parallel_3d.ipynb #df977c05
-class Zero1:
-    "Adam whose moments are split over `group`: each rank steps its slice of the flat parameters, then all-gather."
-
-    def __init__(self, params, group, lr: float):
-        self.params, self.group, self.n, self.r = list(params), group, dist.get_world_size(group), dist.get_rank(group)
-        total = sum(p.numel() for p in self.params)
-        self.P = -(-total // self.n)  # slice length (padded)
-        self.flat = torch.zeros(self.P * self.n, device=self.params[0].device)
-        self.flat[:total] = torch.cat([p.data.reshape(-1) for p in self.params])
-        self.mine = torch.nn.Parameter(self.flat[self.r * self.P : (self.r + 1) * self.P].clone())
-        self.opt = torch.optim.Adam([self.mine], lr=lr)  # states: 2 × P floats instead of 2 × total
-
-    def step(self):
-        g = torch.zeros_like(self.flat)
-        g[: sum(p.numel() for p in self.params)] = torch.cat([p.grad.reshape(-1) for p in self.params])
-        self.mine.grad = g[self.r * self.P : (self.r + 1) * self.P]  # already averaged over dp by the caller
-        self.opt.step()
-        dist.all_gather_into_tensor(self.flat, self.mine.data, group=self.group)
-        i = 0
-        for p in self.params:
-            p.data.copy_(self.flat[i : i + p.numel()].view_as(p))
-            i += p.numel()
-
-    def zero_grad(self):
-        for p in self.params:
-            p.grad = None
-
 # %% ../../nbs/25_parallel_3d.ipynb #8cca68e9
 @dataclass
 class GridSettings(Settings):
@@ -92,138 +60,5 @@ class GridSettings(Settings):
     tp: int = 1
     micro_batches: int = 2
     schedule: str = "1f1b"
-    zero1: bool = False
+    zero1: bool = False  # Adam's states partitioned over dp (fewkit.parallel.zero.Zero, stage 1)
     lr: float = 1e-2
-
-
-def train_3d(cfg: GridSettings, steps: int = 3, rows: int = 4, seq: int = 8, seed: int = 0) -> dict:
-    "Run on dp·pp·tp ranks: losses of 3D training vs one process on the global batch, and max |Δparam| after."
-    from fewkit.model import mlm_loss
-
-    G, dev, kw = Grid(cfg.dp, cfg.pp, cfg.tp), _device(), dict(vocab=128, hidden=64, layers=4, heads=4)
-    ref, model = tiny_bert(seed, **kw).to(dev), tiny_bert(seed, **kw).to(dev)
-    apply_tensor_parallel(model, G.tp_group)
-    stage = Stage(model, G.s, G.pp)
-    params = list(stage.parameters())
-    opt = Zero1(params, G.dp_group, cfg.lr) if cfg.zero1 else torch.optim.Adam(params, lr=cfg.lr)
-    ref_opt, losses, ref_losses = torch.optim.Adam(ref.parameters(), lr=cfg.lr), [], []
-    for step in range(steps):
-        ids, labels = (t.to(dev) for t in mlm_batch(step, rows * cfg.dp, seq, 128, seed))  # (dp·rows, T) global batch
-        mine = slice(G.d * rows, (G.d + 1) * rows)
-        _, r = pipeline_step(
-            stage,
-            ids[mine],
-            labels[mine],
-            cfg.micro_batches,
-            cfg.schedule,
-            G.pp_ranks,
-            G.emb_group if G.pp > 1 else None,
-        )
-        for p in params:  # data parallel: mean gradient over replicas
-            if cfg.dp > 1:
-                dist.all_reduce(p.grad, group=G.dp_group)
-                p.grad /= cfg.dp
-        opt.step()
-        opt.zero_grad()
-        l = torch.tensor([r["loss"] if (stage.last and G.t == 0) else 0.0], device=dev)
-        dist.all_reduce(l)
-        losses.append(l.item() / cfg.dp)
-        ref_loss = mlm_loss(ref(ids), labels)
-        ref_loss.backward()
-        ref_opt.step()
-        ref_opt.zero_grad()
-        ref_losses.append(ref_loss.item())
-    full, mine_ids, refp = full_named(model, "data", G.tp_group), {id(p) for p in params}, dict(ref.named_parameters())
-    diff = max((full[n] - refp[n].data).abs().max().item() for n, p in model.named_parameters() if id(p) in mine_ids)
-    return dict(
-        grid=repr(G),
-        losses=losses,
-        ref_losses=ref_losses,
-        param_diff=diff,
-        opt_state_floats=sum(
-            s.numel()
-            for st in (opt.opt if cfg.zero1 else opt).state.values()
-            for s in st.values()
-            if torch.is_tensor(s) and s.dim()
-        ),
-    )
-
-# %% ../../nbs/25_parallel_3d.ipynb #1e70e273
-LAYOUTS4 = ((2, 2, 1), (1, 2, 2), (2, 1, 2))
-
-
-def grid_parity(layouts=LAYOUTS4, zero1: bool = False, steps: int = 3) -> list[dict]:
-    "Run on N ranks: `train_3d` for each (dp, pp, tp) layout with dp·pp·tp = N."
-    return [dict(layout=l, **train_3d(GridSettings(*l, zero1=zero1), steps)) for l in layouts]
-
-# %% ../../nbs/25_parallel_3d.ipynb #eb25b576
-def _launch(fn: str, n: int, **kw) -> list:
-    "run_function on n ranks; with fewer GPUs than ranks, run on CPU (gloo) instead of failing in nccl."
-    import torch.cuda
-
-    if torch.cuda.is_available() and torch.cuda.device_count() < n:
-        old = os.environ.get("CUDA_VISIBLE_DEVICES")
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
-        try:
-            return run_function(fn, n, **kw)
-        finally:
-            if old is None:
-                os.environ.pop("CUDA_VISIBLE_DEVICES")
-            else:
-                os.environ["CUDA_VISIBLE_DEVICES"] = old
-    return run_function(fn, n, **kw)
-
-
-def bench(out: Path, quick: bool = False) -> dict:
-    "TP/PP/3D parity, pipeline bubble measured vs (p−1)/(m+p−1), GPipe vs 1F1B activation bytes; PNGs in `out`."
-    from fewkit.measure import env_info, figure, save_figure
-
-    out, P = Path(out), "fewkit.parallel.pipeline:"
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    res = dict(
-        env=env_info(),
-        backend={n: "nccl" if gpus >= n else "gloo (CPU)" for n in (2, 4)},
-        tp={n: _launch("fewkit.parallel.tensor_parallel:tp_parity", n, timeout_s=180)[0] for n in (2, 4)},
-    )
-    ms = (1, 2, 4) if quick else (1, 2, 4, 8, 16)
-    four = _launch(
-        "fewkit.parallel.distributed:calls",
-        4,
-        timeout_s=300,
-        args=(
-            (P + "pp_parity", {}),
-            (P + "bubble_sweep", dict(ms=ms)),
-            (P + "activation_peaks", dict(m=8)),
-            ("fewkit.parallel.grid:grid_parity", {}),
-        ),
-    )
-    res["pp"] = {
-        k: [r[0][k]["grad_diff"] for r in four] + [abs(four[-1][0][k]["loss"] - four[-1][0][k]["ref_loss"])]
-        for k in ("gpipe", "1f1b")
-    }
-    res["bubble"], res["activations"] = four[0][1], [r[2] for r in four]
-    res["grid"] = [
-        dict(
-            layout=x["layout"],
-            max_loss_diff=max(abs(a - b) for a, b in zip(x["losses"], x["ref_losses"])),
-            max_param_diff=max(q[i]["param_diff"] for q in (r[3] for r in four)),
-        )
-        for i, x in enumerate(four[0][3])
-    ]
-    fig, ax = figure("Pipeline bubble, p = 4, 1F1B (sleep-emulated stages)")
-    ax.plot(ms, [b["formula"] for b in res["bubble"]], "k--", label="(p-1)/(m+p-1)")
-    ax.plot(ms, [b["measured"] for b in res["bubble"]], "o-", label="measured")
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("micro-batches m")
-    ax.set_ylabel("bubble fraction")
-    ax.legend()
-    save_figure(fig, out / "parallel_bubble.png")
-    fig, ax = figure("Peak saved activations per stage, m = 8, p = 4")
-    x = torch.arange(4).float()
-    for k, dx in (("gpipe", -0.2), ("1f1b", 0.2)):
-        ax.bar(x + dx, [a[k] / 1e6 for a in res["activations"]], 0.4, label=k)
-    ax.set_xlabel("stage")
-    ax.set_ylabel("MB")
-    ax.legend()
-    save_figure(fig, out / "parallel_activations.png")
-    return res

@@ -1,4 +1,4 @@
-"""ZeRO-Offload: fp32 master weights, Adam's states and Adam's step live on the host; the device only computes.
+"""fp32 master weights, Adam's states, the reduced gradients and Adam's step live in host memory; the device keeps the low-precision weights.
 
 Docs: https://fewkit.github.io/fewkit/offload.html.md"""
 
@@ -6,100 +6,20 @@ Docs: https://fewkit.github.io/fewkit/offload.html.md"""
 
 # %% ../../nbs/22_offload.ipynb #e0fee80b
 from __future__ import annotations
-from dataclasses import dataclass
-import torch
-from torch import nn
-from ..core import FewkitError, Settings, get_device
+from ..core import FewkitError
 
 # %% auto #0
-__all__ = ['DTYPES', 'OffloadSettings', 'ZeroOffload', 'train_offload']
+__all__ = ['offload_formula_bytes']
 
 # %% ../../nbs/22_offload.ipynb #ffa5d105
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass
-class OffloadSettings(Settings):
-    "ZeRO-Offload: compute copy precision and place, Adam's hyper-parameters (master + states on the host)."
-
-    dtype: str = "bf16"  # the device copy; the host master is always fp32
-    device: str = "auto"  # 'auto' = cuda if available else cpu
-    lr: float = 1e-3
-    betas: tuple = (0.9, 0.999)
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-
-    def to_deepspeed_config(self) -> dict:
-        "DeepSpeed's fragment: ZeRO-2 with the optimizer offloaded to the CPU."
-        return {
-            "zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu", "pin_memory": True}},
-            "bf16": {"enabled": self.dtype == "bf16"},
-            "fp16": {"enabled": self.dtype == "fp16"},
-        }
-
-# %% ../../nbs/22_offload.ipynb #d73bbdfc
-class ZeroOffload:
-    "Adam with fp32 master weights and states on the host; `model` computes on the device in `cfg.dtype`."
-
-    def __init__(self, model: nn.Module, cfg: OffloadSettings = OffloadSettings(), host: str = "cpu"):
-        self.cfg, self.dtype = cfg, DTYPES[cfg.dtype]
-        self.device = get_device() if cfg.device == "auto" else torch.device(cfg.device)
-        self.params = list({id(p): p for p in model.parameters()}.values())
-        self.offset, n = {}, 0
-        for p in self.params:
-            self.offset[p], n = n, n + p.numel()
-        pin = self.device.type == "cuda"  # page-locked host memory: async copies
-        self.master = nn.Parameter(torch.cat([p.detach().reshape(-1).float().to(host) for p in self.params]))
-        self.host_grad = torch.zeros(n, dtype=torch.float32, device=host, pin_memory=pin)
-        self.flat = self.master.detach().to(self.device, self.dtype)  # the device copy, (Ψ,)
-        for p in self.params:
-            p.data = self.flat[self.offset[p] : self.offset[p] + p.numel()].view(p.shape)
-            p.register_post_accumulate_grad_hook(self._to_host)
-        self.opt = torch.optim.Adam(
-            [self.master], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+def offload_formula_bytes(psi: int, n: int = 1, stage: int = 2, dtype: str = "bf16") -> dict:
+    "ZeRO-Offload per rank: bytes resident on the device and on the host, bytes that cross each way per step."
+    if stage not in (2, 3):
+        raise FewkitError(
+            f"offload_formula_bytes: stage 2 or 3 (stages 0-1 keep full gradients on the device), got {stage}"
         )
-        self.to_host = self.to_device = 0  # bytes that left / reached the device copy
-
-    @torch.no_grad()
-    def _to_host(self, p):
-        o = self.offset[p]
-        self.host_grad[o : o + p.numel()].add_(p.grad.reshape(-1).to(self.host_grad.device, non_blocking=True))
-        self.to_host += p.grad.numel() * p.grad.element_size()
-        p.grad = None  # the device drops it
-
-    @torch.no_grad()
-    def step(self):
-        "Adam on the host's fp32 master; the result goes back to the device in `dtype`."
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()  # all gradient copies have landed
-        self.master.grad = self.host_grad
-        self.opt.step()
-        half = self.master.detach().to(self.dtype)  # cast on the host: 2 bytes/param cross
-        self.flat.copy_(half, non_blocking=True)
-        self.to_device += half.numel() * half.element_size()
-
-    def zero_grad(self):
-        self.host_grad.zero_()
-
-    def state_bytes(self) -> dict:
-        "Bytes that persist on the device and on the host."
-        st = [t for s in self.opt.state.values() for t in s.values() if torch.is_tensor(t) and t.dim() > 0]
-        host = sum(t.numel() * t.element_size() for t in [self.master, self.host_grad, *st])
-        return dict(device=self.flat.numel() * self.flat.element_size(), host=host)
-
-# %% ../../nbs/22_offload.ipynb #1e3bbca5
-def train_offload(
-    model, cfg: OffloadSettings, steps: int = 5, rows: int = 4, seed: int = 0
-) -> tuple[list[float], ZeroOffload]:
-    "Train `model` with ZeroOffload on the chapter's toy MLM batches; returns (losses, optimizer)."
-    from fewkit.model import mlm_loss
-
-    z, losses = ZeroOffload(model, cfg), []
-    for s in range(steps):
-        ids, labels = mlm_batch(s, rows, vocab=model.config.vocab_size, seed=seed)
-        loss = mlm_loss(model(ids.to(z.device)).float(), labels.to(z.device))
-        loss.backward()
-        z.step()
-        z.zero_grad()
-        losses.append(loss.item())
-    return losses, z
+    b = 2 if dtype != "fp32" else 4  # the device copy's bytes per parameter
+    part = psi // n  # this rank's partition
+    device = b * psi // (n if stage == 3 else 1)  # the weights (stage 3: only the partition between layers)
+    host = 16 * part  # fp32 master 4 + Adam's two moments 8 + the fp32 reduced gradient 4, per partition element
+    return dict(device=device, host=host, to_host=b * part, to_device=b * part)

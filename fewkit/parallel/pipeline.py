@@ -7,12 +7,13 @@ Docs: https://fewkit.github.io/fewkit/pipeline_parallel.html.md"""
 # %% ../../nbs/24_pipeline_parallel.ipynb #9281a0c1
 from __future__ import annotations
 import time
-import torch, torch.distributed as dist
+import torch
+import torch.distributed as dist
 from torch import nn
 from ..core import FewkitError
 from ..measure import SavedTensorMeter
 from ..model import mlm_loss
-from .distributed import tiny_bert, mlm_batch
+from ..testing import tiny_bert, mlm_batch
 from .tensor_parallel import _device
 
 # %% auto #0

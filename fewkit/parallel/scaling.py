@@ -6,19 +6,16 @@ Docs: https://fewkit.github.io/fewkit/scaling.html.md"""
 
 # %% ../../nbs/27_scaling.ipynb #62ace510
 from __future__ import annotations
-import math, os, time
+import math
+import time
 from dataclasses import dataclass
-from pathlib import Path
-import torch, torch.distributed as dist
+import torch
+import torch.distributed as dist
 from ..core import Settings
-from ..model import BertConfig, mlm_loss
-from .distributed import tiny_bert, mlm_batch, data_parallel, DPSettings, run_function
-from .tensor_parallel import apply_tensor_parallel, _device
-from .pipeline import Stage, pipeline_step
+from ..model import BertConfig
 
 # %% auto #0
-__all__ = ['SMALL', 'A100', 'LAYOUTS', 'Shape', 'Hardware', 'allreduce_s', 'step_time', 'throughput_run', 'comm_probe',
-           'calibrate', 'predict_a100', 'measure_cpu', 'bench']
+__all__ = ['A100', 'LAYOUTS', 'Shape', 'Hardware', 'allreduce_s', 'step_time', 'comm_probe', 'calibrate', 'predict_a100']
 
 # %% ../../nbs/27_scaling.ipynb #dd72fd32
 @dataclass
@@ -101,57 +98,6 @@ def step_time(sh: Shape, B: int, hw: Hardware, dp: int = 1, tp: int = 1, pp: int
     )
 
 # %% ../../nbs/27_scaling.ipynb #4dd8a2bf
-SMALL = dict(layers=4, hidden=128, heads=4, vocab=1000, rows=8, seq=64, m=4)
-
-
-def throughput_run(
-    strategy: str = "dp",
-    steps: int = 4,
-    layers: int = 4,
-    hidden: int = 128,
-    heads: int = 4,
-    vocab: int = 1000,
-    rows: int = 8,
-    seq: int = 64,
-    m: int = 4,
-) -> dict:
-    "Run on n ranks: seconds per training step and tokens/s of one strategy ('dp' | 'tp' | 'pp')."
-    n, r, dev = dist.get_world_size(), dist.get_rank(), _device()
-    model = tiny_bert(0, vocab=vocab, hidden=hidden, layers=layers, heads=heads).to(dev)
-    sync, stage, tied = None, None, (dist.new_group([0, n - 1]) if strategy == "pp" and n > 1 else None)
-    if strategy == "dp":
-        model, sync = data_parallel(model, DPSettings("bucketed"))
-    if strategy == "tp":
-        apply_tensor_parallel(model)
-    if strategy == "pp":
-        stage = Stage(model, r, n)
-    opt = torch.optim.SGD((stage or model).parameters(), lr=1e-3)
-
-    def step(i):
-        ids, labels = (t.to(dev) for t in mlm_batch(i, rows, seq, vocab))
-        if strategy == "pp":
-            pipeline_step(stage, ids, labels, m, "1f1b", tied_group=tied)
-        else:
-            if strategy == "dp":
-                ids, labels = ids.chunk(n)[r], labels.chunk(n)[r]
-            mlm_loss(model(ids), labels).backward()
-            if sync:
-                sync.finish()
-        opt.step()
-        opt.zero_grad()
-
-    step(0)
-    ts = []
-    for i in range(steps):  # median of per-step times: robust to other jobs' bursts on a shared machine
-        dist.barrier()
-        t0 = time.perf_counter()
-        step(i + 1)
-        dist.barrier()
-        ts.append(time.perf_counter() - t0)
-    dt = sorted(ts)[len(ts) // 2]
-    return dict(strategy=strategy, n=n, step_s=dt, tokens_per_s=rows * seq / dt)
-
-
 def comm_probe(sizes=(64, 1 << 20), reps: int = 20) -> dict:
     "Run on n ranks: median seconds of an all-reduce of each size (bytes)."
     out = {}
@@ -241,77 +187,3 @@ def predict_a100(gpus=(8, 16, 32, 64), seqs_per_replica: int = 16, m: int = 16, 
             r["efficiency"] = r["tokens_per_s"] / (base * r["gpus"])
         out[name] = rows
     return out
-
-# %% ../../nbs/27_scaling.ipynb #2289442c
-def measure_cpu(ns=(1, 2, 4), steps: int = 4, **kw) -> tuple[list[dict], dict]:
-    "Measured step times of DP, TP and PP on 1..4 local processes (CPU, gloo), and the all-reduce probe on 2."
-    F = "fewkit.parallel.scaling:throughput_run"
-    runs = [run_function(F, 1, kwargs=dict(strategy="dp", steps=steps, **kw), timeout_s=300)[0]]
-    for n in ns:
-        if n == 1:
-            continue
-        res = run_function(
-            "fewkit.parallel.distributed:calls",
-            n,
-            timeout_s=600,
-            args=tuple((F, dict(strategy=s, steps=steps, **kw)) for s in ("dp", "tp", "pp")),
-        )
-        runs += res[0]
-    probe = (
-        run_function("fewkit.parallel.scaling:comm_probe", 2, timeout_s=120)[0]
-        if max(ns) > 1
-        else {64: 0.0, 1 << 20: 0.0}
-    )
-    return [*({**runs[0], "strategy": s} for s in ("dp", "tp", "pp")), *runs[1:]], probe
-
-# %% ../../nbs/27_scaling.ipynb #5a0008e7
-def bench(out: Path, quick: bool = False) -> dict:
-    "Measured throughput (DP/TP/PP × 1, 2, 4 processes), calibrated cost model, A100 prediction; PNGs in `out`."
-    from fewkit.measure import env_info, figure, save_figure
-
-    out, cuda = Path(out), torch.cuda.is_available()
-    kw = dict(layers=2, rows=4, seq=32) if quick else dict(SMALL)
-    if cuda and not quick:
-        kw.update(layers=8, hidden=1024, heads=16, rows=64)  # GPU: big enough to time (T ≤ 64)
-    m = kw.pop("m", 4)
-    ns = (1, 2) if quick else (1, 2, 4)
-    if cuda:
-        ns = tuple(n for n in ns if n <= torch.cuda.device_count())  # one process per GPU (nccl)
-    runs, probe = measure_cpu(ns=ns, steps=2 if quick else 4, **kw)
-    H = kw.get("hidden", 128)
-    sh = Shape(kw.get("layers", 4), H, 4 * H, kw.get("vocab", 1000), kw["seq"])
-    hw, rows = calibrate(runs, probe, math.inf if cuda else os.cpu_count(), sh, kw["rows"], m)
-    for r in rows:
-        r["efficiency"] = r["tokens_per_s"] / (r["n"] * rows[0]["tokens_per_s"])
-    pred = predict_a100()
-    fig, ax = figure("Measured vs cost model (" + ("GPU processes, nccl" if cuda else "CPU processes, gloo") + ")")
-    for s, c in (("dp", "C0"), ("tp", "C1"), ("pp", "C2")):
-        rs = [r for r in rows if r["strategy"] == s]
-        ax.plot([r["n"] for r in rs], [r["tokens_per_s"] for r in rs], "o-", color=c, label=f"{s} measured")
-        ax.plot(
-            [r["n"] for r in rs], [kw["rows"] * kw["seq"] / r["pred_s"] for r in rs], "x--", color=c, label=f"{s} model"
-        )
-    ax.set_xlabel("processes")
-    ax.set_ylabel("tokens/s")
-    ax.legend(fontsize=7)
-    save_figure(fig, out / "scaling_cpu.png")
-    fig, ax = figure("1.2B BERT on A100s: cost-model prediction", device="cpu")
-    g = [r["gpus"] for r in next(iter(pred.values()))]
-    first = max(rs[0]["tokens_per_s"] for rs in pred.values())
-    ax.plot(g, [first * x / g[0] for x in g], "k:", label="linear ideal")
-    for name, rs in pred.items():
-        ax.plot(g, [r["tokens_per_s"] for r in rs], "o-", label=name)
-    ax.set_xlabel("GPUs")
-    ax.set_ylabel("tokens/s")
-    ax.set_xticks(g)
-    ax.legend(fontsize=7)
-    save_figure(fig, out / "scaling_a100.png")
-    return dict(
-        env=env_info(),
-        cpu_runs=rows,
-        probe=probe,
-        hardware_cpu=hw.to_dict(),
-        max_abs_error=max(abs(r["err"]) for r in rows),
-        a100=pred,
-        a100_constants=A100.to_dict(),
-    )

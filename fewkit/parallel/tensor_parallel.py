@@ -8,10 +8,12 @@ Docs: https://fewkit.github.io/fewkit/tensor_parallel.html.md"""
 from __future__ import annotations
 import os
 from functools import partial
-import torch, torch.distributed as dist, torch.nn.functional as F
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 from ..core import FewkitError
-from .distributed import rank, world_size, tiny_bert, mlm_batch
+from ..testing import tiny_bert, mlm_batch
 
 # %% auto #0
 __all__ = ['COMM', 'CopyToTP', 'ReduceFromTP', 'copy_to_tp', 'reduce_from_tp', 'shard', 'ColumnParallelLinear',

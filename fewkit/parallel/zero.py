@@ -6,12 +6,10 @@ Docs: https://fewkit.github.io/fewkit/zero.html.md"""
 
 # %% ../../nbs/21_zero.ipynb #17c13fda
 from __future__ import annotations
-import io
 from dataclasses import dataclass
 from functools import partial
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.autograd import Variable
 from ..core import FewkitError, Settings
@@ -21,8 +19,7 @@ from ..testing import tiny_bert, mlm_batch
 from .distributed import DPSettings, data_parallel, new_group
 
 # %% auto #0
-__all__ = ['DTYPES', 'ZeroSettings', 'zero_formula_bytes', 'no_decay', 'distinct_bytes', 'ZeroAdamW', 'Zero', 'zero_run',
-           'zero_memory', 'zero_subgroup', 'adamw_reference', 'trainer_parity']
+__all__ = ['DTYPES', 'ZeroSettings', 'zero_formula_bytes', 'no_decay', 'distinct_bytes', 'ZeroAdamW', 'Zero', 'zero_subgroup']
 
 # %% ../../nbs/21_zero.ipynb #e5fae78d
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -142,7 +139,7 @@ class ZeroAdamW(torch.optim.AdamW):
             if u.master.data_ptr() != u.part.data_ptr():
                 u.part.copy_(u.master)  # the compute copy follows its master
 
-# %% ../../nbs/21_zero.ipynb #1190eed1
+# %% ../../nbs/21_zero.ipynb #78f3cf73
 def _tensors(out) -> list:
     "Every tensor inside a module's output (tensor, tuple, list, dict or an object with attributes)."
     if torch.is_tensor(out):
@@ -540,85 +537,6 @@ class Zero:
         "Ψ: number of parameters (padded: as stored, a multiple of N per unit)."
         return sum(u.padded if padded else u.numel for u in self.units)
 
-# %% ../../nbs/21_zero.ipynb #2f79ba0e
-def _train(model, fwd, step, zero_grad, steps, rows, seed, dtype):
-    r, n, losses, vocab = dist.get_rank(), dist.get_world_size(), [], model.config.vocab_size
-    for s in range(steps):
-        ids, labels = mlm_batch(s, rows * n, vocab=vocab, seed=seed)
-        mine = slice(r * rows, (r + 1) * rows)
-        loss = mlm_loss(fwd(ids[mine]).float(), labels[mine])
-        loss.backward()
-        step()
-        zero_grad()
-        l = loss.detach().clone()
-        dist.all_reduce(l)
-        losses.append(l.item() / n)
-    return losses
-
-
-def zero_run(
-    stages=(1, 2, 3),
-    dtype: str = "fp32",
-    steps: int = 20,
-    rows: int = 2,
-    seed: int = 0,
-    lr: float = 1e-3,
-    ddp: bool = True,
-    **model_kw,
-) -> dict:
-    "On every rank: DDP+Adam reference and ZeRO `stages`; loss trajectories, bytes vs formula, comm per step."
-    n, out = dist.get_world_size(), {}
-    if ddp:
-        m = tiny_bert(seed, **model_kw)
-        d = nn.parallel.DistributedDataParallel(m)
-        opt = torch.optim.Adam(m.parameters(), lr=lr)
-        out["ddp"] = dict(losses=_train(m, d, opt.step, opt.zero_grad, steps, rows, seed, dtype))
-    for st in stages:
-        m = tiny_bert(seed, **model_kw)
-        z = Zero(m, ZeroSettings(stage=st, dtype=dtype, lr=lr))
-        c0 = z.comm
-        losses = _train(m, m, z.step, z.zero_grad, steps, rows, seed, dtype)
-        comm = (z.comm - c0) / steps
-        psi, psi_p = z.numel(False), z.numel(True)
-        out[st] = dict(
-            losses=losses,
-            bytes=z.state_bytes(),
-            formula=zero_formula_bytes(psi_p, n, st, dtype),
-            formula_unpadded=zero_formula_bytes(psi, n, st, dtype),
-            psi=psi,
-            psi_padded=psi_p,
-            comm_per_step=comm / psi_p,
-        )
-    return out
-
-# %% ../../nbs/21_zero.ipynb #94961b44
-def zero_memory(ns=(1, 2, 4), stages=(0, 1, 2, 3), dtypes=("bf16", "fp32"), **model_kw) -> list[dict]:
-    "Per-rank bytes after one step, for each group size in `ns` (needs max(ns) ranks), stage and dtype."
-    rows, groups = [], {n: new_group(list(range(n))) for n in ns}
-    for n, g in groups.items():
-        if dist.get_rank() >= n:
-            continue
-        for dt in dtypes:
-            for st in stages:
-                m = tiny_bert(0, **model_kw)
-                z = Zero(m, ZeroSettings(stage=st, dtype=dt), group=g)
-                ids, labels = mlm_batch(0, 2, vocab=model_kw.get("vocab", 64))
-                mlm_loss(m(ids).float(), labels).backward()
-                z.step()
-                z.zero_grad()
-                rows.append(
-                    dict(
-                        n=n,
-                        stage=st,
-                        dtype=dt,
-                        psi=z.numel(False),
-                        psi_padded=z.numel(True),
-                        **z.state_bytes(),
-                        formula=zero_formula_bytes(z.numel(True), n, st, dt)["total"],
-                    )
-                )
-    return rows
-
 # %% ../../nbs/21_zero.ipynb #3f7c22a7
 def zero_subgroup(stage: int = 3, dp: str = "bucketed") -> dict | None:
     "Run on 3 ranks: ranks 1 and 2 train in their own group, rank 0 sits out. Both must start from global rank 1's weights."
@@ -633,115 +551,3 @@ def zero_subgroup(stage: int = 3, dp: str = "bucketed") -> dict | None:
     fwd, _ = data_parallel(d, DPSettings(dp), group=g)
     with torch.no_grad():
         return dict(ref=ref, zero=mlm_loss(m(ids), labels).item(), dp=mlm_loss(fwd(ids), labels).item())
-
-# %% ../../nbs/21_zero.ipynb #e897825e
-def _loss_sum(model, ids, labels) -> torch.Tensor:
-    "Sum of the MLM cross-entropy over every position (what fit's `loss_fn` returns), in fp32."
-    return F.cross_entropy(model(ids).float().flatten(0, 1), labels.flatten(), reduction="sum")
-
-
-def _warmup(i: int) -> float:
-    return min(1.0, (i + 1) / 3)  # a schedule that moves the lr of every group in the first steps
-
-
-def adamw_reference(steps: int, rows: int, max_norm: float, lr: float, weight_decay: float, seed: int = 0, **model_kw):
-    "One process on the whole global batch: torch AdamW (no decay on `no_decay`), clip_grad_norm_; (losses, model)."
-    m = tiny_bert(seed, **model_kw)
-    named = list(m.named_parameters())
-    groups = [
-        dict(params=[p for k, p in named if not no_decay(k, p)], weight_decay=weight_decay),
-        dict(params=[p for k, p in named if no_decay(k, p)], weight_decay=0.0),
-    ]
-    opt = torch.optim.AdamW(groups, lr=lr, eps=1e-6)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup)
-    losses = []
-    for s in range(steps):
-        ids, labels = mlm_batch(s, rows, vocab=m.config.vocab_size, seed=seed)
-        loss = _loss_sum(m, ids, labels) / labels.numel()
-        loss.backward()
-        nn.utils.clip_grad_norm_(m.parameters(), max_norm)
-        opt.step()
-        sched.step()
-        opt.zero_grad()
-        losses.append(loss.item())
-    return losses, m
-
-
-def _zero_steps(m, z, sched, first: int, steps: int, rows: int, micro: int, max_norm: float, seed: int) -> list:
-    "fit's step on this rank: its rows in `micro` micro-batches, loss sum / global count × N, step, zero_grad."
-    r, n, losses = dist.get_rank(), dist.get_world_size(), []
-    for s in range(first, first + steps):
-        ids, labels = mlm_batch(s, rows * n, vocab=m.config.vocab_size, seed=seed)
-        mine = slice(r * rows, (r + 1) * rows)
-        total = torch.zeros(1, dtype=torch.float64)
-        for mi, ml in zip(ids[mine].chunk(micro), labels[mine].chunk(micro)):
-            loss = _loss_sum(m, mi, ml)
-            (loss * n / labels.numel()).backward()  # DDP-style: the ranks' mean gradient is the global mean
-            total += loss.item()
-        z.step(max_norm)
-        sched.step()
-        z.zero_grad()
-        dist.all_reduce(total)
-        losses.append(total.item() / labels.numel())
-    return losses
-
-
-def trainer_parity(
-    configs=({"stage": 0}, {"stage": 1}, {"stage": 2}, {"stage": 3}),
-    steps: int = 5,
-    rows: int = 4,
-    max_norm: float = 0.05,
-    lr: float = 1e-2,
-    weight_decay: float = 0.1,
-    micro: int = 1,
-    seed: int = 0,
-    **model_kw,
-) -> list[dict]:
-    """Run on N ranks: fit's use of `Zero` (scheduler on `z.opt`, `step(max_norm)`, checkpoint and resume through
-    `opt.state_dict` + `full_state_dict`, evaluation forwards on all ranks) against `adamw_reference`."""
-    ref, ref_model = adamw_reference(
-        steps + 2, rows * dist.get_world_size(), max_norm, lr, weight_decay, seed, **model_kw
-    )
-    eval_ids, eval_labels = mlm_batch(10**6, 4, vocab=ref_model.config.vocab_size, seed=seed)
-    with torch.no_grad():
-        ref_eval = _loss_sum(ref_model, eval_ids, eval_labels).item()
-    out = []
-    for c in configs:
-        c = dict(c)
-        mb = c.pop("micro", micro)  # micro-batches per step (gradient accumulation)
-        zs = ZeroSettings(lr=lr, eps=1e-6, weight_decay=weight_decay, **c)
-        m = tiny_bert(seed, **model_kw)
-        z = Zero(m, zs)
-        sched = torch.optim.lr_scheduler.LambdaLR(z.opt, _warmup)
-        losses = _zero_steps(m, z, sched, 0, steps, rows, mb, max_norm, seed)
-        # a checkpoint as fit writes it: the full weights, this rank's optimizer partition, the scheduler
-        buf = io.BytesIO()
-        torch.save(dict(model=z.full_state_dict(), opt=z.opt.state_dict(), sched=sched.state_dict()), buf)
-        ck = torch.load(io.BytesIO(buf.getvalue()), weights_only=True)  # tensors and numbers only
-        m2 = tiny_bert(seed + 1, **model_kw)  # other weights: everything must come from the checkpoint
-        z2 = Zero(m2, zs)
-        sched2 = torch.optim.lr_scheduler.LambdaLR(z2.opt, _warmup)  # built first, as fit does: loading sets the lr
-        z2.load_full_state_dict(ck["model"])
-        z2.opt.load_state_dict(ck["opt"])
-        sched2.load_state_dict(ck["sched"])
-        resumed = _zero_steps(m2, z2, sched2, steps, 2, rows, mb, max_norm, seed)
-        cont = _zero_steps(m, z, sched, steps, 2, rows, mb, max_norm, seed)
-        m.eval()
-        with torch.no_grad():  # every rank forwards (stage 3 gathers through collectives)
-            ev = _loss_sum(m, eval_ids, eval_labels).item()
-        full = z.full_state_dict()
-        want = ref_model.state_dict()
-        losses = losses + cont
-        out.append(
-            dict(
-                config=dict(c, micro=mb),
-                losses=losses,
-                ref=ref,
-                max_rel=max(abs(a - b) / abs(b) for a, b in zip(losses, ref)),
-                resume_equal=resumed == cont,
-                eval_rel=abs(ev - ref_eval) / abs(ref_eval),
-                max_weight_diff=max((full[k].float() - want[k].float()).abs().max().item() for k in want),
-                keys_equal=sorted(full) == sorted(want),
-            )
-        )
-    return out
