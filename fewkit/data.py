@@ -22,6 +22,8 @@ from fewkit.corpora import (
     Example,
 )
 
+_all_ = ["Example"]  # defined in fewkit.corpora (data -> corpora, one way), part of this API too
+
 # %% auto #0
 __all__ = ['MAX_DEPTH', 'FEWCLUE_TASKS', 'SPLITS', 'UNLABELED_SPLITS', 'PROTOCOL', 'read_jsonl', 'TaskInfo', 'task_info',
            'fewclue_root', 'to_fewclue', 'load_fewclue', 'protocol_splits', 'load_protocol', 'find_duplicates',
@@ -141,9 +143,6 @@ class TaskInfo:
     kind: str  # 'single' | 'pair' | 'chid' | 'wsc'
     tags: dict[str, str] = field(default_factory=dict)  # label -> 2-char word (tnews, iflytek, csldcp)
     source: str = ""  # the label-map file that defines `labels` ("" for the fixed label sets)
-
-# %% ../nbs/02_data.ipynb #a6e1c004
-_all_ = ["Example"]  # defined in fewkit.corpora (data -> corpora, one way); part of this module's API too
 
 # %% ../nbs/02_data.ipynb #07356a49
 _SPEC = {  # task: (text_a key, text_b key, label key, kind)
