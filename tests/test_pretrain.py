@@ -1,6 +1,8 @@
 """MLM pretraining: masking statistics, a short run that learns, and a saved folder transformers loads."""
 import json
-import pytest, torch
+import shutil
+import pytest
+import torch
 from fewkit.core import FewkitDataError
 from fewkit.doors.pretrain import cli_main
 from fewkit.masking import mask_tokens
@@ -20,7 +22,8 @@ def test_masking_statistics(tok):
     ids = torch.randint(5, V, (2000, 128), generator=g)
     lengths = torch.randint(20, 127, (2000,), generator=g)
     pad = torch.arange(128)[None] >= lengths[:, None]           # right padding of varying length
-    ids[pad] = tok.pad_token_id; ids[:, 0] = tok.cls_token_id
+    ids[pad] = tok.pad_token_id
+    ids[:, 0] = tok.cls_token_id
     ids[torch.arange(2000), lengths] = tok.sep_token_id
     ids[::7, 5] = tok.unk_token_id
     inp, lab = mask_tokens(ids, tok.mask_token_id, tok.all_special_ids, V, generator=g)
@@ -119,7 +122,8 @@ def test_cli_errors_cleanly(tmp_path, capsys):
 def test_output_bias_starts_at_unigram_log_frequencies():
     from fewkit.model import BertConfig, BertForMaskedLM
     from fewkit.pretrain.mlm import init_output_bias
-    V = 11; g = torch.Generator().manual_seed(3)
+    V = 11
+    g = torch.Generator().manual_seed(3)
     rows = [(torch.randint(0, V, (9,), generator=g), None) for _ in range(5)]
     m = BertForMaskedLM(BertConfig.preset("tiny", vocab_size=V).replace(num_hidden_layers=1))
     init_output_bias(m, rows, V)
@@ -145,11 +149,12 @@ def test_ddp_pretraining_on_two_processes_equals_one(tmp_path):
             "--eval-every", "0", "--save-every", "0"]
     assert cli_main(args + ["--out", str(tmp_path / "one")]) == 0
     assert cli_main(args + ["--out", str(tmp_path / "two"), "--nproc", "2", "--port", "29517"]) == 0
-    read = lambda d: [json.loads(l) for l in (tmp_path / f"{d}.run" / "log.jsonl").read_text().splitlines()]
+    read = lambda d: json.loads((tmp_path / d / "train" / "log.json").read_text())  # fit's history, one record a step
     one, two = read("one"), read("two")
     assert [r["step"] for r in two] == [1, 2, 3, 4] and [r["count"] for r in two] == [r["count"] for r in one]
     assert max(abs(a["loss"] - b["loss"]) for a, b in zip(one, two)) < 1e-5, (one, two)
     assert (tmp_path / "two" / "model.safetensors").exists() and abs(one[-1]["eval"]["acc"] - two[-1]["eval"]["acc"]) < 1e-6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]  # `--out X` writes nothing outside X
 
 def test_local_attention_init_starts_heads_on_their_offsets_and_saves_as_plain_bert(tok, tmp_path):
     # fresh random ids each run: the heads' attention must peak on i + offset whatever the characters;
@@ -178,7 +183,7 @@ def test_zero_pretraining_stages_agree_and_resume_exactly(tmp_path):
     # must continue with the uninterrupted run's losses.
     args = ["--max-texts", "400", "--seq-len", "32", "--steps", "4", "--batch-size", "4", "--warmup", "1",
             "--eval-every", "0", "--save-every", "2", "--nproc", "2"]
-    read = lambda d: [json.loads(l) for l in (tmp_path / f"{d}.run" / "log.jsonl").read_text().splitlines()]
+    read = lambda d: json.loads((tmp_path / d / "train" / "log.json").read_text())  # fit's history, one record a step
     for st in (0, 1, 2):
         assert cli_main(args + ["--out", str(tmp_path / f"z{st}"), "--zero", str(st), "--port", str(29521 + st)]) == 0
     z = {st: [r["loss"] for r in read(f"z{st}")] for st in (0, 1, 2)}
@@ -187,23 +192,20 @@ def test_zero_pretraining_stages_agree_and_resume_exactly(tmp_path):
     from fewkit.core import seed_everything
     from fewkit.model import from_hf
     from fewkit.pretrain.mlm import build_model
-    seed_everything(0); fresh = build_model(PretrainSettings(seq_len=32), default_tokenizer()).state_dict()
+    seed_everything(0)
+    fresh = build_model(PretrainSettings(seq_len=32), default_tokenizer()).state_dict()
     moved = from_hf(tmp_path / "z0").state_dict()
     k = "bert.encoder.layer.0.attention.self.query.weight"
     assert 1e-4 < (moved[k] - fresh[k]).abs().max() < 0.1
     assert max(abs(a - b) for st in (1, 2) for a, b in zip(z[0], z[st])) < 1e-5, z
-    assert (tmp_path / "z2.run" / "checkpoints" / "rank001" / "step_00000004.pt").exists()
+    ck = tmp_path / "z2" / "train" / "checkpoints"
+    assert (ck / "step_00000004" / "rank001.pt").exists()  # rank 1's optimizer partition, beside rank 0's state.pt
     # forget step 4 (rank 0 and rank 1), resume from step 2
-    ck = tmp_path / "z2.run" / "checkpoints"
-    for d in (ck, ck / "rank001"):
-        m = json.loads((d / "manifest.json").read_text())
-        m["checkpoints"] = [e for e in m["checkpoints"] if e["step"] == 2]; (d / "manifest.json").write_text(json.dumps(m))
-        (d / "step_00000004.pt").unlink()
+    shutil.rmtree(ck / "step_00000004")
     assert cli_main(args + ["--out", str(tmp_path / "z2"), "--zero", "2", "--port", "29525", "--resume"]) == 0
     again = [r["loss"] for r in read("z2")]
     assert len(again) == 4 and max(abs(a - b) for a, b in zip(again[2:], z[2][2:])) < 1e-6, (again, z[2])
     # a rank whose partition is missing is an error naming the file, not a silent fresh optimizer
-    (ck / "rank001" / "step_00000002.pt").unlink()
-    m = json.loads((ck / "manifest.json").read_text()); m["checkpoints"] = [e for e in m["checkpoints"] if e["step"] == 2]
-    (ck / "manifest.json").write_text(json.dumps(m))
+    shutil.rmtree(ck / "step_00000004")  # written again by the resumed run
+    (ck / "step_00000002" / "rank001.pt").unlink()
     assert cli_main(args + ["--out", str(tmp_path / "z2"), "--zero", "2", "--port", "29526", "--resume"]) != 0

@@ -20,8 +20,14 @@ from ..measure import env_info, figure, save_figure
 from ..parallel.distributed import close_distributed, init_distributed, launch_command
 from ..pretrain.mlm import PretrainSettings, build_data, build_model, flops_per_token, pretrain
 from ..pretrain.nli import EVAL_TASKS, TRANSFER_TASKS, compare, continue_pretrain, entailment_corpus, plot_compare
+from ..efficiency.checkpointing import CheckpointSettings
+from ..efficiency.fusion import FusionSettings
+from ..efficiency.grad_accum import AccumSettings
+from ..efficiency.lamb import OptimSettings
+from ..efficiency.mixed_precision import AmpSettings
+from ..parallel.zero import ZeroSettings
 from ..tokenizer import default_tokenizer
-from ..train import TrainSettings
+from ..train import ParallelSettings, TrainSettings
 
 # %% auto #0
 __all__ = ['PRESET_RUN', 'DEMO_STEPS', 'SIZE_SHAPES', 'settings_from_args', 'torchrun_command', 'cli_main', 'plot_curve', 'bench',
@@ -70,7 +76,15 @@ def _parser():
     )
     a("--eval-every", type=int, default=100)
     a("--save-every", type=int, default=100)
-    a("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    a(
+        "--resume",
+        nargs="?",
+        const="auto",
+        default=False,
+        help="continue a run: 'auto' (the default with no value: the newest checkpoint that verifies, falling back "
+        "past broken ones) or a checkpoint folder",
+    )
+    a("--allow-changes", action="store_true", help="with --resume: accept changed settings (recorded by fit)")
     a("--seed", type=int, default=0)
     a("--device", default="", help="cpu | cuda (default: auto)")
     a("--max-texts", type=int, default=0, help="use only the first N texts (0 = all)")
@@ -87,20 +101,20 @@ def settings_from_args(a) -> tuple[PretrainSettings, TrainSettings, Path]:
     "PretrainSettings, TrainSettings and output folder from parsed `fewkit pretrain` arguments."
     given = dict(steps=a.steps, batch_size=a.batch_size, lr=a.lr, warmup=a.warmup, mask_prob=a.mask_prob)
     run = {**PRESET_RUN.get(a.preset, PRESET_RUN["tiny"]), **{k: v for k, v in given.items() if v is not None}}
-    out = a.out or cache_dir() / f"backbone-{a.preset}"
+    out = a.out or cache_dir() / f"backbone-{a.preset}"  # everything the run writes stays inside `out`
     ts = TrainSettings(
         **{k: run[k] for k in _TRAIN_KEYS},
         eval_every=a.eval_every,
         save_every=a.save_every,
         seed=a.seed,
         device=a.device,
-        out=str(out.parent / (out.name + ".run")),
+        out=str(out / "train"),  # checkpoints, log.json, train_settings.json beside the backbone's files
         compile=a.compile,
-        optim=dict(name=a.optim) if a.optim else {},
-        amp=dict(dtype=a.amp) if a.amp != "fp32" else {},
-        accum=dict(micro_batches=a.micro_batches) if a.micro_batches > 1 else {},
-        checkpointing=dict(policy=a.checkpointing) if a.checkpointing != "none" else {},
-        fusion=dict(impl=a.fusion) if a.fusion != "none" else {},
+        optim=OptimSettings(name=a.optim or "adamw"),
+        amp=AmpSettings(dtype=a.amp),
+        accum=AccumSettings(micro_batches=a.micro_batches),
+        checkpointing=CheckpointSettings(policy=a.checkpointing),
+        fusion=FusionSettings(impl=a.fusion),
     )
     ps = PretrainSettings(
         preset=a.preset,
@@ -123,8 +137,9 @@ def torchrun_command(argv: list[str], nproc: int, port: int) -> list[str]:
 def _train_settings_for_group(ts: TrainSettings, a) -> TrainSettings:
     "Under torchrun: DDP over the process group, or fewkit's ZeRO stage `--zero` (its own Adam, bf16 or fp32)."
     if a.zero is None:
-        return ts.replace(parallel="ddp")
-    return ts.replace(parallel="zero", zero=dict(stage=a.zero, dtype="bf16" if a.amp == "bf16" else "fp32"), amp={})
+        return ts.replace(parallel=ParallelSettings(engine="ddp"))
+    zero = ZeroSettings(stage=a.zero, dtype="bf16" if a.amp == "bf16" else "fp32")
+    return ts.replace(parallel=ParallelSettings(engine="zero", zero=zero), amp=AmpSettings())  # ZeRO owns precision
 
 
 def _report(rep: dict, out: Path):
@@ -156,7 +171,7 @@ def cli_main(argv: list[str] | None = None) -> int:
             init_distributed()
             ts = _train_settings_for_group(ts, a)
         try:
-            rep = pretrain(ps, ts, save_to=out, resume=a.resume, progress=True)
+            rep = pretrain(ps, ts, save_to=out, resume=a.resume, progress=True, allow_changes=a.allow_changes)
         finally:
             close_distributed()
     except FewkitError as e:
@@ -219,7 +234,7 @@ def demo_section(out: Path, ctx: dict) -> str:
                 lr=PRESET_RUN["tiny"]["lr"],
                 warmup=15,
                 eval_every=100,
-                out=str(cache_dir() / "backbone-tiny-demo.run"),
+                out=str(short / "train"),
                 device=str(ctx.get("device") or ""),
             )
             pretrain(PretrainSettings(n_eval=128, mask_prob=PRESET_RUN["tiny"]["mask_prob"]), ts, save_to=short)
@@ -294,7 +309,7 @@ def bench_nli(out: Path, quick: bool = False) -> dict:
         base = out / "nli-base"
         pretrain(
             PretrainSettings(max_texts=3000 if quick else 0),
-            TrainSettings(steps=20 if quick else 300, batch_size=16, warmup=10, out=str(out / "nli-base.run")),
+            TrainSettings(steps=20 if quick else 300, batch_size=16, warmup=10, out=str(base / "train")),
             save_to=base,
         )
     pairs = entailment_corpus(TRANSFER_TASKS, "train_0" if quick else "train_few_all")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 import torch.nn.functional as F
-from ..core import FewkitDataError, FewkitError, Settings, device_name, get_logger, seed_everything
+from ..core import FewkitDataError, FewkitError, Settings, device_name, get_logger, seed_everything, write_json
 from ..data import embedded_texts
 from ..masking import BatchStream, MLMCollate, mlm_count, mlm_loss_sum, word_starts
 from ..measure import flop_count, median_time
@@ -291,6 +291,7 @@ def pretrain(
     resume=False,
     tok=None,
     progress: bool = True,
+    allow_changes: bool = False,
 ) -> dict:
     "MLM-pretrain a fresh BERT; save it (HF format + tokenizer + report) to `save_to`; return the report."
     tok = tok or default_tokenizer()
@@ -304,12 +305,13 @@ def pretrain(
     model = build_model(ps, tok)
     if ps.bias_init:
         init_output_bias(model, train_rows, len(tok))
-    ddp = ts.parallel in (
-        "ddp",
-        "zero",
-    )  # under `fewkit pretrain --nproc N` / torchrun: each rank takes its rows of every global batch
-    r, w = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if ddp else (0, 1)
+    multi = ts.parallel.engine != "none"  # under `fewkit pretrain --nproc N` / torchrun: each rank takes its rows
+    r, w = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if multi else (0, 1)
     stream = BatchStream(train_rows, ts.batch_size, collate, seed=ts.seed, rank=r, world=w)
+    # FLOPs of the plain model before fit: afterwards an engine's gradient hooks (ZeRO) would call collectives
+    fpt = (
+        flops_per_token(model, collate(train_rows[: ts.batch_size], torch.Generator().manual_seed(0))) if r == 0 else 0
+    )
     res = fit(
         model,
         stream,
@@ -319,11 +321,12 @@ def pretrain(
         eval_fn=lambda m: mlm_accuracy(m, evb),
         resume=resume,
         progress=progress,
+        allow_changes=allow_changes,
     )
     if r != 0:
         return dict(rank=r, history=res.history)  # rank 0 reports and saves
-    h, b = res.history, collate(train_rows[: ts.batch_size], torch.Generator().manual_seed(0))
-    fpt, peak = flops_per_token(res.model, b), matmul_peak(device=ts.device or None) * w  # w ranks: w matmuls at once
+    h = res.history
+    peak = matmul_peak(device=ts.device or None) * w  # w ranks: w matmuls at once
     rep = dict(
         pretrain=ps.to_dict(),
         train=ts.to_dict(),
@@ -350,6 +353,6 @@ def pretrain(
             save_hf(m, save_to, tok)
         finally:
             m.config = trained
-        (Path(save_to) / "pretrain_report.json").write_text(json.dumps(rep, ensure_ascii=False, indent=1))
+        write_json(Path(save_to) / "pretrain_report.json", rep)
     rep["_model"], rep["_tok"] = res.model, tok
     return rep
