@@ -152,9 +152,9 @@ def test_run_function_names_the_first_failure(how, what):
 @pytest.mark.multiproc
 def test_run_function_hung_rank_hits_the_wall_clock():
     t0 = time.time()
-    with pytest.raises(FewkitError, match="timed out after 6 s") as e:
-        run_function(FAIL_ON, 2, args=(1, "hang"), max_time_s=6, group_timeout_s=120)
+    with pytest.raises(FewkitError, match="timed out after 10 s") as e:
+        run_function(FAIL_ON, 2, args=(1, "hang"), max_time_s=10, group_timeout_s=120)
     s = time.time() - t0
-    print(f"run_function hung-rank job failed after {s:.1f} s (limit 6 s)")
-    assert s < 6 + 10, s
+    print(f"run_function hung-rank job failed after {s:.1f} s (limit 10 s)")
+    assert s < 10 + 10, s
     assert "still running: rank" in str(e.value)

@@ -136,7 +136,7 @@ def launch_command(
         cmd += ["--no-python", sys.executable, "-c", WATCH]
     return cmd + target
 
-# %% ../../nbs/20_distributed.ipynb #caa2ffe0
+# %% ../../nbs/20_distributed.ipynb #51df002d
 RUN_DIR_ENV = "FEWKIT_RUN_DIR"  # the launcher tells every rank's watcher where to write its records
 
 
@@ -227,7 +227,7 @@ def still_running(folder, before: float) -> list[int]:
     recs = rank_records(folder)
     return sorted(r for r, v in recs.items() if "exit" not in v or v["exit"]["t"] >= before)
 
-# %% ../../nbs/20_distributed.ipynb #2117611c
+# %% ../../nbs/20_distributed.ipynb #33c05f27
 def _die_with_parent():
     "Linux: ask the kernel to SIGKILL this process when its parent dies, so a killed watcher leaves no orphan."
     if sys.platform.startswith("linux"):
@@ -300,7 +300,7 @@ def watch_rank(argv: list[str] | None = None):
         print(f"[rank {r}] {how(rec)}:\n{f.read_text()}", file=sys.stderr, flush=True)
     os._exit(rec["code"] if rec["code"] is not None else 128 + signal.Signals[rec["signal"]].value)
 
-# %% ../../nbs/20_distributed.ipynb #a5f3bc9f
+# %% ../../nbs/20_distributed.ipynb #ec822ad2
 def _signal_tree(procs: list, sig: int):
     "Send `sig` to each process and to its process group (never to our own group)."
     mine = os.getpgrp()
@@ -403,7 +403,7 @@ def supervise(
         raise FewkitError(f"launcher exited {p.returncode} and no rank recorded a failure\n{text[-3000:]}")
     return 0
 
-# %% ../../nbs/20_distributed.ipynb #a1dfab40
+# %% ../../nbs/20_distributed.ipynb #df671540
 def launch(
     script: str,
     args=(),
@@ -443,7 +443,7 @@ def launch(
     supervise(cmd, folder, max_time_s, env, log, grace_s)
     return folder
 
-# %% ../../nbs/20_distributed.ipynb #bee62ca9
+# %% ../../nbs/20_distributed.ipynb #6f93fa8c
 def resolve(name: str):
     "Import 'package.module:function'."
     mod, _, fn = name.partition(":")
