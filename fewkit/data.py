@@ -7,7 +7,7 @@ Docs: https://fewkit.github.io/fewkit/data.html.md"""
 # %% ../nbs/02_data.ipynb #c2ca3867
 from __future__ import annotations
 import ast, json, re
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -26,8 +26,7 @@ _all_ = ["Example"]  # defined in fewkit.corpora (data -> corpora, one way), par
 
 # %% auto #0
 __all__ = ['MAX_DEPTH', 'FEWCLUE_TASKS', 'SPLITS', 'UNLABELED_SPLITS', 'PROTOCOL', 'read_jsonl', 'TaskInfo', 'task_info',
-           'fewclue_root', 'to_fewclue', 'load_fewclue', 'protocol_splits', 'load_protocol', 'find_duplicates',
-           'check_fewclue', 'format_report', 'Example']
+           'fewclue_root', 'to_fewclue', 'load_fewclue', 'protocol_splits', 'load_protocol', 'Example']
 
 # %% ../nbs/02_data.ipynb #832212cf
 MAX_DEPTH = 8  # FewCLUE nests 2 levels (cluewsc's target, chid's candidates); deeper is not FewCLUE
@@ -465,108 +464,3 @@ def load_protocol(task: str, root=None, splits=None) -> dict[int, tuple[list[Exa
         k: (load_fewclue(task, f"train_{k}", root), load_fewclue(task, f"dev_{k}", root))
         for k in protocol_splits(task, root, splits)
     }
-
-# %% ../nbs/02_data.ipynb #264978ef
-def _key(o: dict, ignore) -> str:
-    return json.dumps({k: v for k, v in o.items() if k not in ignore}, sort_keys=True, ensure_ascii=False)
-
-
-def find_duplicates(src, ignore=("id", "idx")) -> list[list[int]]:
-    "Groups of 1-based line numbers whose records are equal ignoring `ignore`; `src` is a path or a list of Examples."
-    groups = defaultdict(list)
-    if isinstance(src, (str, Path)):
-        for i, o in read_jsonl(src):
-            groups[_key(o, ignore)].append(i)
-    else:
-        for e in src:
-            groups[_key(e.extra, ignore) + json.dumps([e.text_a, e.text_b, e.label], ensure_ascii=False)].append(
-                e.idx + 1
-            )
-    return [g for g in groups.values() if len(g) > 1]
-
-# %% ../nbs/02_data.ipynb #0edf347b
-def _check_task_folder(root: Path, t: str, need: set, tr: dict) -> None:
-    "Fill the report `tr` of task `t`: per split lines, bytes, labels, duplicates; every problem as a message."
-    d = root / t
-    if not d.is_dir():
-        near = [q.name for q in root.iterdir() if q.name.lower() == t and q.name != t]
-        hint = f" (found {near[0]!r}: task folders are lower case, as in FewCLUE)" if near else ""
-        tr["problems"].append(f"{d}: expected the folder of task {t}, got nothing{hint}")
-        return
-    try:
-        tr["labels"] = task_info(t, root).labels
-    except FewkitError as e:
-        tr["problems"].append(str(e))
-        return
-    for s in SPLITS:
-        p = d / f"{s}.json"
-        if not p.exists():
-            tr["missing"].append(s)
-            if s in need:
-                tr["problems"].append(
-                    str(FewkitDataError(p, None, f"the {s} split ({_need_str(need)})", "missing file"))
-                )
-            continue
-        try:
-            ex = load_fewclue(t, s, root)
-        except FewkitError as e:
-            tr["problems"].append(str(e))
-            continue
-        raw = p.read_bytes()
-        tr["splits"][s] = dict(
-            lines=len(ex),
-            bytes=len(raw),
-            crlf=raw.split(b"\n", 1)[0].endswith(b"\r"),
-            duplicates=find_duplicates(ex),
-            labels=dict(sorted(Counter(e.label for e in ex if e.label is not None).items())),
-        )
-
-
-def _need_str(need: set) -> str:
-    ks = sorted({int(s.split("_")[1]) for s in need})
-    return (
-        "the 5-split protocol; --splits names fewer" if ks == list(PROTOCOL) else f"--splits {','.join(map(str, ks))}"
-    )
-
-
-def check_fewclue(root=None, task: str | None = None, splits=None) -> dict:
-    "Validate a FewCLUE folder: per task and split, lines, bytes, label counts, duplicates, problems."
-    root = fewclue_root(root)
-    ks = _split_ids(splits)
-    need = {f"{s}_{k}" for k in ks for s in ("train", "dev")}
-    rep = dict(root=str(root), splits=ks, tasks={}, problems=[])
-    for t in [_check_task(task)] if task else FEWCLUE_TASKS:
-        tr = rep["tasks"][t] = dict(splits={}, missing=[], problems=[])
-        _check_task_folder(root, t, need, tr)
-    rep["problems"] = [p for tr in rep["tasks"].values() for p in tr["problems"]]
-    return rep
-
-# %% ../nbs/02_data.ipynb #9d620e1e
-def _labels_str(c: dict) -> str:
-    if len(c) <= 4:
-        return " ".join(f"{k}:{v}" for k, v in c.items())
-    return f"{len(c)} labels, {min(c.values())}-{max(c.values())} each" if c else ""
-
-
-def format_report(rep: dict, max_groups: int = 40) -> str:
-    "The check report as text (one row per split; at most `max_groups` duplicate groups each)."
-    out = [f"FewCLUE at {rep['root']}"]
-    for t, tr in rep["tasks"].items():
-        out.append(f"\n{t} ({len(tr.get('labels', []))} labels)")
-        for s, r in tr["splits"].items():
-            dup = sum(len(g) - 1 for g in r["duplicates"])
-            gs = ", ".join("=".join(map(str, g)) for g in r["duplicates"][:max_groups])
-            more = len(r["duplicates"]) - max_groups
-            out.append(
-                f"  {s:14s}{r['lines']:7d} lines{r['bytes']:9d} B{' CRLF' if r['crlf'] else '     '}  {_labels_str(r['labels'])}"
-                + (
-                    f"  | {dup} duplicate lines: {gs}" + (f" ... {more} more groups (--json)" if more > 0 else "")
-                    if dup
-                    else ""
-                )
-            )
-        if tr["missing"]:
-            out.append(f"  missing: {', '.join(tr['missing'])}")
-        out += [f"  PROBLEM {p}" for p in tr["problems"]]
-    out.append(f"\n{len(rep['problems'])} problem(s)")
-    return "\n".join(out)

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from fewkit.core import FewkitDataError, find_shared, data_samples
 from fewkit import data as fd
+from fewkit import data_check as fdc
 from fewkit import corpora
 from fewkit.doors.data import cli_main
 
@@ -102,8 +103,8 @@ def test_find_duplicates_ignores_id(tmp_path):
     other = '{"id": 1, "sentence": "差评", "label": "Negative"}'
     root = _task_dir(tmp_path, train_few_all="\r\n".join([GOOD, other, GOOD.replace('"id": 0', '"id": 2')]) + "\r\n")
     p = root / "eprstmt" / "train_few_all.json"
-    assert fd.find_duplicates(p) == [[1, 3]]
-    assert fd.find_duplicates(fd.load_fewclue("eprstmt", "train_few_all", root)) == [[1, 3]]
+    assert fdc.find_duplicates(p) == [[1, 3]]
+    assert fdc.find_duplicates(fd.load_fewclue("eprstmt", "train_few_all", root)) == [[1, 3]]
     assert len(fd.load_fewclue("eprstmt", "train_few_all", root)) == 3   # reported, not dropped
 
 
@@ -124,7 +125,7 @@ def test_check_counts_equal_readme():
     root = find_shared("fewclue")
     want = _readme_counts(root / "README.md")
     assert len(want) >= 9 * 12 and {t for t, _ in want} == set(fd.FEWCLUE_TASKS)
-    rep = fd.check_fewclue(root)
+    rep = fdc.check_fewclue(root)
     assert rep["problems"] == []
     got = {(t, s): (r["lines"], r["bytes"]) for t, tr in rep["tasks"].items() for s, r in tr["splits"].items()}
     assert got == want
@@ -160,11 +161,11 @@ def test_samples_round_trip(task):
 
 def test_samples_quirks():
     assert any("\u2028" in e.text_a for e in fd.load_fewclue("iflytek", "train_0", SAMPLES))
-    assert fd.find_duplicates(SAMPLES / "eprstmt" / "train_few_all.json") == [[1, 5]]
+    assert fdc.find_duplicates(SAMPLES / "eprstmt" / "train_few_all.json") == [[1, 5]]
     assert isinstance(json.loads((SAMPLES / "tnews" / "train_0.json").read_text().split("\n")[0])["label"], int)
-    rep = fd.check_fewclue(SAMPLES, splits=[0])   # data_samples holds split 0 only
+    rep = fdc.check_fewclue(SAMPLES, splits=[0])   # data_samples holds split 0 only
     assert rep["problems"] == [] and set(rep["tasks"]) == set(fd.FEWCLUE_TASKS)
-    full = fd.check_fewclue(SAMPLES)               # the 5-split protocol: splits 1-4 are missing there
+    full = fdc.check_fewclue(SAMPLES)               # the 5-split protocol: splits 1-4 are missing there
     assert len(full["problems"]) == 9 * 8 and all("split" in p and "missing file" in p for p in full["problems"])
 
 

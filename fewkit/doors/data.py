@@ -8,7 +8,8 @@ Docs: https://fewkit.github.io/fewkit/doors_data.html.md"""
 from __future__ import annotations
 import argparse, json, sys
 from ..core import FewkitError
-from ..data import FEWCLUE_TASKS, check_fewclue, format_report
+from ..data import FEWCLUE_TASKS
+from ..data_check import check_fewclue, format_report
 
 # %% auto #0
 __all__ = ['cli_main']
