@@ -15,8 +15,8 @@ import torch
 
 # %% auto #0
 __all__ = ['FewkitError', 'FewkitDataError', 'Settings', 'seed_everything', 'get_rng_state', 'set_rng_state', 'get_device',
-           'device_name', 'get_logger', 'cache_dir', 'project_root', 'find_shared', 'has_module', 'data_samples',
-           'shipped_backbone', 'atomic_write', 'write_json']
+           'device_name', 'get_logger', 'cache_dir', 'project_root', 'find_shared', 'data_samples', 'shipped_backbone',
+           'atomic_write', 'write_json']
 
 # %% ../nbs/00_core.ipynb #9bd455b1
 class FewkitError(Exception):
@@ -183,16 +183,6 @@ def find_shared(sub: str = "") -> Path | None:
         if c.is_dir() and p.exists():
             return p
     return None
-
-
-def has_module(name: str) -> bool:
-    "Is module `name` (e.g. 'fewkit.pretrain.mlm') part of this installation? Imports nothing."
-    import importlib.util
-
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False  # a parent package is missing
 
 
 def data_samples() -> Path:
