@@ -29,6 +29,7 @@ if mode == "raise" and r == 1:
 if mode == "segv" and r == 1:
     os.kill(os.getpid(), signal.SIGSEGV)
 if mode == "exit3" and r == 1:
+    print("rank 1 is leaving with code 3", file=sys.stderr, flush=True)
     time.sleep(1.0)  # rank 0 is already waiting in the all-reduce below
     os._exit(3)
 if mode == "beat":
@@ -79,16 +80,19 @@ def test_launch_rank_exits_mid_collective(tmp_path):
     assert rc != 0, out
     assert re.search(r"rank 1 failed first.*exit code 3", out), out[-3000:]
     assert "rank 0 failed first" not in out, out[-3000:]
+    assert "rank 1 is leaving with code 3" in out.split("rank 1 failed first")[1], "its last stderr lines"
 
 
 @pytest.mark.multiproc
 def test_launch_hung_rank_fails_within_the_limit(tmp_path):
-    rc, out, s = launch(tmp_path, "hang", "--max-time", "20", timeout=50)
-    print(f"hung-rank job failed after {s:.1f} s (limit 20 s)")
+    rc, out, s = launch(tmp_path, "hang", "--max-time", "20", timeout=60)
     assert rc == 124, out
-    assert s < 20 + 10, s
     assert "rank 0 done" in out and "rank 1 done" not in out
-    assert re.search(r"timed out after 20 s.*still running: rank 1", out, re.S), out[-3000:]
+    m = re.search(r"timed out after 20 s.*still running: rank 1; every rank was ended ([0-9.]+) s later", out, re.S)
+    assert m, out[-3000:]
+    print(f"hung-rank job: {s:.1f} s from the shell (limit 20 s; every rank ended {m[1]} s after it)")
+    assert float(m[1]) < 10  # the launcher's grace before SIGKILL
+    assert s < 20 + 25, s  # + starting Python and torch for the launcher itself, on a loaded machine
 
 
 def _gone(pid: int) -> bool:
@@ -152,9 +156,10 @@ def test_run_function_names_the_first_failure(how, what):
 @pytest.mark.multiproc
 def test_run_function_hung_rank_hits_the_wall_clock():
     t0 = time.time()
-    with pytest.raises(FewkitError, match="timed out after 10 s") as e:
-        run_function(FAIL_ON, 2, args=(1, "hang"), max_time_s=10, group_timeout_s=120)
+    with pytest.raises(FewkitError, match="timed out after 15 s") as e:
+        run_function(FAIL_ON, 2, args=(1, "hang"), max_time_s=15, group_timeout_s=120)
     s = time.time() - t0
-    print(f"run_function hung-rank job failed after {s:.1f} s (limit 10 s)")
-    assert s < 10 + 10, s
-    assert "still running: rank" in str(e.value)
+    m = re.search(r"still running: rank 0, rank 1; every rank was ended ([0-9.]+) s later", str(e.value))
+    assert m, str(e.value)
+    print(f"run_function hung-rank job: {s:.1f} s (limit 15 s; every rank ended {m[1]} s after it)")
+    assert float(m[1]) < 6 and s < 15 + 10, s

@@ -202,12 +202,17 @@ class JobStopped(FewkitError):
 
 
 def _traceback_of(folder: Path, r: int) -> str:
-    "The Python traceback rank `r` left: its exception, else faulthandler's stack of a crash."
+    "The Python traceback rank `r` left: its exception, else faulthandler's stack of a crash, else its last stderr lines."
     for name in (f"rank{r}.err", f"rank{r}.fault"):
         f = folder / name
         if f.exists() and f.stat().st_size:
-            return f.read_text()
-    return "(no Python traceback: the process ended without raising, e.g. os._exit or a kill; see its output)"
+            return f.read_text(errors="replace")
+    msg = "(no Python traceback: the process ended without raising, e.g. os._exit or a kill)"
+    log = folder / f"rank{r}.log"
+    if log.exists() and log.stat().st_size:
+        tail = log.read_text(errors="replace").splitlines()[-20:]
+        msg += f"\nthe last lines of its stderr ({log}):\n" + "\n".join(tail)
+    return msg
 
 
 def rank_error(folder, log: str = "", before: float | None = None) -> RankError | None:
@@ -272,6 +277,16 @@ def _run_target(argv: list[str], folder: Path, r: int):
     sys.exit(code)  # normal interpreter exit: atexit handlers and buffers run
 
 
+def _tee(fd: int, path: Path):
+    "Copy everything read from `fd` to our stderr and to the file `path`, until the writers close it."
+    with open(path, "ab") as log:
+        while chunk := os.read(fd, 1 << 16):
+            os.write(2, chunk)
+            log.write(chunk)
+            log.flush()
+    os.close(fd)
+
+
 def watch_rank(argv: list[str] | None = None):
     "torchrun's worker: run this rank's `script args` in a child, record its start and how it ended, end likewise."
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -279,10 +294,17 @@ def watch_rank(argv: list[str] | None = None):
     folder.mkdir(parents=True, exist_ok=True)
     r = int(os.environ.get("RANK", "0"))
     parent = os.getpid()
+    rfd, wfd = os.pipe()  # the rank's stderr, copied to ours and to rankR.log
     pid = os.fork()
     if pid == 0:
+        os.close(rfd)
+        os.dup2(wfd, 2)
+        os.close(wfd)
         _as_rank(folder, r, parent)
         _run_target(argv, folder, r)
+    os.close(wfd)
+    tee = threading.Thread(target=_tee, args=(rfd, folder / f"rank{r}.log"), daemon=True)
+    tee.start()
 
     def pass_on(sig, _frame):
         try:
@@ -296,6 +318,7 @@ def watch_rank(argv: list[str] | None = None):
     status = os.waitpid(pid, 0)[1]  # wakes the moment the rank ends
     rec = exit_record(r, pid, status)
     _write_json(folder / f"rank{r}.exit", rec)
+    tee.join(2.0)  # the last of its stderr (a child of the rank may hold the pipe open: do not wait for it)
     if rec["signal"] and (f := folder / f"rank{r}.fault").exists() and f.stat().st_size:
         print(f"[rank {r}] {how(rec)}:\n{f.read_text()}", file=sys.stderr, flush=True)
     os._exit(rec["code"] if rec["code"] is not None else 128 + signal.Signals[rec["signal"]].value)
@@ -354,7 +377,13 @@ def _sweep(folder: Path):
 
 
 def supervise(
-    cmd: list[str], folder, max_time_s: float | None = 3600.0, env=None, log=None, grace_s: float = 10.0
+    cmd: list[str],
+    folder,
+    max_time_s: float | None = 3600.0,
+    env=None,
+    log=None,
+    grace_s: float = 10.0,
+    what: str = "",  # prefix of the error messages, e.g. 'fewkit.testing:hello on 2 processes: '
 ) -> int:
     "Run a launcher command with a wall-clock limit; its failure, a timeout or a signal ends every rank and raises."
     folder = Path(folder)
@@ -386,6 +415,7 @@ def supervise(
         if p.poll() is None:  # still ours (not reaped), so the pid cannot have been reused
             stop_tree(p.pid, grace_s)
         _sweep(folder)
+        ended = time.time()
         if out:
             out.close()
     text = Path(log).read_text(errors="replace") if log else ""
@@ -393,14 +423,15 @@ def supervise(
         raise err
     running = ", ".join(f"rank {r}" for r in still_running(folder, stopped)) if stopped else ""
     left = f"; still running: {running}" if running else ""
+    end = f"every rank was ended {ended - stopped:.1f} s later" if stopped else ""
     if signum is not None:
         name = signal.Signals(signum).name
-        raise JobStopped(signum, f"stopped by {name} after {stopped - t0:.1f} s{left}; every rank was ended")
+        raise JobStopped(signum, f"{what}stopped by {name} after {stopped - t0:.1f} s{left}; {end}")
     if stopped:
-        msg = f"timed out after {max_time_s:.0f} s (the wall-clock limit){left}; every rank was ended"
+        msg = f"{what}timed out after {max_time_s:.0f} s (the wall-clock limit){left}; {end}"
         raise JobTimeout(msg + (f"\nOutput:\n{text[-3000:]}" if text else ""))
     if p.returncode:
-        raise FewkitError(f"launcher exited {p.returncode} and no rank recorded a failure\n{text[-3000:]}")
+        raise FewkitError(f"{what}launcher exited {p.returncode} and no rank recorded a failure\n{text[-3000:]}")
     return 0
 
 # %% ../../nbs/20_distributed.ipynb #df671540
@@ -431,6 +462,7 @@ def launch(
         *folder.glob("rank*.exit"),
         *folder.glob("rank*.err"),
         *folder.glob("rank*.fault"),
+        *folder.glob("rank*.log"),
     ]:
         f.unlink()  # records of an earlier run in the same folder would confuse the diagnosis
     cmd = launch_command(
@@ -531,11 +563,7 @@ def run_function(
             cmd = [sys.executable, "-c", fork]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1", RUN_DIR_ENV: str(d)}
         try:
-            supervise(cmd, d, max_time_s, env, log=d / "launcher.log", grace_s=5.0)
-        except (JobTimeout, JobStopped) as e:
-            raise type(e)(
-                *([e.signum] if isinstance(e, JobStopped) else []), f"{fn} on {nproc} processes: {e}"
-            ) from None
+            supervise(cmd, d, max_time_s, env, log=d / "launcher.log", grace_s=5.0, what=f"{fn} on {nproc} processes: ")
         finally:
             if echo:
                 print((d / "launcher.log").read_text(errors="replace"))
