@@ -16,16 +16,16 @@ from pathlib import Path
 import torch
 from ..core import FewkitError, cache_dir
 from ..data import fewclue_root
-from ..measure import env_info, figure, save_figure
-from ..parallel.distributed import close_distributed, init_distributed, launch_command
-from ..pretrain.mlm import PretrainSettings, build_data, build_model, flops_per_token, pretrain
-from ..pretrain.nli import EVAL_TASKS, TRANSFER_TASKS, compare, continue_pretrain, entailment_corpus, plot_compare
 from ..efficiency.checkpointing import CheckpointSettings
 from ..efficiency.fusion import FusionSettings
 from ..efficiency.grad_accum import AccumSettings
 from ..efficiency.lamb import OptimSettings
 from ..efficiency.mixed_precision import AmpSettings
+from ..measure import env_info, figure, save_figure
+from ..parallel.distributed import close_distributed, init_distributed, launch_command
 from ..parallel.zero import ZeroSettings
+from ..pretrain.mlm import PretrainSettings, build_data, build_model, flops_per_token, pretrain
+from ..pretrain.nli import EVAL_TASKS, TRANSFER_TASKS, compare, continue_pretrain, entailment_corpus, plot_compare
 from ..tokenizer import default_tokenizer
 from ..train import ParallelSettings, TrainSettings
 
@@ -46,7 +46,8 @@ PRESET_RUN = dict(
 _TRAIN_KEYS = ("steps", "batch_size", "lr", "warmup")
 
 
-def _parser():
+def _parser() -> argparse.ArgumentParser:
+    "The flags of `fewkit pretrain`."
     ap = argparse.ArgumentParser(
         prog="fewkit pretrain",
         description="MLM-pretrain a fewkit BERT from scratch; "
@@ -143,6 +144,7 @@ def _train_settings_for_group(ts: TrainSettings, a) -> TrainSettings:
 
 
 def _report(rep: dict, out: Path):
+    "Print what a practitioner checks first: held-out accuracy, speed, FLOP use, and the fills of PROMPTS."
     ev = rep["eval"]
     print(f"saved {out}")
     print(
