@@ -6,9 +6,12 @@ Docs: https://fewkit.github.io/fewkit/gated_gcn.html.md"""
 
 # %% ../../nbs/32_gated_gcn.ipynb #2795271d
 from __future__ import annotations
-import torch, torch.nn as nn, torch.nn.functional as F
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 import networkx as nx
-from ..model import BertForMaskedLM, mlm_loss
+from ..model import BertForMaskedLM
+from .kg import sample_subgraph
 
 # %% auto #0
 __all__ = ['gcn_norm', 'GCNLayer', 'encode_names', 'graph_tensors', 'KnowledgeEncoder', 'GatedKnowledgeBert',
@@ -123,8 +126,6 @@ def knowledge_inputs(
     seed: int = 0,
 ) -> tuple[dict, dict]:
     "Batch text tensors and one merged subgraph (node offsets per sentence) with token -> node links."
-    from fewkit.knowledge.kg import sample_subgraph
-
     enc = tokenizer(
         sentences,
         padding="max_length",

@@ -108,7 +108,7 @@ def kg_stats(G: nx.MultiDiGraph) -> dict:
 # %% ../../nbs/30_kg.ipynb #fcc99ce3
 def degree_plot(G: nx.MultiDiGraph, ax=None, title: str = "degree distribution"):
     "Log-log histogram of (undirected, multi-edge) node degrees."
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # plotting only: a top-level pyplot import would pick a backend for every importer
 
     if ax is None:
         _, ax = plt.subplots(figsize=(4, 3), dpi=80)
@@ -204,7 +204,7 @@ def cjk_font() -> str | None:
                 return files[0]
         except (OSError, subprocess.SubprocessError):
             pass
-    from matplotlib import font_manager
+    from matplotlib import font_manager  # only when fc-list found nothing
 
     for f in font_manager.fontManager.ttflist:
         if any(n.lower() in f.name.lower() for n in _CJK_NAMES):
@@ -214,7 +214,7 @@ def cjk_font() -> str | None:
 # %% ../../nbs/30_kg.ipynb #35389a1c
 def draw_subgraph(S: nx.MultiDiGraph, seeds=(), ax=None, font: str | None = "auto"):
     "Draw a (small) subgraph; Chinese labels with a CJK font if one is found, else E<i> ids (table printed)."
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # plotting only (see degree_plot)
     from matplotlib import font_manager
 
     if ax is None:
