@@ -242,7 +242,7 @@ def demo_section(out: Path, ctx: dict) -> str:
             pretrain(PretrainSettings(n_eval=128, mask_prob=PRESET_RUN["tiny"]["mask_prob"]), ts, save_to=short)
         note = (
             f"No cached backbone: pretrained a short version ({DEMO_STEPS} steps) into `{short}`. "
-            "Run `fewkit pretrain --preset tiny` (≤ 20 min on 2 CPU cores) for the full one."
+            "Run `fewkit pretrain --preset tiny` (sized for a 20-minute budget on 2 CPU cores) for the full one."
         )
     rep = json.loads((folder / "pretrain_report.json").read_text())
     ctx["backbone"] = str(folder)
