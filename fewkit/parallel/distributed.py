@@ -269,8 +269,11 @@ def _run_target(argv: list[str], folder: Path, r: int):
             runpy.run_path(name, run_name="__main__")
     except SystemExit as e:
         code = e.code
-    except BaseException:
-        tb = traceback.format_exc()
+    except BaseException as e:
+        t = e.__traceback__
+        while t and (t.tb_frame.f_code.co_filename == __file__ or "runpy" in t.tb_frame.f_code.co_filename):
+            t = t.tb_next  # start at the script's own frames, as `python script.py` would
+        tb = "".join(traceback.format_exception(type(e), e, t or e.__traceback__))
         (folder / f"rank{r}.err").write_text(tb)
         print(tb, file=sys.stderr, end="", flush=True)
         code = 1
