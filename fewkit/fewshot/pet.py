@@ -17,7 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from ..core import FewkitError, Settings, cache_dir
 from ..masking import BatchStream, mask_tokens, pad
-from ..model import BertConfig, BertForMaskedLM, from_hf
+from ..model import BertConfig, BertForMaskedLM
+from ..model_io import from_hf
 from ..tokenizer import default_tokenizer, load_tokenizer, normalise
 from ..train import TrainSettings, fit
 
