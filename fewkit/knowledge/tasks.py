@@ -17,7 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from ..core import FewkitError, Settings, cache_dir, seed_everything
 from ..corpora import people_daily_entities
-from ..model import BertConfig, BertForMaskedLM, from_hf
+from ..model import BertConfig, BertForMaskedLM
+from ..model_io import from_hf
 from ..tokenizer import build_vocab, load_tokenizer, make_tokenizer
 from ..masking import BatchStream, mask_tokens, mlm_count, mlm_loss_sum
 from ..train import TrainSettings, fit
