@@ -90,6 +90,7 @@ def test_zero_as_the_trainer_uses_it():
         assert len(r['losses']) == 7 and r['max_rel'] < 1e-5, r
         assert r['resume_equal'] and r['keys_equal'], r
         assert r['eval_rel'] < 1e-5 and r['max_weight_diff'] < 1e-5, r
+        assert r['released_rel'] < 1e-5, r            # Zero.release() gives back an ordinary model
 
 
 @pytest.mark.multiproc

@@ -208,6 +208,9 @@ def trainer_parity(
             ev = _loss_sum(m, eval_ids, eval_labels).item()
         full = z.full_state_dict()
         want = ref_model.state_dict()
+        plain = z.release()  # an ordinary module again: every rank holds the full weights, no hooks
+        with torch.no_grad():
+            ev_plain = _loss_sum(plain, eval_ids, eval_labels).item()
         losses = losses + cont
         out.append(
             dict(
@@ -217,6 +220,7 @@ def trainer_parity(
                 max_rel=max(abs(a - b) / abs(b) for a, b in zip(losses, ref)),
                 resume_equal=resumed == cont,
                 eval_rel=abs(ev - ref_eval) / abs(ref_eval),
+                released_rel=abs(ev_plain - ref_eval) / abs(ref_eval),
                 max_weight_diff=max((full[k].float() - want[k].float()).abs().max().item() for k in want),
                 keys_equal=sorted(full) == sorted(want),
             )

@@ -178,6 +178,7 @@ class Zero:
         self.host = torch.device("cpu")
         layers = list(model.bert.encoder.layer if layers is None else layers)
         self.units, self.modules = [], []  # modules: (module, its units), gathered around forward in stage 3
+        self.handles = []  # every hook installed, so that `release` can remove them
         for mod, params in self._split(model, layers):
             us = self._make_units(params)
             self.units += us
@@ -197,6 +198,7 @@ class Zero:
         self.next = 0  # index into `order` of the next unit whose collective starts
         self.inflight = []  # (unit, output, input kept alive, work)
         self.in_backward = False
+        self.released = False
         if cfg.stage == 3:
             self._install_gather_hooks()
 
@@ -245,18 +247,18 @@ class Zero:
             for p in u.params:
                 if s < 2:  # gradients accumulate straight into the flat gradient buffer
                     p.grad = u.view(u.grad, p)
-                    p.register_hook(partial(self._before_accumulate, u))
-                p.register_post_accumulate_grad_hook(partial(self._grad_ready, u))
+                    self.handles.append(p.register_hook(partial(self._before_accumulate, u)))
+                self.handles.append(p.register_post_accumulate_grad_hook(partial(self._grad_ready, u)))
 
     def _install_gather_hooks(self):
         "Stage 3: gather a module's units before its forward, free them after; the root also on direct use."
         for mod, us in self.modules:
-            mod.register_forward_pre_hook(partial(self._pre_forward, us))
-            mod.register_forward_hook(partial(self._post_forward, us))
+            self.handles.append(mod.register_forward_pre_hook(partial(self._pre_forward, us)))
+            self.handles.append(mod.register_forward_hook(partial(self._post_forward, us)))
         root = {id(p) for u in self.modules[0][1] for p in u.params}
         for mod in self.model.modules():  # e.g. model.bert(...) called without model(...)
             if any(id(p) in root for p in mod.parameters(recurse=False)):
-                mod.register_forward_pre_hook(partial(self._pre_forward, self.modules[0][1]))
+                self.handles.append(mod.register_forward_pre_hook(partial(self._pre_forward, self.modules[0][1])))
         for u in self.units:
             self._free(u)
 
@@ -435,6 +437,8 @@ class Zero:
     @torch.no_grad()
     def step(self, max_norm: float = 0.0) -> float | None:
         "Finish the gradient collectives, clip the global norm (if max_norm > 0), AdamW on this rank's partition, share it."
+        if self.released:
+            raise FewkitError("Zero.step after release(): the model has left the engine")
         self._finish()
         s = self.cfg.stage
         if s == 3:
@@ -536,6 +540,21 @@ class Zero:
     def numel(self, padded: bool = True) -> int:
         "Ψ: number of parameters (padded: as stored, a multiple of N per unit)."
         return sum(u.padded if padded else u.numel for u in self.units)
+
+    @torch.no_grad()
+    def release(self) -> nn.Module:
+        "Give the model back as an ordinary module: full weights of its own (from the masters), no hooks; collective."
+        sd = self.full_state_dict()
+        names = self._names()
+        for h in self.handles:
+            h.remove()
+        for u in self.units:
+            for p in u.params:  # a tied parameter is one object: it stays tied
+                p.data = sd[names[id(p)]].to(self.device, u.full.dtype)
+                p.grad = None
+        self.handles = []
+        self.released = True
+        return self.model
 
 # %% ../../nbs/21_zero.ipynb #3f7c22a7
 def zero_subgroup(stage: int = 3, dp: str = "bucketed") -> dict | None:
