@@ -17,7 +17,8 @@ from ..core import FewkitDataError, FewkitError, Settings, device_name, get_logg
 from ..data import embedded_texts
 from ..masking import BatchStream, MLMCollate, mlm_count, mlm_loss_sum, word_starts
 from ..measure import flop_count, median_time
-from ..model import BertConfig, BertForMaskedLM, save_hf
+from ..model import BertConfig, BertForMaskedLM
+from ..model_io import save_hf
 from ..tokenizer import default_tokenizer, normalise
 from ..train import TrainSettings, fit, unwrap
 
