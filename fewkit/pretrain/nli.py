@@ -18,7 +18,8 @@ from ..core import FewkitError, seed_everything, write_json
 from ..data import load_fewclue, task_info
 from ..masking import BatchStream, mask_tokens
 from ..measure import figure, save_figure
-from ..model import BertForMaskedLM, from_hf, save_hf
+from ..model import BertForMaskedLM
+from ..model_io import from_hf, save_hf
 from ..tokenizer import load_tokenizer, normalise
 from ..train import TrainSettings, fit, unwrap
 
