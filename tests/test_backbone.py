@@ -19,7 +19,7 @@ def test_files_match_their_recorded_sha256():
 
 
 def test_reproduces_its_heldout_mlm_accuracy():
-    from fewkit.model import from_hf
+    from fewkit.model_io import from_hf
     from fewkit.pretrain.mlm import PretrainSettings, build_data, mlm_accuracy
     from fewkit.tokenizer import load_tokenizer
 

@@ -75,7 +75,7 @@ def test_deepspeed_zero3_resumes_exactly_after_sigkill_and_exports_a_transformer
     from transformers import BertForMaskedLM
 
     hf = BertForMaskedLM.from_pretrained(tmp_path / "full" / "deepspeed_3" / "hf")
-    from fewkit.model import from_hf
+    from fewkit.model_io import from_hf
 
     ours = from_hf(tmp_path / "full" / "deepspeed_3" / "hf")
     ids = torch.randint(5, 64, (2, 12))

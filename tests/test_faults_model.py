@@ -2,14 +2,15 @@
 gives a FewkitError naming the file and what was expected; nothing in a folder runs code; an architecture fewkit's
 BERT does not implement is named as such; a tokenizer or max_len that does not fit the model is caught before use.
 
-Folders are built in tmp_path with fewkit.model.save_hf or transformers (random weights, nothing downloaded)."""
+Folders are built in tmp_path with fewkit.model_io.save_hf or transformers (random weights, nothing downloaded)."""
 import json, os
 from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 from fewkit.core import FewkitError, FewkitDataError
-from fewkit.model import BertConfig, BertForMaskedLM, save_hf, from_hf, load_config, load_pretrained, check_fits
+from fewkit.model import BertConfig, BertForMaskedLM
+from fewkit.model_io import save_hf, from_hf, load_config, load_pretrained, check_fits
 from fewkit.tokenizer import build_vocab, make_tokenizer, load_tokenizer
 
 TEXTS = ["这本书真好看", "服务态度很好，物流也快", "OCNLI 123"]

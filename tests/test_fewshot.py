@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 from fewkit.core import FewkitError, data_samples
 from fewkit.data import FEWCLUE_TASKS, load_fewclue, task_info, review_task
-from fewkit.model import BertConfig, BertForMaskedLM, save_hf, from_hf
+from fewkit.model import BertConfig, BertForMaskedLM
+from fewkit.model_io import save_hf, from_hf
 from fewkit.tokenizer import build_vocab, make_tokenizer
 from fewkit.fewshot.pet import (PATTERNS, FewShotSettings, collate, label_words, mask_logits, prompt_feats,
                                 train_pet, verbalizer, word_ids, word_scores, example_fields, text_ids, char_id,

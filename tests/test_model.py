@@ -2,7 +2,8 @@
 import torch, pytest
 from transformers import BertConfig as HFConfig, BertForMaskedLM as HFBert, BertForPreTraining
 from fewkit.core import FewkitError
-from fewkit.model import BertConfig, BertForMaskedLM, from_hf, save_hf, to_hf, mlm_loss
+from fewkit.model import BertConfig, BertForMaskedLM, to_hf, mlm_loss
+from fewkit.model_io import from_hf, save_hf
 
 
 def _hf(seed, **kw):

@@ -160,7 +160,7 @@ def test_local_attention_init_starts_heads_on_their_offsets_and_saves_as_plain_b
     # fresh random ids each run: the heads' attention must peak on i + offset whatever the characters;
     # the attention maps are transformers' own, from the saved folder
     from transformers import BertForMaskedLM
-    from fewkit.model import save_hf
+    from fewkit.model_io import save_hf
     from fewkit.pretrain.mlm import build_model
     ids = torch.randint(5, len(tok), (2, 96))
     maps = {}
@@ -190,7 +190,7 @@ def test_zero_pretraining_stages_agree_and_resume_exactly(tmp_path):
     assert len(z[0]) == 4
     # the weights moved: the saved backbone against the same seed's fresh model (4 Adam steps at lr <= 2e-3)
     from fewkit.core import seed_everything
-    from fewkit.model import from_hf
+    from fewkit.model_io import from_hf
     from fewkit.pretrain.mlm import build_model
     seed_everything(0)
     fresh = build_model(PretrainSettings(seq_len=32), default_tokenizer()).state_dict()

@@ -2,7 +2,8 @@
 import pytest
 from fewkit.core import FewkitError
 from fewkit.tokenizer import build_vocab, make_tokenizer, save_tokenizer, load_tokenizer, SPECIALS
-from fewkit.model import BertForMaskedLM, BertConfig, save_hf
+from fewkit.model import BertForMaskedLM, BertConfig
+from fewkit.model_io import save_hf
 
 
 def test_known_chars_own_ids(tmp_path):

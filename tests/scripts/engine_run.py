@@ -54,7 +54,7 @@ def main(engine: str, stage: int, out: str, steps: int, resume: str, offload: in
         with open(os.path.join(out, "result.json"), "w") as f:
             json.dump(rec, f)
         if os.environ.get("EXPORT_HF"):  # the trained weights, whatever the engine, as a Hugging Face folder
-            from fewkit.model import save_hf
+            from fewkit.model_io import save_hf
 
             plain = tiny_bert(seed=1)
             plain.load_state_dict(state)
