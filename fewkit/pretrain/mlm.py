@@ -326,13 +326,17 @@ def pretrain(
     )
     if r != 0:
         return dict(rank=r, history=res.history)  # rank 0 reports and saves
+    trained = res.model
+    if res.full_state is not None:  # ZeRO-3 / DeepSpeed: the module holds shards, fit gathered the full weights
+        trained = BertForMaskedLM(res.model.config)
+        trained.load_state_dict(res.state_dict())
     h = res.history
     peak = matmul_peak(device=ts.device or None) * w  # w ranks: w matmuls at once
     rep = dict(
         pretrain=ps.to_dict(),
         train=ts.to_dict(),
-        model=res.model.config.to_dict(),
-        parameters=sum(p.numel() for p in res.model.parameters()),
+        model=trained.config.to_dict(),
+        parameters=sum(p.numel() for p in trained.parameters()),
         train_rows=len(train_rows),
         eval=h[-1].get("eval"),
         tokens_per_s=h[-1].get("tokens_per_s"),
@@ -340,20 +344,21 @@ def pretrain(
         flops_per_token=fpt,
         matmul_peak_flops=peak,
         flop_utilisation=fpt * h[-1]["tokens_per_s"] / peak,
-        fills={p: top_fills(res.model, tok, p)[0] for p in PROMPTS},
+        fills={p: top_fills(trained, tok, p)[0] for p in PROMPTS},
         curve=[
-            dict(step=r["step"], loss=r["loss"], **({"eval_acc": r["eval"]["acc"]} if "eval" in r else {})) for r in h
+            dict(step=rec["step"], loss=rec["loss"], **({"eval_acc": rec["eval"]["acc"]} if "eval" in rec else {}))
+            for rec in h
         ],
     )
     if save_to is not None:
-        m, trained = res.model, res.model.config  # the folder carries the fine-tuning dropout
-        m.config = trained.replace(
+        cfg = trained.config  # the folder carries the fine-tuning dropout
+        trained.config = cfg.replace(
             hidden_dropout_prob=ps.finetune_dropout, attention_probs_dropout_prob=ps.finetune_dropout
         )
         try:
-            save_hf(m, save_to, tok)
+            save_hf(trained, save_to, tok)
         finally:
-            m.config = trained
+            trained.config = cfg
         write_json(Path(save_to) / "pretrain_report.json", rep)
-    rep["_model"], rep["_tok"] = res.model, tok
+    rep["_model"], rep["_tok"] = trained, tok
     return rep

@@ -19,8 +19,8 @@ from ..data import load_fewclue, task_info
 from ..masking import BatchStream, mask_tokens
 from ..measure import figure, save_figure
 from ..model import BertForMaskedLM
-from ..model_io import from_hf, save_hf
-from ..tokenizer import load_tokenizer, normalise
+from ..model_io import load_pretrained, save_hf
+from ..tokenizer import normalise
 from ..train import TrainSettings, fit, unwrap
 
 # %% auto #0
@@ -146,9 +146,9 @@ def continue_pretrain(
     progress: bool = True,
 ) -> Path:
     "MLM + entailment continued pretraining of a HF-format backbone on `pairs`; saves a backbone to `save_to`."
-    tok = load_tokenizer(backbone)
     seed_everything(ts.seed)
-    model = EntailmentBert(from_hf(backbone))
+    mlm, tok = load_pretrained(backbone, max_len)  # the tokenizer checked against the embedding, max_len the positions
+    model = EntailmentBert(mlm)
     stream = BatchStream(pairs, ts.batch_size, PairCollate(tok, max_len, mask_prob), seed=ts.seed)
     res = fit(model, stream, entail_loss_sum, ts, count_fn=lambda b: len(b["y"]), progress=progress)
     save_hf(res.model.mlm, save_to, tok)
@@ -177,9 +177,9 @@ def probe(
     train, dev = (
         [(e.text_a, e.text_b, lid[e.label]) for e in load_fewclue(task, f"{s}_{split}", root)] for s in ("train", "dev")
     )
-    tok = load_tokenizer(backbone)
     seed_everything(seed)
-    model = EntailmentBert(from_hf(backbone), len(labels))
+    mlm, tok = load_pretrained(backbone, max_len)
+    model = EntailmentBert(mlm, len(labels))
     collate = PairCollate(tok, max_len, mask_prob=0.0)
     with tempfile.TemporaryDirectory() as d:
         ts = TrainSettings(
