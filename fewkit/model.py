@@ -6,24 +6,30 @@ Docs: https://fewkit.github.io/fewkit/model.html.md"""
 
 # %% ../nbs/04_model.ipynb #6731da00
 from __future__ import annotations
-import json, math, pickle
+import math
 from dataclasses import dataclass
-from pathlib import Path
 import torch, torch.nn as nn, torch.nn.functional as F
-from .core import Settings, FewkitError, FewkitDataError, atomic_write, get_logger
+from .core import Settings, FewkitError, FewkitDataError
 
 # %% auto #0
 __all__ = ['PRESETS', 'OTHER_MLM_TYPES', 'BertConfig', 'bias_gelu', 'bias_dropout_add', 'BertEmbeddings', 'BertSelfAttention',
            'BertSelfOutput', 'BertOutput', 'BertAttention', 'BertIntermediate', 'BertLayer', 'BertEncoder', 'BertModel',
            'BertPredictionHeadTransform', 'BertLMPredictionHead', 'BertOnlyMLMHead', 'BertForMaskedLM', 'mlm_loss',
-           'load_config', 'from_hf', 'save_hf', 'to_hf', 'check_fits', 'load_pretrained']
+           'to_hf']
 
 # %% ../nbs/04_model.ipynb #729233de
 PRESETS = {  # (layers, hidden, heads, intermediate, max positions, vocab)
     "tiny": (4, 128, 2, 512, 256, 8000),
     "small": (6, 384, 6, 1536, 512, 8000),
     "base": (12, 768, 12, 3072, 512, 21128),  # bert-base-chinese size
-    "seed-1.2b": (24, 2048, 32, 8192, 512, 21128),  # the article's model-parallel scaling model
+    "seed-1.2b": (
+        24,
+        2048,
+        32,
+        8192,
+        512,
+        21128,
+    ),  # the article's model-parallel scaling model
 }
 
 
@@ -71,7 +77,12 @@ class BertConfig(Settings):
 
     def num_parameters(self) -> int:
         "Parameters of BertForMaskedLM (tied decoder counted once), from the shape alone."
-        H, I, V, L = self.hidden_size, self.intermediate_size, self.vocab_size, self.num_hidden_layers
+        H, I, V, L = (
+            self.hidden_size,
+            self.intermediate_size,
+            self.vocab_size,
+            self.num_hidden_layers,
+        )
         emb = (V + self.max_position_embeddings + self.type_vocab_size) * H + 2 * H
         layer = 4 * (H * H + H) + 2 * H + (H * I + I) + (I * H + H) + 2 * H
         head = H * H + H + 2 * H + V  # transform dense + LayerNorm + output bias
@@ -116,7 +127,11 @@ _SHAPE = (
     "intermediate_size",
     "max_position_embeddings",
 )  # no default can stand in for these: the weights have these shapes
-_INTS = {**{k: 1 for k in _SHAPE}, "type_vocab_size": 1, "pad_token_id": 0}  # key -> smallest allowed value
+_INTS = {
+    **{k: 1 for k in _SHAPE},
+    "type_vocab_size": 1,
+    "pad_token_id": 0,
+}  # key -> smallest allowed value
 _PROBS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
 
 
@@ -151,12 +166,25 @@ def _check_hf_config(d: dict, path="config.json") -> None:
             raise FewkitDataError(path, None, f"a positive number in {k!r}", v)
     if d["hidden_size"] % d["num_attention_heads"]:
         raise FewkitDataError(
-            path, None, "hidden_size divisible by num_attention_heads", (d["hidden_size"], d["num_attention_heads"])
+            path,
+            None,
+            "hidden_size divisible by num_attention_heads",
+            (d["hidden_size"], d["num_attention_heads"]),
         )
     if d.get("hidden_act", "gelu") != "gelu":
-        raise FewkitDataError(path, None, "hidden_act 'gelu' (the erf GELU fewkit's BERT computes)", d["hidden_act"])
+        raise FewkitDataError(
+            path,
+            None,
+            "hidden_act 'gelu' (the erf GELU fewkit's BERT computes)",
+            d["hidden_act"],
+        )
     if d.get("position_embedding_type", "absolute") != "absolute":
-        raise FewkitDataError(path, None, "position_embedding_type 'absolute'", d["position_embedding_type"])
+        raise FewkitDataError(
+            path,
+            None,
+            "position_embedding_type 'absolute'",
+            d["position_embedding_type"],
+        )
 
 # %% ../nbs/04_model.ipynb #1a822371
 def bias_gelu(y: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -165,7 +193,11 @@ def bias_gelu(y: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
 
 
 def bias_dropout_add(
-    y: torch.Tensor, bias: torch.Tensor, residual: torch.Tensor, p: float, training: bool
+    y: torch.Tensor,
+    bias: torch.Tensor,
+    residual: torch.Tensor,
+    p: float,
+    training: bool,
 ) -> torch.Tensor:
     "residual + dropout(y + bias)."
     return residual + F.dropout(y + bias, p, training)
@@ -176,8 +208,12 @@ class BertEmbeddings(nn.Module):
 
     def __init__(self, c: BertConfig):
         super().__init__()
-        self.word_embeddings = nn.Embedding(c.vocab_size, c.hidden_size, padding_idx=c.pad_token_id)
-        self.position_embeddings = nn.Embedding(c.max_position_embeddings, c.hidden_size)
+        self.word_embeddings = nn.Embedding(
+            c.vocab_size, c.hidden_size, padding_idx=c.pad_token_id
+        )
+        self.position_embeddings = nn.Embedding(
+            c.max_position_embeddings, c.hidden_size
+        )
         self.token_type_embeddings = nn.Embedding(c.type_vocab_size, c.hidden_size)
         self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.dropout = nn.Dropout(c.hidden_dropout_prob)
@@ -186,7 +222,11 @@ class BertEmbeddings(nn.Module):
         T = input_ids.shape[1]
         pos = torch.arange(T, device=input_ids.device)
         tt = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
-        x = self.word_embeddings(input_ids) + self.position_embeddings(pos) + self.token_type_embeddings(tt)
+        x = (
+            self.word_embeddings(input_ids)
+            + self.position_embeddings(pos)
+            + self.token_type_embeddings(tt)
+        )
         return self.dropout(self.LayerNorm(x))
 
 
@@ -197,26 +237,41 @@ class BertSelfAttention(nn.Module):
         super().__init__()
         if c.hidden_size % c.num_attention_heads:
             raise FewkitError("hidden_size must be divisible by num_attention_heads")
-        self.num_heads, self.head_dim, self.impl = c.num_attention_heads, c.head_dim, c.attn_impl
+        self.num_heads, self.head_dim, self.impl = (
+            c.num_attention_heads,
+            c.head_dim,
+            c.attn_impl,
+        )
         all_head = self.num_heads * self.head_dim
-        self.query, self.key, self.value = (nn.Linear(c.hidden_size, all_head) for _ in range(3))
+        self.query, self.key, self.value = (
+            nn.Linear(c.hidden_size, all_head) for _ in range(3)
+        )
         self.dropout = nn.Dropout(c.attention_probs_dropout_prob)
 
-    def forward(self, h, mask_bias=None):  # h (B, T, C); mask_bias (B, 1, 1, T) additive
+    def forward(
+        self, h, mask_bias=None
+    ):  # h (B, T, C); mask_bias (B, 1, 1, T) additive
         B, T, _ = h.shape
         q, k, v = (
-            m(h).view(B, T, -1, self.head_dim).transpose(1, 2) for m in (self.query, self.key, self.value)
+            m(h).view(B, T, -1, self.head_dim).transpose(1, 2)
+            for m in (self.query, self.key, self.value)
         )  # (B, nh, T, d)
         if self.impl == "sdpa":
             ctx = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask_bias, dropout_p=self.dropout.p if self.training else 0.0
+                q,
+                k,
+                v,
+                attn_mask=mask_bias,
+                dropout_p=self.dropout.p if self.training else 0.0,
             )
         else:
             scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)  # (B, nh, T, T)
             if mask_bias is not None:
                 scores = scores + mask_bias
             ctx = self.dropout(scores.softmax(-1)) @ v  # (B, nh, T, d)
-        return ctx.transpose(1, 2).reshape(B, T, -1)  # (B, T, nh*d); -1: tensor parallel may hold fewer heads
+        return ctx.transpose(1, 2).reshape(
+            B, T, -1
+        )  # (B, T, nh*d); -1: tensor parallel may hold fewer heads
 
 # %% ../nbs/04_model.ipynb #8663770b
 class _BiasDropoutLN(nn.Module):
@@ -231,7 +286,11 @@ class _BiasDropoutLN(nn.Module):
 
     def forward(self, x, residual):
         y = F.linear(x, self.dense.weight)
-        return self.LayerNorm(self.bias_dropout_add(y, self.dense.bias, residual, self.dropout.p, self.training))
+        return self.LayerNorm(
+            self.bias_dropout_add(
+                y, self.dense.bias, residual, self.dropout.p, self.training
+            )
+        )
 
 
 class BertSelfOutput(_BiasDropoutLN):
@@ -260,7 +319,9 @@ class BertIntermediate(nn.Module):
         self.bias_act = bias_gelu  # fusion hook
 
     def forward(self, h):
-        return self.bias_act(F.linear(h, self.dense.weight), self.dense.bias)  # (B, T, I)
+        return self.bias_act(
+            F.linear(h, self.dense.weight), self.dense.bias
+        )  # (B, T, I)
 
 
 class BertLayer(nn.Module):
@@ -268,7 +329,11 @@ class BertLayer(nn.Module):
 
     def __init__(self, c):
         super().__init__()
-        self.attention, self.intermediate, self.output = BertAttention(c), BertIntermediate(c), BertOutput(c)
+        self.attention, self.intermediate, self.output = (
+            BertAttention(c),
+            BertIntermediate(c),
+            BertOutput(c),
+        )
 
     def forward(self, h, mask_bias=None):
         a = self.attention(h, mask_bias)
@@ -301,7 +366,9 @@ class BertModel(nn.Module):
     def extended_mask(attention_mask, dtype=torch.float32):
         if attention_mask is None:
             return None
-        return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min  # (B, 1, 1, T)
+        return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(
+            dtype
+        ).min  # (B, 1, 1, T)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         h = self.embeddings(input_ids, token_type_ids)
@@ -347,7 +414,9 @@ class BertForMaskedLM(nn.Module):
         self.config = c
         self.bert, self.cls = BertModel(c), BertOnlyMLMHead(c)
         self.apply(self._init)
-        self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight  # tie
+        self.cls.predictions.decoder.weight = (
+            self.bert.embeddings.word_embeddings.weight
+        )  # tie
 
     def _init(self, m):
         std = self.config.initializer_range
@@ -374,157 +443,13 @@ class BertForMaskedLM(nn.Module):
 def mlm_loss(logits, labels, reduction: str = "mean"):
     "Cross-entropy over positions whose label is not -100; 'sum' for token-weighted accumulation."
     return F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100, reduction=reduction
+        logits.reshape(-1, logits.shape[-1]).float(),
+        labels.reshape(-1),
+        ignore_index=-100,
+        reduction=reduction,
     )
-
-# %% ../nbs/04_model.ipynb #e01c8b57
-_TIED = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
-_UNUSED = ("bert.pooler.", "cls.seq_relationship.", "bert.embeddings.position_ids", "bert.embeddings.token_type_ids")
-
-
-def _json_obj(p: Path, expected: str) -> dict:
-    "A JSON object from file `p`; a FewkitDataError names the file and the line otherwise."
-    try:
-        text = p.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise FewkitDataError(p, None, expected, f"an unreadable file ({type(e).__name__})") from None
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise FewkitDataError(
-            p, e.lineno, f"{expected} ({e.msg}, column {e.colno})", text[e.pos : e.pos + 40]
-        ) from None
-    if not isinstance(obj, dict):
-        raise FewkitDataError(p, None, expected, type(obj).__name__)
-    return obj
-
-
-def load_config(folder) -> BertConfig:
-    "The BertConfig of a Hugging Face folder's config.json, every field checked (errors name the file)."
-    p = Path(folder) / "config.json"
-    if not p.is_file():
-        raise FewkitError(f"{folder}: not a Hugging Face model folder (no config.json)")
-    return BertConfig.from_hf(_json_obj(p, "a JSON object of BERT settings (Hugging Face config.json)"), path=p)
-
-
-def _shard(folder: Path, idx: Path, name) -> Path:
-    "The file of shard `name`, which must lie inside `folder` (no '..', no absolute path, no link out)."
-    if not isinstance(name, str) or not name.endswith((".safetensors", ".bin")):
-        raise FewkitDataError(idx, None, "shard file names ending in .safetensors or .bin in 'weight_map'", name)
-    p = folder / name
-    if not p.resolve().is_relative_to(folder.resolve()):
-        raise FewkitError(f"{idx}: shard {name!r} points outside the model folder {folder}: refused")
-    if not p.is_file():
-        raise FewkitError(f"{idx}: lists shard {name!r}, which is missing from {folder}")
-    return p
-
-
-def _read_sharded(folder: Path, idx: Path) -> dict:
-    wm = _json_obj(idx, "a shard index {'weight_map': {tensor name: shard file}}").get("weight_map")
-    if not isinstance(wm, dict) or not wm:
-        raise FewkitDataError(idx, None, "a non-empty 'weight_map' {tensor name: shard file}", wm)
-    files = {s: _shard(folder, idx, s) for s in sorted(set(wm.values()), key=str)}  # every path checked first
-    sd = {}
-    for p in files.values():
-        sd.update(_read_weights_file(p))
-    lost = [k for k in wm if k not in sd]
-    if lost:
-        raise FewkitError(f"{idx}: {len(lost)} tensors of 'weight_map' are in none of the shards, e.g. {lost[:3]}")
-    return sd
-
-
-def _read_weights(folder: Path) -> dict:
-    for idx in (folder / "model.safetensors.index.json", folder / "pytorch_model.bin.index.json"):
-        if idx.exists():
-            return _read_sharded(folder, idx)
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        if (folder / name).exists():
-            return _read_weights_file(folder / name)
-    raise FewkitError(
-        f"{folder}: no model.safetensors or pytorch_model.bin (found {sorted(p.name for p in folder.iterdir())})"
-    )
-
-
-def _read_weights_file(f: Path) -> dict:
-    "Tensors of one weights file: safetensors, or a torch.save pickle loaded with weights_only=True (runs no code)."
-    from safetensors.torch import load_file
-
-    try:
-        if f.suffix == ".safetensors":
-            sd = load_file(str(f))
-        else:
-            sd = torch.load(f, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, garbage, or a pickle that asks for more than tensors
-        what = "a complete safetensors file" if f.suffix == ".safetensors" else "a torch.save state dict of tensors"
-        why = str(e).strip().split("\n")[0][:300]
-        if isinstance(e, pickle.UnpicklingError):
-            why = "torch.load(weights_only=True) refused it: it asks for objects other than tensors (a pickle that could run code); nothing in it was run"
-        raise FewkitError(
-            f"{f}: expected {what} ({f.stat().st_size} bytes on disk), got {type(e).__name__}: {why}"
-        ) from None
-    if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
-        raise FewkitError(f"{f}: expected a dict of tensor name -> tensor, got {type(sd).__name__}")
-    return sd
-
-
-def _normalise_keys(sd: dict) -> dict:
-    out = {}
-    for k, v in sd.items():
-        k = k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
-        if not k.startswith(("bert.", "cls.")):
-            k = "bert." + k  # a bare BertModel checkpoint
-        out[k] = v
-    return out
 
 # %% ../nbs/04_model.ipynb #04b512d0
-def from_hf(src, allow_missing_head: bool = False) -> BertForMaskedLM:
-    "A fewkit BERT from a Hugging Face BERT folder or model object."
-    if isinstance(src, (str, Path)):
-        folder = Path(src)
-        cfg, sd, where = load_config(folder), _read_weights(folder), str(folder)
-    else:
-        cfg, sd, where = BertConfig.from_hf(src.config, path=type(src).__name__), src.state_dict(), "from_hf"
-    sd = _normalise_keys(sd)
-    model = BertForMaskedLM(cfg)
-    own = model.state_dict()
-    unused = sorted(k for k in sd if k not in own)
-    if unused:
-        get_logger("fewkit.model").info(
-            f"from_hf: ignoring {len(unused)} keys a masked LM does not use: {unused[:4]}..."
-        )
-    missing = [k for k in own if k not in sd and k not in _TIED]
-    if missing and not (allow_missing_head and all(k.startswith("cls.") for k in missing)):
-        raise FewkitError(
-            f"{where}: checkpoint lacks {len(missing)} weights, e.g. {missing[:3]} (allow_missing_head=True for a bare encoder)"
-        )
-    bad = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in sd.items() if k in own and own[k].shape != v.shape]
-    if bad:
-        raise FewkitError(
-            f"{where}: weights do not fit config.json, shape mismatch (key, checkpoint, expected): {bad[:3]}"
-        )
-    model.load_state_dict({k: v for k, v in sd.items() if k in own and k not in _TIED}, strict=False)
-    return model
-
-
-def save_hf(model: BertForMaskedLM, folder, tokenizer=None) -> Path:
-    "Save as a Hugging Face BertForMaskedLM folder (config.json + model.safetensors [+ tokenizer])."
-    from safetensors.torch import save
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    sd = {
-        k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k not in _TIED
-    }  # tied: stored once
-    atomic_write(folder / "model.safetensors", lambda f: f.write(save(sd, metadata={"format": "pt"})))
-    cfg = model.config.to_hf().to_dict()
-    atomic_write(folder / "config.json", lambda f: f.write(json.dumps(cfg, indent=2, ensure_ascii=False)), "w")
-    if tokenizer is not None:
-        from fewkit.tokenizer import save_tokenizer
-
-        save_tokenizer(tokenizer, folder)  # a plain HF tokenizer, NFKC inside tokenizer.json
-    return folder
-
-
 def to_hf(model: BertForMaskedLM):
     "The same weights in a `transformers.BertForMaskedLM` (for parity checks and HF tooling)."
     from transformers import BertForMaskedLM as HFBert
@@ -532,29 +457,3 @@ def to_hf(model: BertForMaskedLM):
     hf = HFBert(model.config.to_hf()).eval()
     hf.load_state_dict({k: v for k, v in model.state_dict().items()}, strict=True)
     return hf
-
-# %% ../nbs/04_model.ipynb #c0de0007
-def check_fits(config: BertConfig, tokenizer, max_len: int | None = None) -> None:
-    "Refuse, before any training, a tokenizer whose ids pass the embedding table or a max_len beyond the positions."
-    n = max(len(tokenizer), max(tokenizer.get_vocab().values(), default=-1) + 1)
-    src = getattr(tokenizer, "name_or_path", "") or "the tokenizer"
-    if n > config.vocab_size:
-        raise FewkitError(
-            f"{src}: the tokenizer has {n} ids but the embedding has vocab_size {config.vocab_size} rows "
-            f"(config.json): ids >= {config.vocab_size} would index past it; use the tokenizer saved with the model"
-        )
-    if max_len is not None and max_len > config.max_position_embeddings:
-        raise FewkitError(
-            f"{src}: max_len {max_len} is beyond the model's {config.max_position_embeddings} position embeddings "
-            f"(max_position_embeddings in config.json): use a max_len of {config.max_position_embeddings} or less"
-        )
-
-
-def load_pretrained(folder, max_len: int | None = None, allow_missing_head: bool = False):
-    "(model, tokenizer) of a Hugging Face BERT folder, checked to fit each other (and `max_len`) before any use."
-    from fewkit.tokenizer import load_tokenizer
-
-    model = from_hf(folder, allow_missing_head)
-    tok = load_tokenizer(folder)
-    check_fits(model.config, tok, max_len)
-    return model, tok
