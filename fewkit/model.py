@@ -22,14 +22,7 @@ PRESETS = {  # (layers, hidden, heads, intermediate, max positions, vocab)
     "tiny": (4, 128, 2, 512, 256, 8000),
     "small": (6, 384, 6, 1536, 512, 8000),
     "base": (12, 768, 12, 3072, 512, 21128),  # bert-base-chinese size
-    "seed-1.2b": (
-        24,
-        2048,
-        32,
-        8192,
-        512,
-        21128,
-    ),  # the article's model-parallel scaling model
+    "seed-1.2b": (24, 2048, 32, 8192, 512, 21128),  # the article's model-parallel scaling model
 }
 
 
@@ -77,12 +70,7 @@ class BertConfig(Settings):
 
     def num_parameters(self) -> int:
         "Parameters of BertForMaskedLM (tied decoder counted once), from the shape alone."
-        H, I, V, L = (
-            self.hidden_size,
-            self.intermediate_size,
-            self.vocab_size,
-            self.num_hidden_layers,
-        )
+        H, I, V, L = self.hidden_size, self.intermediate_size, self.vocab_size, self.num_hidden_layers
         emb = (V + self.max_position_embeddings + self.type_vocab_size) * H + 2 * H
         layer = 4 * (H * H + H) + 2 * H + (H * I + I) + (I * H + H) + 2 * H
         head = H * H + H + 2 * H + V  # transform dense + LayerNorm + output bias
@@ -127,11 +115,7 @@ _SHAPE = (
     "intermediate_size",
     "max_position_embeddings",
 )  # no default can stand in for these: the weights have these shapes
-_INTS = {
-    **{k: 1 for k in _SHAPE},
-    "type_vocab_size": 1,
-    "pad_token_id": 0,
-}  # key -> smallest allowed value
+_INTS = {**{k: 1 for k in _SHAPE}, "type_vocab_size": 1, "pad_token_id": 0}  # key -> smallest allowed value
 _PROBS = ("hidden_dropout_prob", "attention_probs_dropout_prob")
 
 
@@ -166,25 +150,12 @@ def _check_hf_config(d: dict, path="config.json") -> None:
             raise FewkitDataError(path, None, f"a positive number in {k!r}", v)
     if d["hidden_size"] % d["num_attention_heads"]:
         raise FewkitDataError(
-            path,
-            None,
-            "hidden_size divisible by num_attention_heads",
-            (d["hidden_size"], d["num_attention_heads"]),
+            path, None, "hidden_size divisible by num_attention_heads", (d["hidden_size"], d["num_attention_heads"])
         )
     if d.get("hidden_act", "gelu") != "gelu":
-        raise FewkitDataError(
-            path,
-            None,
-            "hidden_act 'gelu' (the erf GELU fewkit's BERT computes)",
-            d["hidden_act"],
-        )
+        raise FewkitDataError(path, None, "hidden_act 'gelu' (the erf GELU fewkit's BERT computes)", d["hidden_act"])
     if d.get("position_embedding_type", "absolute") != "absolute":
-        raise FewkitDataError(
-            path,
-            None,
-            "position_embedding_type 'absolute'",
-            d["position_embedding_type"],
-        )
+        raise FewkitDataError(path, None, "position_embedding_type 'absolute'", d["position_embedding_type"])
 
 # %% ../nbs/04_model.ipynb #1a822371
 def bias_gelu(y: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -193,11 +164,7 @@ def bias_gelu(y: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
 
 
 def bias_dropout_add(
-    y: torch.Tensor,
-    bias: torch.Tensor,
-    residual: torch.Tensor,
-    p: float,
-    training: bool,
+    y: torch.Tensor, bias: torch.Tensor, residual: torch.Tensor, p: float, training: bool
 ) -> torch.Tensor:
     "residual + dropout(y + bias)."
     return residual + F.dropout(y + bias, p, training)
@@ -208,12 +175,8 @@ class BertEmbeddings(nn.Module):
 
     def __init__(self, c: BertConfig):
         super().__init__()
-        self.word_embeddings = nn.Embedding(
-            c.vocab_size, c.hidden_size, padding_idx=c.pad_token_id
-        )
-        self.position_embeddings = nn.Embedding(
-            c.max_position_embeddings, c.hidden_size
-        )
+        self.word_embeddings = nn.Embedding(c.vocab_size, c.hidden_size, padding_idx=c.pad_token_id)
+        self.position_embeddings = nn.Embedding(c.max_position_embeddings, c.hidden_size)
         self.token_type_embeddings = nn.Embedding(c.type_vocab_size, c.hidden_size)
         self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.dropout = nn.Dropout(c.hidden_dropout_prob)
@@ -222,11 +185,7 @@ class BertEmbeddings(nn.Module):
         T = input_ids.shape[1]
         pos = torch.arange(T, device=input_ids.device)
         tt = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
-        x = (
-            self.word_embeddings(input_ids)
-            + self.position_embeddings(pos)
-            + self.token_type_embeddings(tt)
-        )
+        x = self.word_embeddings(input_ids) + self.position_embeddings(pos) + self.token_type_embeddings(tt)
         return self.dropout(self.LayerNorm(x))
 
 
@@ -237,41 +196,26 @@ class BertSelfAttention(nn.Module):
         super().__init__()
         if c.hidden_size % c.num_attention_heads:
             raise FewkitError("hidden_size must be divisible by num_attention_heads")
-        self.num_heads, self.head_dim, self.impl = (
-            c.num_attention_heads,
-            c.head_dim,
-            c.attn_impl,
-        )
+        self.num_heads, self.head_dim, self.impl = c.num_attention_heads, c.head_dim, c.attn_impl
         all_head = self.num_heads * self.head_dim
-        self.query, self.key, self.value = (
-            nn.Linear(c.hidden_size, all_head) for _ in range(3)
-        )
+        self.query, self.key, self.value = (nn.Linear(c.hidden_size, all_head) for _ in range(3))
         self.dropout = nn.Dropout(c.attention_probs_dropout_prob)
 
-    def forward(
-        self, h, mask_bias=None
-    ):  # h (B, T, C); mask_bias (B, 1, 1, T) additive
+    def forward(self, h, mask_bias=None):  # h (B, T, C); mask_bias (B, 1, 1, T) additive
         B, T, _ = h.shape
         q, k, v = (
-            m(h).view(B, T, -1, self.head_dim).transpose(1, 2)
-            for m in (self.query, self.key, self.value)
+            m(h).view(B, T, -1, self.head_dim).transpose(1, 2) for m in (self.query, self.key, self.value)
         )  # (B, nh, T, d)
         if self.impl == "sdpa":
             ctx = F.scaled_dot_product_attention(
-                q,
-                k,
-                v,
-                attn_mask=mask_bias,
-                dropout_p=self.dropout.p if self.training else 0.0,
+                q, k, v, attn_mask=mask_bias, dropout_p=self.dropout.p if self.training else 0.0
             )
         else:
             scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim)  # (B, nh, T, T)
             if mask_bias is not None:
                 scores = scores + mask_bias
             ctx = self.dropout(scores.softmax(-1)) @ v  # (B, nh, T, d)
-        return ctx.transpose(1, 2).reshape(
-            B, T, -1
-        )  # (B, T, nh*d); -1: tensor parallel may hold fewer heads
+        return ctx.transpose(1, 2).reshape(B, T, -1)  # (B, T, nh*d); -1: tensor parallel may hold fewer heads
 
 # %% ../nbs/04_model.ipynb #8663770b
 class _BiasDropoutLN(nn.Module):
@@ -286,11 +230,7 @@ class _BiasDropoutLN(nn.Module):
 
     def forward(self, x, residual):
         y = F.linear(x, self.dense.weight)
-        return self.LayerNorm(
-            self.bias_dropout_add(
-                y, self.dense.bias, residual, self.dropout.p, self.training
-            )
-        )
+        return self.LayerNorm(self.bias_dropout_add(y, self.dense.bias, residual, self.dropout.p, self.training))
 
 
 class BertSelfOutput(_BiasDropoutLN):
@@ -319,9 +259,7 @@ class BertIntermediate(nn.Module):
         self.bias_act = bias_gelu  # fusion hook
 
     def forward(self, h):
-        return self.bias_act(
-            F.linear(h, self.dense.weight), self.dense.bias
-        )  # (B, T, I)
+        return self.bias_act(F.linear(h, self.dense.weight), self.dense.bias)  # (B, T, I)
 
 
 class BertLayer(nn.Module):
@@ -329,11 +267,7 @@ class BertLayer(nn.Module):
 
     def __init__(self, c):
         super().__init__()
-        self.attention, self.intermediate, self.output = (
-            BertAttention(c),
-            BertIntermediate(c),
-            BertOutput(c),
-        )
+        self.attention, self.intermediate, self.output = BertAttention(c), BertIntermediate(c), BertOutput(c)
 
     def forward(self, h, mask_bias=None):
         a = self.attention(h, mask_bias)
@@ -366,9 +300,7 @@ class BertModel(nn.Module):
     def extended_mask(attention_mask, dtype=torch.float32):
         if attention_mask is None:
             return None
-        return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(
-            dtype
-        ).min  # (B, 1, 1, T)
+        return (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min  # (B, 1, 1, T)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         h = self.embeddings(input_ids, token_type_ids)
@@ -414,9 +346,7 @@ class BertForMaskedLM(nn.Module):
         self.config = c
         self.bert, self.cls = BertModel(c), BertOnlyMLMHead(c)
         self.apply(self._init)
-        self.cls.predictions.decoder.weight = (
-            self.bert.embeddings.word_embeddings.weight
-        )  # tie
+        self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight  # tie
 
     def _init(self, m):
         std = self.config.initializer_range
@@ -443,10 +373,7 @@ class BertForMaskedLM(nn.Module):
 def mlm_loss(logits, labels, reduction: str = "mean"):
     "Cross-entropy over positions whose label is not -100; 'sum' for token-weighted accumulation."
     return F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(),
-        labels.reshape(-1),
-        ignore_index=-100,
-        reduction=reduction,
+        logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100, reduction=reduction
     )
 
 # %% ../nbs/04_model.ipynb #04b512d0
