@@ -281,3 +281,41 @@ def test_spo_margin_equals_margin_ranking_loss():
         i, j = torch.where(~torch.eye(B, dtype=torch.bool))
         lib = torch.nn.MarginRankingLoss(margin=m)(sim.diagonal()[i], sim[i, j], torch.ones(len(i)))
         torch.testing.assert_close(spo_margin_loss(u, v, torch.arange(B), m), lib)
+
+
+# ---- the probe (fewkit.knowledge.probe) ---------------------------------------------------------------
+def test_probe_items_distractors_are_other_values(toy):
+    from fewkit.knowledge.probe import probe_items
+
+    items = probe_items(toy, {s for s, _, _ in toy}, n_cands=3, seed=0)
+    assert items and items == probe_items(toy, {s for s, _, _ in toy}, n_cands=3, seed=0)  # seeded
+    for s, r, o, cands in items:
+        assert len(cands) == 3 and cands.count(o) == 1
+        assert (s, r, o) in set(toy)
+
+
+def test_probe_and_mlm_accuracy_equal_with_transformers(toy, tmp_path):
+    "Same weights in transformers' BertForMaskedLM: the same probe answers and the same masked-character accuracy."
+    from transformers import BertForMaskedLM as HF
+    from fewkit.model_io import save_hf
+    from fewkit.testing import tiny_bert
+    from fewkit.knowledge.probe import mlm_accuracy, probe, probe_items
+
+    tok, _, _ = _knowledge_setup(toy)
+    model = tiny_bert(seed=3, vocab=len(tok))
+    save_hf(model, tmp_path, tok)
+    hf = HF.from_pretrained(tmp_path).eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.hf = hf
+
+        def forward(self, input_ids, attention_mask=None):
+            return self.hf(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    items = probe_items(toy, {s for s, _, _ in toy}, n_cands=3)
+    assert probe(model, tok, items) == probe(Logits(), tok, items)
+    texts = ["故宫附近有景山公园", "北海公园的门票是10元"]
+    a, b = mlm_accuracy(model, tok, texts), mlm_accuracy(Logits(), tok, texts)
+    assert (a["n"], a["acc"]) == (b["n"], b["acc"]) and a["loss"] == pytest.approx(b["loss"], abs=1e-3)

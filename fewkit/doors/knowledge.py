@@ -14,7 +14,7 @@ import torch
 from ..core import device_name, find_shared
 from ..knowledge.kg import load_triples
 from ..knowledge.distant_supervision import align, alignment_report, denoise, load_kdconv, load_text, prf
-from ..knowledge.tasks import probe_report
+from ..knowledge.probe import probe_report
 
 # %% auto #0
 __all__ = ['cli_main', 'plot_knowledge', 'bench']

@@ -6,10 +6,8 @@ Docs: https://fewkit.github.io/fewkit/knowledge_pretrain.html.md"""
 
 # %% ../../nbs/33_knowledge_pretrain.ipynb #0ce3f591
 from __future__ import annotations
-import copy
 import random
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
@@ -22,15 +20,14 @@ from ..model_io import from_hf
 from ..tokenizer import build_vocab, load_tokenizer, make_tokenizer
 from ..masking import BatchStream, mask_tokens, mlm_count, mlm_loss_sum
 from ..train import TrainSettings, fit
-from .kg import ENTITY_RELATIONS, load_triples
-from .distant_supervision import Trie, aliases, align, build_matcher, load_kdconv
+from .kg import ENTITY_RELATIONS
+from .distant_supervision import Trie, aliases, align, build_matcher
 
 # %% auto #0
-__all__ = ['PROBE_RELATIONS', 'linearize', 'encode', 'mention_tensors', 'kg_mentions', 'joint_tensors', 'joint_mask',
-           'spo_tensors', 'spo_margin_loss', 'split_sentences', 'knowledge_data', 'load_backbone', 'fresh_backbone',
-           'KnowledgeHeads', 'KnowledgeModel', 'KnowledgeSettings', 'knowledge_tensors', 'KnowledgeCollate',
-           'knowledge_losses', 'pretrain_knowledge', 'loss_table', 'probe_items', 'probe', 'mlm_accuracy',
-           'probe_report']
+__all__ = ['linearize', 'encode', 'mention_tensors', 'kg_mentions', 'joint_tensors', 'joint_mask', 'spo_tensors',
+           'spo_margin_loss', 'split_sentences', 'knowledge_data', 'load_backbone', 'fresh_backbone', 'KnowledgeHeads',
+           'KnowledgeModel', 'KnowledgeSettings', 'knowledge_tensors', 'KnowledgeCollate', 'knowledge_losses',
+           'pretrain_knowledge', 'loss_table']
 
 # %% ../../nbs/33_knowledge_pretrain.ipynb #2ce2005e
 def linearize(t) -> str:
@@ -355,120 +352,3 @@ def pretrain_knowledge(model: BertForMaskedLM, tok, tensors: dict, s: KnowledgeS
 def loss_table(history: list[dict]) -> list[dict]:
     "Per-step losses from `fit`'s history: {'mlm': ..., task: weighted loss, ...}."
     return [dict(mlm=round(r["loss"], 4), **{k: round(v, 4) for k, v in r.get("parts", {}).items()}) for r in history]
-
-# %% ../../nbs/33_knowledge_pretrain.ipynb #18481c36
-PROBE_RELATIONS = ("门票", "建议游玩时间", "开放时间")
-
-
-def probe_items(triples, subjects, relations=PROBE_RELATIONS, n_cands: int = 5, max_len: int = 12, seed: int = 0):
-    "Multiple-choice fill-in items (s, r, true value, candidates): distractors are other values of the relation."
-    rng, vals = random.Random(seed), {}
-    for s, r, o in triples:
-        if r in relations and len(o) <= max_len:
-            vals.setdefault(r, set()).add(o)
-    vals = {r: sorted(v) for r, v in vals.items()}
-    items = []
-    for s, r, o in triples:
-        if s in subjects and r in relations and len(o) <= max_len:
-            others = [v for v in vals[r] if v.rstrip("。") != o.rstrip("。")]
-            if len(others) < n_cands - 1:
-                continue
-            cands = rng.sample(others, n_cands - 1) + [o]
-            rng.shuffle(cands)
-            items.append((s, r, o, cands))
-    return items
-
-
-@torch.no_grad()
-def probe(model: BertForMaskedLM, tok, items, max_len: int = 40) -> dict:
-    "Accuracy of choosing the true value: mean log-prob of its characters, all masked, after '{s}的{r}是'."
-    model.eval()
-    right, by = 0, {}
-    for s, r, o, cands in items:
-        pre = f"{s}的{r}是"
-        enc = tok(
-            [pre + c for c in cands],
-            padding=True,
-            truncation=True,
-            max_length=max_len,
-            return_offsets_mapping=True,
-            return_tensors="pt",
-        )
-        off = enc["offset_mapping"]
-        tgt = (off[..., 0] >= len(pre)) & (off[..., 1] > off[..., 0])  # (K, T) the candidate's tokens
-        lp = model(enc["input_ids"].masked_fill(tgt, tok.mask_token_id), enc["attention_mask"]).log_softmax(-1)
-        tok_lp = lp.gather(-1, enc["input_ids"].unsqueeze(-1)).squeeze(-1) * tgt
-        score = tok_lp.sum(1) / tgt.sum(1).clamp(min=1)
-        ok = cands[int(score.argmax())] == o
-        right += ok
-        by.setdefault(r, []).append(ok)
-    return dict(
-        n=len(items),
-        acc=round(right / max(len(items), 1), 4),
-        by_relation={r: round(sum(v) / len(v), 4) for r, v in by.items()},
-        chance=round(1 / len(items[0][3]), 4) if items else None,
-    )
-
-
-@torch.no_grad()
-def mlm_accuracy(model, tok, texts: list[str], prob: float = 0.15, max_len: int = 64, seed: int = 0) -> dict:
-    "Masked-character accuracy and mean loss on `texts`, with the same masks for every model (seeded)."
-    model.eval()
-    if not texts:
-        return dict(n=0, acc=None, loss=None)
-    ids = encode(tok, texts, max_len)["input_ids"]
-    g = torch.Generator().manual_seed(seed)
-    inp, labels = mask_tokens(ids, tok.mask_token_id, tok.all_special_ids, len(tok), prob, g)
-    right, loss, n = 0, 0.0, 0
-    for i in range(0, len(ids), 64):
-        x, y = inp[i : i + 64], labels[i : i + 64]
-        logits = model(x, (x != tok.pad_token_id).long())[y != -100]  # (M, V) at the masked positions
-        right += int((logits.argmax(-1) == y[y != -100]).sum())
-        loss += float(F.cross_entropy(logits, y[y != -100], reduction="sum"))
-        n += int((y != -100).sum())
-    return dict(n=n, acc=round(right / max(n, 1), 4), loss=round(loss / max(n, 1), 4))
-
-# %% ../../nbs/33_knowledge_pretrain.ipynb #be771263
-def probe_report(
-    kg_dir: Path, steps: int = 150, max_items: int | None = None, seed: int = 0, progress: bool = True
-) -> dict:
-    "Same backbone, same steps: MLM only vs MLM + knowledge tasks; attribute probe (seen, held-out) and held-out MLM."
-    triples = load_triples(kg_dir / "kdconv_travel_triples.tsv")
-    dialogues, _ = load_kdconv(kg_dir / "kdconv_travel" / "dev.json")
-    data = knowledge_data(triples, dialogues, seed=seed, people_daily=2000)
-    seen_facts = {t for _, t in data["pairs"] if t[1] in PROBE_RELATIONS}
-    held = probe_items(triples, data["held"], seed=seed)[:max_items]
-    seen = probe_items(triples, {t[0] for t in seen_facts}, seed=seed)
-    seen = [it for it in seen if it[:3] in seen_facts][:max_items]
-    bb = load_backbone()
-    if bb is None:
-        texts = data["sentences"] + [linearize(t) for t in triples if t[1] != "Information"] + ["的是"]
-        bb = fresh_backbone(texts, seed=seed)
-    base, tok, source = bb
-    s = KnowledgeSettings(train=TrainSettings(steps=steps, batch_size=16, lr=5e-4, out="", seed=seed))
-    tensors = knowledge_tensors(data, tok, s.max_len)  # once, for both trained arms
-    held_text = data["held_sentences"][: max_items or None]
-    out = dict(
-        backbone=source,
-        steps=steps,
-        n_sentences=len(data["sentences"]),
-        n_pairs=len(data["pairs"]),
-        n_mentions=len(data["mentions"]),
-        held_out_subjects=len(data["held"]),
-        arms={},
-    )
-    for name, arm in [("backbone", None), ("mlm_only", s.mlm_only()), ("knowledge", s)]:
-        m = copy.deepcopy(base)
-        t0 = time.time()
-        last = None
-        if arm is not None:
-            tab = loss_table(pretrain_knowledge(m, tok, tensors, arm, progress).history)[-20:]
-            last = {k: round(sum(r[k] for r in tab) / len(tab), 4) for k in tab[-1]}
-        out["arms"][name] = dict(
-            held_out=probe(m, tok, held),
-            seen=probe(m, tok, seen),
-            mlm_held_out=mlm_accuracy(m, tok, held_text, seed=seed),
-            last_losses=last,
-            seconds=round(time.time() - t0, 1),
-        )
-    return out
