@@ -413,12 +413,14 @@ def supervise(
     except _Signalled as e:
         stopped, signum = time.time(), e.args[0]
     finally:
-        for s, h in handlers.items():
-            signal.signal(s, h)
+        for s in handlers:
+            signal.signal(s, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the stopping itself
         if p.poll() is None:  # still ours (not reaped), so the pid cannot have been reused
             stop_tree(p.pid, grace_s)
         _sweep(folder)
         ended = time.time()
+        for s, h in handlers.items():
+            signal.signal(s, h)
         if out:
             out.close()
     text = Path(log).read_text(errors="replace") if log else ""
