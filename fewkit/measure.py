@@ -17,9 +17,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from .core import atomic_write, device_name, get_device
 
 # %% auto #0
-__all__ = ['dtype_str', 'tensor_bytes', 'storage_bytes', 'model_state_bytes', 'SavedTensorMeter', 'peak_memory', 'median_time',
-           'machine_load', 'quartiles', 'time_ratio', 'fmt_ratio', 'flop_count', 'git_commit', 'env_info', 'figure',
-           'save_figure', 'fmt_bytes']
+__all__ = ['CJK_FONTS', 'dtype_str', 'tensor_bytes', 'storage_bytes', 'model_state_bytes', 'SavedTensorMeter', 'peak_memory',
+           'median_time', 'machine_load', 'quartiles', 'time_ratio', 'fmt_ratio', 'flop_count', 'git_commit',
+           'env_info', 'cjk_font', 'figure', 'save_figure', 'fmt_bytes']
 
 # %% ../nbs/01_measure.ipynb #b8ab62de
 def dtype_str(dtype: torch.dtype) -> str:
@@ -393,6 +393,17 @@ def env_info(device: torch.device | str | None = None) -> dict:
     return d
 
 # %% ../nbs/01_measure.ipynb #4435d243
+CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Zen Hei")
+
+
+def cjk_font() -> str | None:
+    "The first installed font that has Chinese characters (Debian: fonts-noto-cjk), or None."
+    from matplotlib import font_manager
+
+    names = {f.name for f in font_manager.fontManager.ttflist}
+    return next((n for n in CJK_FONTS if n in names), None)
+
+
 def _pyplot():
     import matplotlib
 
@@ -406,6 +417,10 @@ def _pyplot():
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    font = cjk_font()
+    if font is not None and matplotlib.rcParams["font.sans-serif"][0] != font:
+        matplotlib.rcParams["font.sans-serif"] = [font, *matplotlib.rcParams["font.sans-serif"]]
+        matplotlib.rcParams["axes.unicode_minus"] = False  # CJK fonts lack U+2212; use '-'
     return plt
 
 
