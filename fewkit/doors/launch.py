@@ -11,7 +11,7 @@ from ..core import FewkitError
 from ..parallel.distributed import JobStopped, JobTimeout, RankError, launch, launch_command, read_hostfile
 
 # %% auto #0
-__all__ = ['parser', 'cli_main']
+__all__ = ['parser', 'exit_code', 'run_launch', 'cli_main']
 
 # %% ../../nbs/95_doors_launch.ipynb #95a00005
 def parser() -> argparse.ArgumentParser:
@@ -52,6 +52,27 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 # %% ../../nbs/95_doors_launch.ipynb #95a00007
+def exit_code(e: FewkitError) -> int:
+    "The exit status for a failed job: the rank's own code (128 + signal), 124 on the time limit, 128 + signal when stopped."
+    if isinstance(e, RankError):
+        return e.code or (128 + signal.Signals[e.signal].value if e.signal else 1)
+    if isinstance(e, JobTimeout):
+        return 124  # as timeout(1)
+    if isinstance(e, JobStopped):
+        return 128 + e.signum
+    return 2
+
+
+def run_launch(prog: str, script: str, args=(), nproc: int = 2, **kw) -> int:
+    "`launch(script, args, nproc, **kw)` for a command line: prints the failure as `prog: ...` and returns an exit status."
+    try:
+        launch(script, args, nproc, **kw)
+    except FewkitError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
+        return exit_code(e)
+    return 0
+
+
 def cli_main(argv: list[str] | None = None) -> int:
     "`fewkit launch [-n N] [--nnodes K --node-rank R --master-addr A] [--max-time S] [-m] script|module args...`."
     a = parser().parse_args(sys.argv[1:] if argv is None else list(argv))
@@ -65,25 +86,8 @@ def cli_main(argv: list[str] | None = None) -> int:
         if a.print_only:
             print(shlex.join(launch_command(a.script, a.args, nproc, watch=not a.deepspeed, **kw)))
             return 0
-        launch(
-            a.script,
-            a.args,
-            nproc,
-            max_time_s=a.max_time or None,
-            group_timeout_s=a.group_timeout,
-            run_dir=a.run_dir,
-            **kw,
-        )
-    except RankError as e:
-        print(f"fewkit launch: {e}", file=sys.stderr)
-        return e.code or (128 + signal.Signals[e.signal].value if e.signal else 1)
-    except JobTimeout as e:
-        print(f"fewkit launch: {e}", file=sys.stderr)
-        return 124  # as timeout(1)
-    except JobStopped as e:
-        print(f"fewkit launch: {e}", file=sys.stderr)
-        return 128 + e.signum
     except FewkitError as e:
         print(f"fewkit launch: error: {e}", file=sys.stderr)
         return 2
-    return 0
+    kw.update(max_time_s=a.max_time or None, group_timeout_s=a.group_timeout, run_dir=a.run_dir)
+    return run_launch("fewkit launch", a.script, a.args, nproc, **kw)
