@@ -53,7 +53,7 @@ def test_apply_and_segments():
 
 def test_memory_target():
     B, T, H = 2, 32, 64
-    rows = checkpoint_table((1, 2, 4), ('none', 'every'), B=B, T=T, hidden=H, vocab=300, timing=None)
+    rows = checkpoint_table((1, 2, 4), ('none', 'every'), B=B, T=T, hidden=H, vocab=300, rounds=0)
     s = summarize(rows, B, T, H)
     assert s['every_target_ok'], s
     peak = {(r['layers'], r['policy']): r['peak'] for r in rows}

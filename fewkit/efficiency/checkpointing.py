@@ -264,9 +264,9 @@ def checkpoint_table(
     hidden=128,
     vocab=1000,
     device=None,
-    timing="deepest",
+    rounds: int = 21,  # time_ratio rounds for the step time at the deepest model; 0 = no timing
 ) -> list[dict]:
-    "Rows of {layers, policy, forward, peak[, time_ratio]} for a tiny fewkit BERT; timing: 'deepest', 'all' or None."
+    "Rows of {layers, policy, forward, peak[, time_ratio, timing]} for a tiny fewkit BERT."
     device = get_device(device)
     rows = []
     for L in tqdm(layer_counts, desc=f"checkpointing ({impl})", leave=False):
@@ -285,9 +285,9 @@ def checkpoint_table(
             cfg = CheckpointSettings(p, k=2, impl=impl)
             apply_checkpointing(model, cfg)
             r = dict(layers=L, policy=p, impl=impl, **saved_bytes_peak(lambda: _loss(model, batch), exclude=params))
-            timed = timing == "all" or (timing == "deepest" and L == max(layer_counts))
-            if timed and p != "none":  # interleaved with the plain step, in one run
-                r["time_ratio"] = time_ratio(step(CheckpointSettings("none")), step(cfg), device=device)["ratio"]
+            if rounds and L == max(layer_counts) and p != "none":  # interleaved with the plain step, in one run
+                r["timing"] = time_ratio(step(CheckpointSettings("none")), step(cfg), device=device, rounds=rounds)
+                r["time_ratio"] = r["timing"]["ratio"]
             rows.append(r)
         apply_checkpointing(model, CheckpointSettings("none"))
     return rows
@@ -308,4 +308,5 @@ def summarize(rows, B, T, hidden) -> dict:
         every_layers_kept=layers_kept,
         every_target_ok=layers_kept <= 1.5,
         every_time_ratio=ev.get("time_ratio"),
+        every_timing=ev.get("timing"),
     )

@@ -85,12 +85,21 @@ def rel_diff(ga: dict, gb: dict) -> float:
 
 
 def padded_mlm_batch(B=7, T=24, vocab=500, p=0.15, seed=0) -> dict:
-    "Random MLM batch with different lengths (padding id 0), masked by fewkit.masking (p of each row's tokens)."
+    "Random MLM batch: rows of different lengths (padding id 0), each masked by fewkit.masking at its own rate."
     g = torch.Generator().manual_seed(seed)
     lens = torch.randint(T // 4, T + 1, (B,), generator=g)
     mask = (torch.arange(T)[None] < lens[:, None]).long()  # (B, T)
     ids = torch.randint(len(SPECIALS), vocab, (B, T), generator=g) * mask  # [PAD] = 0: special, never masked
-    inp, labels = mask_tokens(ids, SPECIALS.index("[MASK]"), range(len(SPECIALS)), vocab, prob=p, generator=g)
+    # rates p/5 .. 5p: masked counts differ between micro-batches (equal counts would hide the wrong version)
+    rates = p * (0.2 + 4.8 * torch.rand(B, generator=g))
+    rows = []
+    for i in range(B):
+        inp, labels = mask_tokens(
+            ids[i : i + 1], SPECIALS.index("[MASK]"), range(len(SPECIALS)), vocab, float(rates[i]), g
+        )
+        rows.append((inp, labels))
+    inp = torch.cat([r[0] for r in rows])
+    labels = torch.cat([r[1] for r in rows])
     return dict(input_ids=inp, attention_mask=mask, labels=labels)
 
 
@@ -126,9 +135,9 @@ def accum_grads(model, batch, k, wrong=False) -> dict:
 
 # %% ../../nbs/11_grad_accum.ipynb #79bbdfc1
 def activation_table(
-    B=8, T=64, ks=(1, 2, 4, 8), layers=2, hidden=128, vocab=1000, device=None, timing=False
+    B=8, T=64, ks=(1, 2, 4, 8), layers=2, hidden=128, vocab=1000, device=None, rounds: int = 0
 ) -> list[dict]:
-    "Bytes saved for backward by one micro-batch forward (and step time vs the first k) for batch B split in k."
+    "Bytes saved for backward by one micro-batch forward (and, with `rounds` > 0, step time vs the first k) for batch B in k."
     device = get_device(device)
     cfg = BertConfig.preset("tiny", vocab_size=vocab).replace(
         num_hidden_layers=layers, hidden_size=hidden, intermediate_size=4 * hidden
@@ -143,11 +152,12 @@ def activation_table(
             loss = mlm_loss_sum(model, mbs[0])
         del loss
         r = dict(k=k, micro_batch=len(mbs[0]["input_ids"]), bytes=m.bytes)
-        if timing:  # whole-batch step time relative to k=1, interleaved in one run
+        if rounds:  # whole-batch step time relative to k=1, interleaved in one run
             step = partial(accumulate, mbs, partial(mlm_loss_sum, model), mlm_count)
             if k == ks[0]:
                 base = step
             else:
-                r["time_ratio"] = time_ratio(base, step, device=device, rounds=3)["ratio"]
+                r["timing"] = time_ratio(base, step, device=device, rounds=rounds)  # median, spread and load
+                r["time_ratio"] = r["timing"]["ratio"]
         rows.append(r)
     return rows
