@@ -14,24 +14,20 @@ import sys
 import time
 from pathlib import Path
 import torch
-from ..core import FewkitError, cache_dir
+import yaml  # comes with transformers
+from ..core import FewkitError, cache_dir, write_json
 from ..data import fewclue_root
-from ..efficiency.checkpointing import CheckpointSettings
-from ..efficiency.fusion import FusionSettings
-from ..efficiency.grad_accum import AccumSettings
-from ..efficiency.lamb import OptimSettings
 from ..efficiency.mixed_precision import AmpSettings
 from ..measure import env_info, figure, save_figure
 from ..parallel.distributed import close_distributed, init_distributed, launch_command
-from ..parallel.zero import ZeroSettings
 from ..pretrain.mlm import PretrainSettings, build_data, build_model, flops_per_token, pretrain
 from ..pretrain.nli import EVAL_TASKS, TRANSFER_TASKS, compare, continue_pretrain, entailment_corpus, plot_compare
 from ..tokenizer import default_tokenizer
-from ..train import ParallelSettings, TrainSettings
+from ..train import TrainSettings
 
 # %% auto #0
-__all__ = ['PRESET_RUN', 'DEMO_STEPS', 'SIZE_SHAPES', 'settings_from_args', 'torchrun_command', 'cli_main', 'plot_curve', 'bench',
-           'demo_section', 'bench_sizes', 'bench_nli']
+__all__ = ['PRESET_RUN', 'DEMO_STEPS', 'SIZE_SHAPES', 'read_config', 'given_flags', 'settings_from_args', 'torchrun_command',
+           'cli_main', 'plot_curve', 'bench', 'demo_section', 'bench_sizes', 'bench_nli']
 
 # %% ../../nbs/98_doors_pretrain.ipynb #210936a7
 # steps/batch/lr per preset: chosen so that `tiny` finishes in <= 20 minutes on a 2-core CPU
@@ -43,7 +39,6 @@ PRESET_RUN = dict(
     tiny=dict(steps=3000, batch_size=16, lr=2e-3, warmup=150, mask_prob=0.3),
     small=dict(steps=3000, batch_size=32, lr=5e-4, warmup=300, mask_prob=0.15),
 )
-_TRAIN_KEYS = ("steps", "batch_size", "lr", "warmup")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,12 +59,21 @@ def _parser() -> argparse.ArgumentParser:
     a("--nproc", type=int, default=1, help="data-parallel processes on this machine (torchrun + DDP; 1 thread each)")
     a("--port", type=int, default=29511, help="rendezvous port with --nproc")
     a(
+        "--engine",
+        choices=["ddp", "zero", "deepspeed"],
+        help="with --nproc: the engine of fit (default ddp; zero with --zero S; deepspeed with --deepspeed FILE)",
+    )
+    a(
         "--zero",
         type=int,
-        choices=[0, 1, 2],
-        help="with --nproc: ZeRO stage (fewkit.parallel.zero Adam; --amp bf16 keeps "
-        "bf16 parameters and gradients) instead of DDP",
+        choices=[0, 1, 2, 3],
+        help="with --nproc: ZeRO stage; fewkit.parallel.zero's Adam (--amp bf16 keeps bf16 parameters and "
+        "gradients, fp32 masters), or DeepSpeed's with --engine deepspeed",
     )
+    a("--offload", action="store_true", help="ZeRO: the optimizer state on the CPU (parallel.zero.offload_optimizer)")
+    a("--deepspeed", metavar="FILE", help="a DeepSpeed JSON config; its keys override the one fit builds")
+    a("--config", metavar="FILE", help="JSON or YAML {pretrain: {...}, train: {...}}; flags written here override it")
+    a("--print-config", action="store_true", help="print the resolved settings as JSON and exit")
     a(
         "--mask-prob",
         type=float,
@@ -98,34 +102,89 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 # %% ../../nbs/98_doors_pretrain.ipynb #86052fb3
-def settings_from_args(a) -> tuple[PretrainSettings, TrainSettings, Path]:
-    "PretrainSettings, TrainSettings and output folder from parsed `fewkit pretrain` arguments."
-    given = dict(steps=a.steps, batch_size=a.batch_size, lr=a.lr, warmup=a.warmup, mask_prob=a.mask_prob)
-    run = {**PRESET_RUN.get(a.preset, PRESET_RUN["tiny"]), **{k: v for k, v in given.items() if v is not None}}
-    out = a.out or cache_dir() / f"backbone-{a.preset}"  # everything the run writes stays inside `out`
-    ts = TrainSettings(
-        **{k: run[k] for k in _TRAIN_KEYS},
-        eval_every=a.eval_every,
-        save_every=a.save_every,
-        seed=a.seed,
-        device=a.device,
-        out=str(out / "train"),  # checkpoints, log.json, train_settings.json beside the backbone's files
-        compile=a.compile,
-        optim=OptimSettings(name=a.optim or "adamw"),
-        amp=AmpSettings(dtype=a.amp),
-        accum=AccumSettings(micro_batches=a.micro_batches),
-        checkpointing=CheckpointSettings(policy=a.checkpointing),
-        fusion=FusionSettings(impl=a.fusion),
-    )
-    ps = PretrainSettings(
-        preset=a.preset,
-        corpus=a.corpus,
-        seq_len=a.seq_len,
-        whole_word=a.whole_word,
-        max_texts=a.max_texts,
-        mask_prob=run["mask_prob"],
-    )
-    return ps, ts, out
+_FLAGS = {  # flag -> where its value goes in {"pretrain": {...}, "train": {...}} (the --config file's shape)
+    "preset": ("pretrain", "preset"),
+    "corpus": ("pretrain", "corpus"),
+    "seq_len": ("pretrain", "seq_len"),
+    "whole_word": ("pretrain", "whole_word"),
+    "max_texts": ("pretrain", "max_texts"),
+    "mask_prob": ("pretrain", "mask_prob"),
+    "steps": ("train", "steps"),
+    "batch_size": ("train", "batch_size"),
+    "lr": ("train", "lr"),
+    "warmup": ("train", "warmup"),
+    "eval_every": ("train", "eval_every"),
+    "save_every": ("train", "save_every"),
+    "seed": ("train", "seed"),
+    "device": ("train", "device"),
+    "compile": ("train", "compile"),
+    "optim": ("train", "optim", "name"),
+    "amp": ("train", "amp", "dtype"),
+    "micro_batches": ("train", "accum", "micro_batches"),
+    "checkpointing": ("train", "checkpointing", "policy"),
+    "fusion": ("train", "fusion", "impl"),
+    "zero": ("train", "parallel", "zero", "stage"),
+    "offload": ("train", "parallel", "zero", "offload_optimizer"),
+    "deepspeed": ("train", "parallel", "deepspeed_config"),
+}
+
+
+def _put(d: dict, path: tuple, value):
+    "Set d[path[0]][path[1]]... = value, making the inner dicts on the way."
+    for k in path[:-1]:
+        d = d.setdefault(k, {})
+    d[path[-1]] = value
+
+
+def _merge(base: dict, over: dict) -> dict:
+    "`over` on top of `base`; nested dicts are merged key by key."
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_config(path) -> dict:
+    "A `--config` file: JSON, or YAML (.yaml / .yml), of {pretrain: {...}, train: {...}}."
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+        d = yaml.safe_load(text) if p.suffix in (".yaml", ".yml") else json.loads(text)
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        raise FewkitError(f"{p}: expected a JSON or YAML file of {{pretrain: {{...}}, train: {{...}}}} ({e})") from e
+    if not isinstance(d, dict) or set(d) - {"pretrain", "train"}:
+        got = sorted(d) if isinstance(d, dict) else type(d).__name__
+        raise FewkitError(f"{p}: expected the keys 'pretrain' and/or 'train', got {got}")
+    return d
+
+
+def given_flags(argv: list[str]) -> set[str]:
+    "The flags written on the command line (they override a --config file; the others are defaults)."
+    ap = _parser()
+    for action in ap._actions:  # a SUPPRESS default leaves the flags not written out of the namespace
+        action.default = argparse.SUPPRESS
+    return set(vars(ap.parse_args(argv)))
+
+
+def settings_from_args(a, given: set | None = None) -> tuple[PretrainSettings, TrainSettings, Path]:
+    "PretrainSettings, TrainSettings and output folder: flag defaults and preset < `--config` file < `given` flags."
+    values = {k: getattr(a, k) for k in _FLAGS}
+    for k, v in PRESET_RUN.get(a.preset, PRESET_RUN["tiny"]).items():
+        if values[k] is None:  # steps, batch, lr, warmup, masking rate: the preset's unless a flag says
+            values[k] = v
+    nested = {"pretrain": {}, "train": {}}
+    for k, v in values.items():
+        if v is not None:
+            _put(nested, _FLAGS[k], v)
+    if a.config:
+        mine = {}
+        for k in sorted(set(given or ()) & set(_FLAGS)):
+            _put(mine, _FLAGS[k], values[k])
+        nested = _merge(_merge(nested, read_config(a.config)), mine)
+    ps = PretrainSettings.from_dict(nested["pretrain"])
+    out = a.out or cache_dir() / f"backbone-{ps.preset}"  # everything the run writes stays inside `out`
+    nested["train"]["out"] = str(out / "train")  # checkpoints, log.json, train_settings.json beside the backbone
+    return ps, TrainSettings.from_dict(nested["train"]), out
 
 # %% ../../nbs/98_doors_pretrain.ipynb #659a2144
 def torchrun_command(argv: list[str], nproc: int, port: int) -> list[str]:
@@ -136,11 +195,18 @@ def torchrun_command(argv: list[str], nproc: int, port: int) -> list[str]:
 
 
 def _train_settings_for_group(ts: TrainSettings, a) -> TrainSettings:
-    "Under torchrun: DDP over the process group, or fewkit's ZeRO stage `--zero` (its own Adam, bf16 or fp32)."
-    if a.zero is None:
-        return ts.replace(parallel=ParallelSettings(engine="ddp"))
-    zero = ZeroSettings(stage=a.zero, dtype="bf16" if a.amp == "bf16" else "fp32")
-    return ts.replace(parallel=ParallelSettings(engine="zero", zero=zero), amp=AmpSettings())  # ZeRO owns precision
+    "Under torchrun: the engine of fit over the group: DDP, fewkit's ZeRO (--zero S) or DeepSpeed (--deepspeed)."
+    engine = a.engine or ("deepspeed" if a.deepspeed else "zero" if a.zero is not None else "ddp")
+    if engine == "ddp" and (a.zero is not None or a.offload or a.deepspeed):
+        raise FewkitError("--engine ddp takes no --zero / --offload / --deepspeed (use --engine zero or deepspeed)")
+    if engine == "zero" and a.deepspeed:
+        raise FewkitError("--deepspeed FILE is DeepSpeed's config: use it with --engine deepspeed")
+    if engine == "zero":  # fewkit's ZeRO keeps its own precision: bf16 parameters and gradients, fp32 masters
+        if ts.amp.dtype == "fp16":
+            raise FewkitError("--engine zero takes --amp fp32 or bf16 (ZeRO keeps fp32 master weights)")
+        zero = ts.parallel.zero.replace(dtype="bf16" if ts.amp.dtype == "bf16" else "fp32")
+        return ts.replace(parallel=ts.parallel.replace(engine="zero", zero=zero), amp=AmpSettings())
+    return ts.replace(parallel=ts.parallel.replace(engine=engine))  # DeepSpeed builds its precision from amp
 
 
 def _report(rep: dict, out: Path):
@@ -160,18 +226,24 @@ def cli_main(argv: list[str] | None = None) -> int:
     "`fewkit pretrain`: train, save, and print held-out accuracy, tokens/s, FLOP utilisation and fills."
     argv = sys.argv[1:] if argv is None else list(argv)
     a = _parser().parse_args(argv)
-    if a.nproc > 1 and "RANK" not in os.environ:  # start this same command on N processes (torchrun), DDP
-        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-        return subprocess.call(torchrun_command(argv, a.nproc, a.port), env=env)
+    group = "RANK" in os.environ  # under torchrun / fewkit launch: one rank of the group
     try:
-        ps, ts, out = settings_from_args(a)
-        if a.zero is not None and a.amp == "fp16":
-            raise FewkitError("--zero takes --amp fp32 or bf16 (ZeRO keeps fp32 master weights)")
-        if a.zero is not None and "RANK" not in os.environ:
-            raise FewkitError("--zero needs --nproc N (N > 1) or a torchrun launch")
-        if "RANK" in os.environ:  # under torchrun / fewkit launch: data parallel over the group
-            init_distributed()
+        ps, ts, out = settings_from_args(a, given_flags(argv))
+        if a.nproc > 1 or group:
             ts = _train_settings_for_group(ts, a)
+        elif a.engine or a.zero is not None or a.offload or a.deepspeed:
+            raise FewkitError("--engine / --zero / --offload / --deepspeed need --nproc N (N > 1) or a torchrun launch")
+        if a.print_config:
+            print(json.dumps(dict(pretrain=ps.to_dict(), train=ts.to_dict(), out=str(out)), indent=1))
+            return 0
+        if a.nproc > 1 and not group:  # start this same command on N processes (torchrun)
+            env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+            return subprocess.call(torchrun_command(argv, a.nproc, a.port), env=env)
+        if group:
+            init_distributed()
+        if int(os.environ.get("RANK", "0")) == 0:  # what ran, with which versions and on what: beside the results
+            out.mkdir(parents=True, exist_ok=True)
+            write_json(out / "run.json", dict(argv=argv, pretrain=ps.to_dict(), train=ts.to_dict(), env=env_info()))
         try:
             rep = pretrain(ps, ts, save_to=out, resume=a.resume, progress=True, allow_changes=a.allow_changes)
         finally:
