@@ -184,8 +184,10 @@ def test_bench_quick(tmp_path):
     assert rows["document_context"]["recall"] > rows["same_sentence"]["recall"]
     for v in rows.values():
         assert 0 <= v["precision"] <= 1 and v["tp"] <= v["pairs"]
-    assert set(r["probe"]["arms"]) == {"backbone", "mlm_only", "knowledge"}
+    assert set(r["probe"]["arms"]) == {"backbone", "mlm_only", "knowledge", "knowledge_gcn"}
     assert all(0 <= a["held_out"]["acc"] <= 1 for a in r["probe"]["arms"].values())
+    assert set(r["summary"]) == set(r["probe"]["arms"])
+    assert [d["direction"] for d in r["alignment_tuned"]["directions"]] == ["A->B", "B->A"]
     assert (tmp_path / "knowledge.png").exists()
 
 
@@ -319,3 +321,71 @@ def test_probe_and_mlm_accuracy_equal_with_transformers(toy, tmp_path):
     texts = ["故宫附近有景山公园", "北海公园的门票是10元"]
     a, b = mlm_accuracy(model, tok, texts), mlm_accuracy(Logits(), tok, texts)
     assert (a["n"], a["acc"]) == (b["n"], b["acc"]) and a["loss"] == pytest.approx(b["loss"], abs=1e-3)
+
+
+# ---- the gated GCN inside knowledge pretraining (fewkit.knowledge.gcn_pretrain) -----------------------
+def _gcn_setup(toy):
+    from fewkit.knowledge.tasks import knowledge_data
+    from fewkit.knowledge.gcn_pretrain import data_graph
+
+    tok, tensors, s = _knowledge_setup(toy)
+    docs, _ = load_kdconv(data_samples() / "kg" / "toy_dev.json")
+    data = knowledge_data(toy, docs, holdout=0.0)
+    return tok, tensors, data_graph(data, tok, s), s, data
+
+
+def test_batch_graph_equals_the_per_sentence_reference(toy):
+    "Indexing the flat per-sentence subgraphs gives chapter 3.2's per-sentence loop (knowledge_inputs) exactly."
+    from fewkit.knowledge.gated_gcn import knowledge_inputs
+    from fewkit.knowledge.gcn_pretrain import batch_graph
+
+    tok, tensors, graph, s, data = _gcn_setup(toy)
+    G, M = build_graph(data["triples"]), build_matcher(data["triples"])
+    for rows in ([0, 1, 2, 3], [7, 3, 3, 11], [5]):
+        rows = torch.tensor(rows)
+        kg = batch_graph(graph, rows, s.max_len)
+        sents = [data["sentences"][i] for i in rows]
+        _, ref = knowledge_inputs(sents, G, M, tok, s.max_len, s.max_nodes, s.max_edges, s.train.seed)
+        n = len(ref["node_ids"]) if ref["edge_index"].numel() or (ref["token_node"] >= 0).any() else 0
+        assert torch.equal(kg["node_ids"][:n], ref["node_ids"][:n])
+        assert torch.equal(kg["edge_index"], ref["edge_index"])
+        assert torch.equal(kg["token_node"], ref["token_node"])
+        assert len(kg["node_ids"]) == n + 1  # one padding node closes every batch
+
+
+def test_gate_shut_gives_exactly_the_plain_mlm_logits(toy):
+    from fewkit.testing import tiny_bert
+    from fewkit.knowledge.tasks import KnowledgeModel
+    from fewkit.knowledge.gcn_pretrain import GraphCollate, GatedKnowledgeModel, graph_of
+
+    tok, tensors, graph, s, _ = _gcn_setup(toy)
+    for seed in range(2):  # fresh random weights
+        gm = GatedKnowledgeModel(tiny_bert(seed=seed, vocab=len(tok))).eval()
+        plain = KnowledgeModel(tiny_bert(seed=seed, vocab=len(tok))).eval()  # the same BERT weights, no GCN
+        b = GraphCollate(tensors, graph, tok, s)(list(torch.arange(4)), torch.Generator().manual_seed(seed))
+        assert (b["kg_token_node"] >= 0).any()  # mentions are linked: the graph would change the states
+        with torch.no_grad():
+            gm.gated.gate.bias.fill_(-float("inf"))  # sigma(-inf) = 0 exactly
+            torch.nn.init.normal_(gm.gated.proj.weight)
+            ref = plain(b["input_ids"], b["attention_mask"])
+            assert torch.equal(gm(b["input_ids"], b["attention_mask"], kg=graph_of(b)), ref)
+            loss = gm(b["input_ids"], b["attention_mask"], labels=b["labels"], kg=graph_of(b))
+            assert torch.equal(loss, plain(b["input_ids"], b["attention_mask"], labels=b["labels"]))
+            gm.gated.gate.bias.fill_(0.0)
+            assert not torch.equal(gm(b["input_ids"], b["attention_mask"], kg=graph_of(b)), ref)
+
+
+def test_gcn_pretraining_runs_through_fit_and_logs_parts_and_gates(toy):
+    from fewkit.testing import tiny_bert
+    from fewkit.knowledge.gcn_pretrain import pretrain_gcn
+
+    tok, tensors, graph, s, _ = _gcn_setup(toy)
+    res, gates = pretrain_gcn(tiny_bert(seed=0, vocab=len(tok)), _NoCalls(tok), tensors, graph, s)
+    assert len(res.history) == s.train.steps == len(gates)
+    assert all(set(r["parts"]) == {"mention", "joint_mask", "margin", "gain"} for r in res.history)
+    layer = res.model.gated.fuse_at
+    assert all(0 < g[f"gate_L{layer}"] < 1 and "gain" in g for g in gates)
+    for layer in res.model.gated.kenc.gcn:  # the GCN trained: its biases start at 0
+        assert layer.bias.abs().sum() > 0
+    off, _ = pretrain_gcn(tiny_bert(seed=0, vocab=len(tok)), tok, tensors, graph, s.replace(gain_weight=0.0))
+    assert all("gain" not in r["parts"] for r in off.history)

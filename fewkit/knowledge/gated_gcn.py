@@ -55,7 +55,7 @@ def graph_tensors(S: nx.MultiDiGraph) -> tuple[list[str], torch.Tensor]:
     ix = {n: i for i, n in enumerate(names)}
     e = [(ix[u], ix[v]) for u, v in S.edges()]
     e = e + [(v, u) for u, v in e]
-    return names, torch.tensor(e, dtype=torch.long).T.reshape(2, -1)
+    return names, torch.tensor(e, dtype=torch.long).reshape(-1, 2).T  # (2, 2E), also for E = 0
 
 # %% ../../nbs/32_gated_gcn.ipynb #11053b20
 class KnowledgeEncoder(nn.Module):

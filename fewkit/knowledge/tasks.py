@@ -257,10 +257,18 @@ class KnowledgeSettings(Settings):
     joint_weight: float = 1.0
     margin_weight: float = 1.0
     margin: float = 0.3
+    # the gated GCN arm (chapter 3.4, `fewkit.knowledge.gcn_pretrain`): knowledge-gain hinge and the subgraph budget
+    gain_weight: float = 1.0
+    gain_margin: float = 0.05
+    hops: int = 2
+    max_nodes: int = 8
+    max_edges: int = 16
+    fuse_at: int = -1  # fuse after this BERT layer; -1: the middle one
+    gcn_layers: int = 2
 
     def mlm_only(self) -> "KnowledgeSettings":
         "The no-knowledge baseline: the same settings with every knowledge task off."
-        return self.replace(mention_weight=0.0, joint_weight=0.0, margin_weight=0.0)
+        return self.replace(mention_weight=0.0, joint_weight=0.0, margin_weight=0.0, gain_weight=0.0)
 
 
 def knowledge_tensors(data: dict, tok, max_len: int = 64) -> dict:
