@@ -40,7 +40,7 @@ def main(engine: str, stage: int, out: str, steps: int, resume: str, offload: in
             save_every=2,
             keep=2,
             out=out,
-            device="cpu",
+            device=os.environ.get("ENGINE_DEVICE", "cpu"),
             parallel=dict(engine=engine, zero=dict(stage=stage, offload_optimizer=bool(offload))),
         )
     )
@@ -70,7 +70,9 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     multi = any(not r.startswith("none") for r in runs)
     if multi:
-        dist.init_process_group("gloo")
+        dist.init_process_group("nccl" if os.environ.get("ENGINE_DEVICE", "cpu").startswith("cuda") else "gloo")
+        if os.environ.get("ENGINE_DEVICE", "cpu").startswith("cuda"):
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     for r in runs:
         engine, stage, *rest = r.split(":")
         offload = int(rest[0]) if rest else 0
