@@ -78,3 +78,10 @@ def test_bench_quick(tmp_path):
     r = bench_fusion(tmp_path, quick=True)
     assert (tmp_path / "fusion.png").exists() and set(r["largest"]) == {"eager", "compile", "jit", "autograd"}
     assert r["compile_first_call_s"] > 0 and r["bandwidth_GBps"] > 0
+
+
+@pytest.mark.slow
+def test_demo_section(tmp_path):
+    from fewkit.doors.efficiency import demo_fusion
+    md = demo_fusion(tmp_path, dict(device=torch.device("cpu")))
+    assert (tmp_path / "fusion_demo.png").exists() and "| autograd |" in md and "IQR" in md

@@ -9,19 +9,21 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 from ..core import FewkitError, Settings, seed_everything, get_device
 from .. import model as fkm
 from ..masking import mask_tokens
-from ..measure import median_time
+from ..measure import median_time, time_ratio
 from ..tokenizer import SPECIALS
 
 # %% auto #0
 __all__ = ['chain_eager', 'dropout_mask', 'chain_bytes', 'copy_bandwidth', 'gelu_grad', 'FusedChain', 'BiasGelu', 'BiasMaskAdd',
            'jit_script', 'compiled', 'clear_compiled', 'chain_variants', 'chain_grads', 'FusionSettings', 'fused_hooks',
-           'apply_fusion', 'bert_loss_grads', 'time_chain', 'fusion_table']
+           'apply_fusion', 'bert_loss_grads', 'chain_step', 'time_chain', 'fusion_table']
 
 # %% ../../nbs/14_fusion.ipynb #5136e840
 def chain_eager(y, bias, residual, mask):
@@ -226,30 +228,42 @@ def bert_loss_grads(impl: str, seed: int = 0, layers: int = 2, B: int = 2, T: in
     return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 # %% ../../nbs/14_fusion.ipynb #287cae40
-def time_chain(fn, numel_rows: int, h: int, device=None, train: bool = True, min_run_time: float = 0.2) -> float:
-    "Median seconds of fn's chain (forward, or forward+backward if train) on (rows, h) fp32 tensors."
+def chain_step(fn, numel_rows: int, h: int, device=None, train: bool = True) -> Callable[[], None]:
+    "A closure running fn's chain once (forward, or forward+backward if train) on fixed (rows, h) fp32 tensors."
     dev = get_device(device)
     g = torch.Generator(device="cpu").manual_seed(0)
     y, r, gout = (torch.randn(numel_rows, h, generator=g).to(dev) for _ in range(3))
-    b, m = torch.randn(h, generator=g).to(dev), dropout_mask(y, 0.1)
+    b = torch.randn(h, generator=g).to(dev)
+    m = dropout_mask(y, 0.1)
     if not train:
-        return median_time(lambda: fn(y, b, r, m), device=dev, min_run_time=min_run_time)
+        return lambda: fn(y, b, r, m)
     y, b, r = (t.requires_grad_() for t in (y, b, r))
 
     def step():
         y.grad = b.grad = r.grad = None
         fn(y, b, r, m).backward(gout)
 
-    return median_time(step, device=dev, min_run_time=min_run_time)
+    return step
 
 
-def fusion_table(sizes, device=None, variants=None, train: bool = True) -> list[dict]:
-    "One row per (size, variant): seconds and the speed-up over eager."
-    from tqdm.auto import tqdm
+def time_chain(fn, numel_rows: int, h: int, device=None, train: bool = True, min_run_time: float = 0.2) -> float:
+    "Median seconds of one `chain_step` (wall clock, all threads: for the roofline plot)."
+    dev = get_device(device)
+    return median_time(chain_step(fn, numel_rows, h, dev, train), device=dev, min_run_time=min_run_time)
 
+
+def fusion_table(sizes, device=None, variants=None, train: bool = True, rounds: int = 21) -> list[dict]:
+    "Rows per (size, variant): median seconds, and the speed-up over eager timed interleaved (`time_ratio`, kept whole)."
+    dev = get_device(device)
     variants = variants or chain_variants()
     rows = []
     for n, h in tqdm(sizes, desc="fusion sizes", leave=False):
-        ts = {k: time_chain(f, n, h, device, train) for k, f in variants.items()}
-        rows += [dict(rows=n, h=h, numel=n * h, variant=k, seconds=t, speedup=ts["eager"] / t) for k, t in ts.items()]
+        eager = chain_step(variants["eager"], n, h, dev, train)
+        for k, f in variants.items():
+            step = chain_step(f, n, h, dev, train)
+            row = dict(rows=n, h=h, numel=n * h, variant=k, seconds=time_chain(f, n, h, dev, train), speedup=1.0)
+            if k != "eager":
+                row["timing"] = time_ratio(step, eager, device=dev, rounds=rounds)  # eager time / variant time
+                row["speedup"] = row["timing"]["ratio"]
+            rows.append(row)
     return rows
