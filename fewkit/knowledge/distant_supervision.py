@@ -19,8 +19,9 @@ from ..core import FewkitDataError
 from .kg import ENTITY_RELATIONS, load_triples
 
 # %% auto #0
-__all__ = ['REL_FEATS', 'FEATS', 'Trie', 'aliases', 'build_matcher', 'norm', 'lcs_len', 'value_match', 'Pair', 'align',
-           'load_kdconv', 'load_text', 'prf', 'featurize', 'dsgan_scores', 'denoise', 'alignment_report']
+__all__ = ['REL_FEATS', 'FEATS', 'DENOISE', 'RULES', 'DEFAULT_RULE', 'Trie', 'aliases', 'build_matcher', 'norm', 'lcs_len',
+           'value_match', 'Pair', 'align', 'load_kdconv', 'load_text', 'prf', 'featurize', 'dsgan_scores', 'denoise',
+           'alignment_report', 'tune_alignment']
 
 # %% ../../nbs/31_distant_supervision.ipynb #713a869f
 class Trie:
@@ -143,7 +144,8 @@ def _subj_feats(s, i, history, here) -> dict:
     "Where the subject was seen: same sentence, sentences since last mention, times mentioned, recency rank."
     seen = [j for j, es in enumerate(history[: i + 1]) if s in es]
     last = seen[-1] if seen else -99
-    order = list(dict.fromkeys(e for es in reversed(history[: i + 1]) for e in es))  # most recent first
+    # most recent first; sorted within a sentence: a set's order changes with PYTHONHASHSEED
+    order = list(dict.fromkeys(e for es in reversed(history[: i + 1]) for e in sorted(es)))
     return dict(
         same_sent=float(s in here),
         dist=math.log1p(i - last),
@@ -350,3 +352,61 @@ def alignment_report(kg_dir: Path, n_dialogues: int | None = None, seed: int = 0
         [k for k, e, v in zip(keys, ev.tolist(), s) if not e and v >= 0.5], odd_gold
     )
     return dict(dialogues=len(docs), gold_links=len(gold), rows=rows)
+
+# %% ../../nbs/31_distant_supervision.ipynb #e8bbaf58
+DENOISE = (("G", 0.5), ("D0", 0.5), ("D0", 0.7))
+
+
+def _filters(pairs: list[Pair], negs: list[dict], seed: int = 0) -> dict:
+    "{filter: kept pair keys} for no denoising and every DENOISE threshold, scored on these pairs (no gold labels)."
+    keys = [p.key() for p in pairs]
+    out = {"none": keys}
+    if len(pairs) < 2:
+        return out
+    sc = dsgan_scores(featurize([p.feats for p in pairs]), featurize(negs), seed=seed)
+    for name, th in DENOISE:
+        out[f"{name}>={th}"] = [k for k, v in zip(keys, sc[name].tolist()) if v >= th]
+    return out
+
+
+def _half(pairs: list[Pair], negs: list[dict], docs: set):
+    "The pairs (and their negatives: one per pair, same order) of the dialogues in `docs`."
+    keep = [i for i, p in enumerate(pairs) if p.doc in docs]
+    return [pairs[i] for i in keep], [negs[i] for i in keep]
+
+# %% ../../nbs/31_distant_supervision.ipynb #07b362b5
+RULES = tuple(dict(context=c, min_chars=m, min_cover=v) for c in (0, 1, 3, None) for m in (4, 6, 8) for v in (0.3, 0.5))
+DEFAULT_RULE = dict(context=None, min_chars=6, min_cover=0.5)  # the rule the in-sample table above uses
+
+
+def tune_alignment(kg_dir: Path, seed: int = 0, n_dialogues: int | None = None, rules=RULES) -> dict:
+    "Rule and denoising filter chosen by F1 on one seeded half of the KdConv dev dialogues, P/R on the other half; both ways."
+    triples = load_triples(kg_dir / "kdconv_travel_triples.tsv")
+    docs, gold = load_kdconv(kg_dir / "kdconv_travel" / "dev.json")
+    if n_dialogues:
+        docs, gold = docs[:n_dialogues], {g for g in gold if g[0] < n_dialogues}
+    ids = list(range(len(docs)))
+    random.Random(seed).shuffle(ids)
+    halves = (set(ids[: len(ids) // 2]), set(ids[len(ids) // 2 :]))
+    M = build_matcher(triples)
+    runs = [align(docs, triples, matcher=M, seed=seed, **r) for r in rules]  # once each, over all dialogues
+    gold_of = lambda h: {g for g in gold if g[0] in h}
+    out = []
+    for name, (tune, test) in (("A->B", halves), ("B->A", halves[::-1])):
+        f1 = [prf([p.key() for p in _half(*r, tune)[0]], gold_of(tune))["f1"] for r in runs]
+        best = f1.index(max(f1))  # ties: the first rule
+        tuned = {k: prf(v, gold_of(tune)) for k, v in _filters(*_half(*runs[best], tune), seed).items()}
+        den = max(tuned, key=lambda k: tuned[k]["f1"])  # ties: dict order, 'none' first
+        test_keys = _filters(*_half(*runs[best], test), seed)[den]
+        default = _half(*runs[list(rules).index(DEFAULT_RULE)], test)[0] if DEFAULT_RULE in rules else []
+        out.append(
+            dict(
+                direction=name,
+                rule=rules[best],
+                denoise=den,
+                tune=tuned[den],
+                test=prf(test_keys, gold_of(test)),
+                test_default_rule=prf([p.key() for p in default], gold_of(test)),
+            )
+        )
+    return dict(seed=seed, dialogues=len(docs), halves=[len(h) for h in halves], rules=len(rules), directions=out)
