@@ -86,7 +86,7 @@ def demo_checkpointing(out: Path, ctx: dict) -> str:
     out.mkdir(parents=True, exist_ok=True)
     B, T, H = 4, 32, 128
     dev = ctx.get("device")
-    rows = ckpt.checkpoint_table((1, 2, 4), ("none", "every", "sqrt"), B=B, T=T, hidden=H, device=dev, rounds=7)
+    rows = ckpt.checkpoint_table((1, 2, 4), ("none", "every", "sqrt"), B=B, T=T, hidden=H, device=dev, rounds=5)
     plot_checkpointing(rows, out / "checkpointing_bytes.png", device=dev)
     s = ckpt.summarize(rows, B, T, H)
     lines = [f"| {r['layers']} | {r['policy']} | {r['peak'] / 2**20:.2f} | {_ratio_cell(r)} |" for r in rows]
@@ -441,7 +441,7 @@ def demo_fusion(out: Path, ctx: dict) -> str:
     dev = get_device(ctx.get("device"))
     c = BertConfig.preset("tiny", vocab_size=1000)
     n, h = 8 * 128, c.intermediate_size  # batch 8 x 128 tokens, MLP width: (N, H)
-    rows = fusion.fusion_table([(n, h)], dev, rounds=5)
+    rows = fusion.fusion_table([(n, h)], dev, rounds=3)  # a demo: few rounds (the bench runs 21)
     fig, ax = figure(f"fused chain, tiny BERT MLP ({n}x{h}), fwd+bwd", device=dev, figsize=(5, 3), dpi=80)
     ax.bar([r["variant"] for r in rows], [r["seconds"] * 1e3 for r in rows])
     ax.set_ylabel("ms (median)")
