@@ -376,7 +376,9 @@ def test_gate_shut_gives_exactly_the_plain_mlm_logits(toy):
 
 
 def test_gcn_pretraining_runs_through_fit_and_logs_parts_and_gates(toy):
+    from fewkit.core import FewkitError
     from fewkit.testing import tiny_bert
+    from fewkit.train import ParallelSettings
     from fewkit.knowledge.gcn_pretrain import pretrain_gcn
 
     tok, tensors, graph, s, _ = _gcn_setup(toy)
@@ -389,3 +391,6 @@ def test_gcn_pretraining_runs_through_fit_and_logs_parts_and_gates(toy):
         assert layer.bias.abs().sum() > 0
     off, _ = pretrain_gcn(tiny_bert(seed=0, vocab=len(tok)), tok, tensors, graph, s.replace(gain_weight=0.0))
     assert all("gain" not in r["parts"] for r in off.history)
+    ddp = s.replace(train=s.train.replace(parallel=ParallelSettings(engine="ddp")))
+    with pytest.raises(FewkitError, match="one process"):
+        pretrain_gcn(tiny_bert(seed=0, vocab=len(tok)), tok, tensors, graph, ddp)

@@ -8,16 +8,26 @@ Docs: https://fewkit.github.io/fewkit/doors_knowledge.html.md"""
 from __future__ import annotations
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 import torch
 from ..core import device_name, find_shared
 from ..knowledge.kg import load_triples
-from ..knowledge.distant_supervision import align, alignment_report, denoise, load_kdconv, load_text, prf
+from fewkit.knowledge.distant_supervision import (
+    DEFAULT_RULE,
+    align,
+    alignment_report,
+    denoise,
+    load_kdconv,
+    load_text,
+    prf,
+    tune_alignment,
+)
 from ..knowledge.probe import probe_report
 
 # %% auto #0
-__all__ = ['cli_main', 'plot_knowledge', 'bench']
+__all__ = ['cli_main', 'plot_knowledge', 'seed_summary', 'bench']
 
 # %% ../../nbs/97_doors_knowledge.ipynb #dedae78f
 def cli_main(argv: list[str] | None = None) -> int:
@@ -64,8 +74,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     return 0
 
 # %% ../../nbs/97_doors_knowledge.ipynb #1ce2d7a2
-def plot_knowledge(al: dict, pr: dict, path=None):
-    "Alignment P/R per rule (left) and probe accuracy per arm, seen and held-out (right); saved to `path` if given."
+def plot_knowledge(al: dict, pr: dict, path=None, summary: dict | None = None):
+    "Alignment P/R per rule (left) and probe accuracy per arm, seen and held-out (right; mean ± std with `summary`)."
     import matplotlib.pyplot as plt
 
     fig, axs = plt.subplots(1, 2, figsize=(10, 3.6), dpi=80)
@@ -78,7 +88,10 @@ def plot_knowledge(al: dict, pr: dict, path=None):
     arms = list(pr["arms"])
     for j, split in enumerate(["seen", "held_out"]):
         accs = [pr["arms"][a][split]["acc"] for a in arms]
-        axs[1].bar([i + 0.4 * j for i in range(len(arms))], accs, width=0.4, label=split)
+        err = [summary[a][split]["std"] for a in arms] if summary else None
+        if summary:
+            accs = [summary[a][split]["mean"] for a in arms]
+        axs[1].bar([i + 0.4 * j for i in range(len(arms))], accs, width=0.4, yerr=err, label=split)
     axs[1].axhline(0.2, ls=":", c="k", label="chance")
     axs[1].set_xticks([i + 0.2 for i in range(len(arms))], arms)
     axs[1].set(title=f"attribute probe ({pr['steps']} steps)", ylabel="accuracy")
@@ -91,8 +104,25 @@ def plot_knowledge(al: dict, pr: dict, path=None):
     return fig
 
 
-def bench(out: Path, quick: bool = False) -> dict:
-    "`fewkit bench knowledge`: alignment P/R before/after denoising on KdConv dev, and the knowledge probe."
+def seed_summary(reports: dict) -> dict:
+    "{arm: {metric: {mean, std, n}}} over the seeds' probe reports (std 0.0 with one seed)."
+    out = {}
+    for arm in next(iter(reports.values()))["arms"]:
+        get = dict(
+            seen=lambda r: r["seen"]["acc"],
+            held_out=lambda r: r["held_out"]["acc"],
+            mlm_held_out=lambda r: r["mlm_held_out"]["acc"],
+        )
+        out[arm] = {}
+        for k, f in get.items():
+            v = [f(rep["arms"][arm]) for rep in reports.values()]
+            sd = statistics.stdev(v) if len(v) > 1 else 0.0
+            out[arm][k] = dict(mean=round(statistics.mean(v), 4), std=round(sd, 4), n=len(v))
+    return out
+
+
+def bench(out: Path, quick: bool = False, seeds=(0, 1, 2)) -> dict:
+    "`fewkit bench knowledge`: alignment P/R (in-sample and tuned on half / tested on half) and the probe of four arms."
     import matplotlib
 
     matplotlib.use("Agg")  # no display: the plot goes to a file
@@ -102,12 +132,34 @@ def bench(out: Path, quick: bool = False) -> dict:
     if kg_dir is None:
         return dict(skipped="shared/kg not found (KdConv travel KB and dev.json are needed)")
     al = alignment_report(kg_dir, n_dialogues=20 if quick else None)
+    if quick:  # two rules on 20 dialogues: the smoke run
+        tuned = tune_alignment(
+            kg_dir, n_dialogues=20, rules=(DEFAULT_RULE, dict(context=0, min_chars=6, min_cover=0.5))
+        )
+    else:
+        tuned = tune_alignment(kg_dir)
+    seeds = seeds[:1] if quick else seeds
     threads = torch.get_num_threads()
     if not torch.cuda.is_available():
         torch.set_num_threads(1)  # 2 shared cores: one thread is several times faster
     try:
-        pr = probe_report(kg_dir, steps=3 if quick else 150, max_items=20 if quick else None, progress=not quick)
+        reports = {
+            seed: probe_report(
+                kg_dir, steps=3 if quick else 150, max_items=20 if quick else None, seed=seed, progress=not quick
+            )
+            for seed in seeds
+        }
     finally:
         torch.set_num_threads(threads)
-    plot_knowledge(al, pr, out / "knowledge.png")
-    return dict(name="knowledge", quick=quick, alignment=al, probe=pr, few_shot="not measured here")
+    summary = seed_summary(reports)
+    plot_knowledge(al, reports[seeds[0]], out / "knowledge.png", summary)
+    return dict(
+        name="knowledge",
+        quick=quick,
+        alignment=al,
+        alignment_tuned=tuned,
+        probe=reports[seeds[0]],
+        seeds={str(k): v for k, v in reports.items()},
+        summary=summary,
+        few_shot="not measured here",
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from ..core import seed_everything
+from ..core import FewkitError, seed_everything
 from ..masking import BatchStream, mlm_count
 from ..train import fit
 from .kg import build_graph, sample_subgraph
@@ -171,6 +171,8 @@ class GateLog:
 
 def pretrain_gcn(model, tok, tensors: dict, graph: dict, s: KnowledgeSettings, progress: bool = False, callbacks=()):
     "Knowledge pretraining with the gated GCN through `fit`: (TrainResult with the GatedKnowledgeModel, gate log rows)."
+    if s.train.parallel.engine != "none":  # BatchStream splits tensors by batch rows; the graph's nodes are not rows
+        raise FewkitError("pretrain_gcn runs in one process: the batch graph is not split across ranks (engine='none')")
     seed_everything(s.train.seed)  # heads, gate and GCN draw their first weights from the global RNG
     km = GatedKnowledgeModel(model, None if s.fuse_at < 0 else s.fuse_at, s.gcn_layers)
     log = GateLog(km)

@@ -17,6 +17,7 @@ from ..masking import mask_tokens
 from ..train import TrainSettings
 from .kg import load_triples
 from .distant_supervision import load_kdconv
+from .gcn_pretrain import data_graph, pretrain_gcn
 from fewkit.knowledge.tasks import (
     KnowledgeSettings,
     encode,
@@ -30,7 +31,7 @@ from fewkit.knowledge.tasks import (
 )
 
 # %% auto #0
-__all__ = ['PROBE_RELATIONS', 'probe_items', 'probe', 'mlm_accuracy', 'probe_report']
+__all__ = ['PROBE_RELATIONS', 'ARMS', 'probe_items', 'probe', 'mlm_accuracy', 'probe_report']
 
 # %% ../../nbs/34_knowledge_probe.ipynb #a9e627d0
 PROBE_RELATIONS = ("门票", "建议游玩时间", "开放时间")
@@ -105,10 +106,14 @@ def mlm_accuracy(model, tok, texts: list[str], prob: float = 0.15, max_len: int 
     return dict(n=n, acc=round(right / max(n, 1), 4), loss=round(loss / max(n, 1), 4))
 
 # %% ../../nbs/34_knowledge_probe.ipynb #be771263
+ARMS = ("backbone", "mlm_only", "knowledge", "knowledge_gcn")
+
+
 def probe_report(
-    kg_dir: Path, steps: int = 150, max_items: int | None = None, seed: int = 0, progress: bool = True
+    kg_dir: Path, steps: int = 150, max_items: int | None = None, seed: int = 0, progress: bool = True, arms=ARMS
 ) -> dict:
-    "Same backbone, same steps: MLM only vs MLM + knowledge tasks; attribute probe (seen, held-out) and held-out MLM."
+    """Same backbone, same steps: MLM only vs MLM + knowledge tasks vs + gated GCN; attribute probe (seen, held-out)
+    and held-out MLM. The GCN arm is probed like the others, through its BERT alone (no graph at test time)."""
     triples = load_triples(kg_dir / "kdconv_travel_triples.tsv")
     dialogues, _ = load_kdconv(kg_dir / "kdconv_travel" / "dev.json")
     data = knowledge_data(triples, dialogues, seed=seed, people_daily=2000)
@@ -133,18 +138,26 @@ def probe_report(
         held_out_subjects=len(data["held"]),
         arms={},
     )
-    for name, arm in [("backbone", None), ("mlm_only", s.mlm_only()), ("knowledge", s)]:
+    graph = data_graph(data, tok, s) if "knowledge_gcn" in arms else None  # mentions and subgraphs, once
+    for name in arms:
         m = copy.deepcopy(base)
         t0 = time.time()
         last = None
-        if arm is not None:
-            tab = loss_table(pretrain_knowledge(m, tok, tensors, arm, progress).history)[-20:]
+        gate = None
+        if name in ("mlm_only", "knowledge"):
+            res = pretrain_knowledge(m, tok, tensors, s.mlm_only() if name == "mlm_only" else s, progress)
+        elif name == "knowledge_gcn":
+            res, gates = pretrain_gcn(m, tok, tensors, graph, s, progress)  # trains `m` in place, like the others
+            gate = round(sum(next(v for k, v in g.items() if k.startswith("gate_")) for g in gates[-20:]) / 20, 4)
+        if name != "backbone":
+            tab = loss_table(res.history)[-20:]
             last = {k: round(sum(r[k] for r in tab) / len(tab), 4) for k in tab[-1]}
         out["arms"][name] = dict(
             held_out=probe(m, tok, held),
             seen=probe(m, tok, seen),
             mlm_held_out=mlm_accuracy(m, tok, held_text, seed=seed),
             last_losses=last,
+            gate=gate,
             seconds=round(time.time() - t0, 1),
         )
     return out
