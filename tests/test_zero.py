@@ -69,7 +69,7 @@ def test_zero_clip_equals_clip_grad_norm_on_one_process():
             name = {id(p): n for n, p in m.named_parameters()}; ref_p = dict(ref.named_parameters())
             for u in z.units:                     # one process: the partition is the whole flat unit
                 for p in u.params:
-                    got = u.master.grad[u.offset[p]:u.offset[p] + p.numel()]
+                    got = u.mgrad[u.offset[p]:u.offset[p] + p.numel()]
                     exp = ref_p[name[id(p)]].grad.flatten()
                     assert torch.allclose(got, exp, rtol=1e-5, atol=1e-8), (name[id(p)], (got - exp).abs().max())
     finally:

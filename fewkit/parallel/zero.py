@@ -74,11 +74,10 @@ def no_decay(name: str, p: nn.Parameter) -> bool:
 
 
 class _Unit:
-    "Parameters of one layer (or the root) with one weight-decay setting, as views into one flat buffer `full`."
+    "The parameters of one layer (or the root) as views into one flat buffer `full`, padded to `parts`."
 
-    def __init__(self, params: list, parts: int, r: int, dtype, decay: bool = True):
+    def __init__(self, params: list, parts: int, r: int, dtype):
         self.params = params
-        self.decay = decay
         self.numel = sum(p.numel() for p in params)
         self.padded = -(-self.numel // parts) * parts  # a multiple of `parts`: every rank's slice has P elements
         self.P = self.padded // parts
@@ -118,7 +117,7 @@ class ZeroAdamW(torch.optim.AdamW):
 
     def state_dict(self) -> dict:
         d = super().state_dict()
-        d["masters"] = [u.master.detach().cpu().clone() for u in self.units]  # (P,) fp32 each
+        d["masters"] = [u.mflat.detach().cpu().clone() for u in self.units]  # (P,) fp32 each
         return d
 
     @torch.no_grad()
@@ -127,7 +126,7 @@ class ZeroAdamW(torch.optim.AdamW):
         masters = d.pop("masters", None)
         if masters is not None:
             got = [tuple(m.shape) for m in masters]
-            want = [tuple(u.master.shape) for u in self.units]
+            want = [tuple(u.mflat.shape) for u in self.units]
             if got != want:
                 raise FewkitError(
                     f"ZeRO optimizer state: partitions of sizes {got[:4]}... do not fit this rank's {want[:4]}... "
@@ -135,9 +134,9 @@ class ZeroAdamW(torch.optim.AdamW):
                 )
         super().load_state_dict(d)
         for u, m in zip(self.units, masters or []):
-            u.master.copy_(m)
-            if u.master.data_ptr() != u.part.data_ptr():
-                u.part.copy_(u.master)  # the compute copy follows its master
+            u.mflat.copy_(m)
+            if u.mflat.data_ptr() != u.part.data_ptr():
+                u.part.copy_(u.mflat)  # the compute copy follows its master
 
 # %% ../../nbs/21_zero.ipynb #78f3cf73
 def _tensors(out) -> list:
@@ -190,8 +189,10 @@ class Zero:
         # backward finishes the last layer first and the root (embeddings + tied head) last
         self.order = [u for _, us in self.modules[1:][::-1] for u in us] + self.modules[0][1]
         groups = [
-            dict(params=[u.master for u in self.units if u.decay], weight_decay=cfg.weight_decay),
-            dict(params=[u.master for u in self.units if not u.decay], weight_decay=0.0),
+            dict(
+                params=[m for u in self.units for m, d in zip(u.masters, u.decays) if d], weight_decay=cfg.weight_decay
+            ),
+            dict(params=[m for u in self.units for m, d in zip(u.masters, u.decays) if not d], weight_decay=0.0),
         ]
         groups = [g for g in groups if g["params"]]
         self.opt = ZeroAdamW(self.units, groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
@@ -217,14 +218,19 @@ class Zero:
         return out
 
     def _make_units(self, params) -> list:
-        "Two units per module: parameters with weight decay, and without (one AdamW group each)."
+        "One unit per module (none if it trains nothing): the parameters AdamW decays first, then the others."
+        if not params:
+            return []
         names = {}
         for name, p in self.model.named_parameters(remove_duplicate=False):
             names.setdefault(id(p), name)
         parts = 1 if self.cfg.stage == 0 else self.n
         r = 0 if self.cfg.stage == 0 else self.rank
-        split = [[p for p in params if no_decay(names.get(id(p), ""), p) != d] for d in (True, False)]
-        return [_Unit(ps, parts, r, self.dtype, decay=d) for ps, d in zip(split, (True, False)) if ps]
+        decay = [p for p in params if not no_decay(names.get(id(p), ""), p)]
+        plain = [p for p in params if no_decay(names.get(id(p), ""), p)]
+        u = _Unit(decay + plain, parts, r, self.dtype)
+        u.decayed = sum(p.numel() for p in decay)  # flat elements [0, decayed) get weight decay
+        return [u]
 
     @torch.no_grad()
     def _partition(self):
@@ -236,7 +242,13 @@ class Zero:
             u.shard = u.full[u.sl].clone() if s == 3 else None
             u.part = u.shard if s == 3 else u.full[u.sl]  # this rank's slice of the parameters, (P,)
             home = self.host if self.offload else self.device  # where Adam runs
-            u.master = nn.Parameter(u.part.to(home, torch.float32, copy=True) if self.separate else u.part)
+            u.mflat = u.part.to(home, torch.float32, copy=True) if self.separate else u.part  # fp32 master, (P,)
+            cut = min(max(u.decayed - u.sl.start, 0), u.P)  # where this rank's slice passes from decayed to not
+            pieces = [(a, b, d) for a, b, d in ((0, cut, True), (cut, u.P, False)) if b > a]
+            u.pieces = [(a, b) for a, b, _ in pieces]
+            u.decays = [d for _, _, d in pieces]
+            u.masters = [nn.Parameter(u.mflat[a:b]) for a, b in u.pieces]  # AdamW's parameters: views of the master
+            u.mgrad = None  # the fp32 gradient of the partition while a step runs
             host_grads = self.offload and s >= 2  # reduced gradient partitions accumulate on the host in fp32
             u.grad = torch.zeros(
                 u.padded if s < 2 else u.P,
@@ -418,12 +430,14 @@ class Zero:
                 u.host_grad.copy_(g)  # device -> host
                 self.traffic["to_host"] += g.numel() * g.element_size()
                 g = u.host_grad
-            u.master.grad = g.float() if g.dtype != torch.float32 else g
+            u.mgrad = g.float() if g.dtype != torch.float32 else g
+            for m, (a, b) in zip(u.masters, u.pieces):
+                m.grad = u.mgrad[a:b]
 
     @torch.no_grad()
     def clip_(self, max_norm: float) -> float:
         "Scale this rank's gradient partition so the *global* gradient norm is at most `max_norm` (as clip_grad_norm_)."
-        sq = torch.stack([u.master.grad.float().pow(2).sum() for u in self.units]).sum().double()
+        sq = torch.stack([u.mgrad.pow(2).sum() for u in self.units]).sum().double()
         if self.cfg.stage > 0 and self.n > 1:
             sq = sq.to(self.device)
             dist.all_reduce(sq, group=self.group)  # partitions: sum the squares over ranks
@@ -431,7 +445,7 @@ class Zero:
         coef = min(1.0, max_norm / (norm + 1e-6))
         if coef < 1:
             for u in self.units:
-                u.master.grad.mul_(coef)
+                u.mgrad.mul_(coef)  # the masters' gradients are views of it
         return norm
 
     @torch.no_grad()
@@ -449,9 +463,11 @@ class Zero:
         norm = self.clip_(max_norm) if max_norm > 0 else None
         self.opt.step()
         for u in self.units:
-            u.master.grad = None
+            for m in u.masters:
+                m.grad = None
+            u.mgrad = None
             if self.separate:
-                low = u.master.detach().to(self.dtype)  # cast where the master lives: only 2 bytes/param cross
+                low = u.mflat.to(self.dtype)  # cast where the master lives: only 2 bytes/param cross
                 u.part.copy_(low)
                 if self.offload:
                     self.traffic["to_device"] += low.numel() * low.element_size()
@@ -483,7 +499,7 @@ class Zero:
         "The whole model's state_dict with fp32 parameters (the masters), on CPU, on every rank; every rank calls it."
         full = {}
         for u in self.units:
-            m = u.master.detach().to(self.device, torch.float32)  # (P,)
+            m = u.mflat.to(self.device, torch.float32)  # (P,)
             flat = m
             if self.cfg.stage > 0 and self.n > 1:
                 flat = torch.empty(u.padded, dtype=torch.float32, device=self.device)
@@ -516,7 +532,7 @@ class Zero:
                 u.full.copy_(flat)
             if u.shard is not None:
                 u.shard.copy_(flat[u.sl])
-            u.master.copy_(flat[u.sl])
+            u.mflat.copy_(flat[u.sl])
         for name, b in self.model.named_buffers():
             if name in sd:
                 b.copy_(sd[name])
@@ -526,7 +542,7 @@ class Zero:
         "Per-rank bytes of parameters, gradients and optimizer states between steps (`host`: what is offloaded)."
         params = distinct_bytes([u.part if self.cfg.stage == 3 else u.full for u in self.units])
         states = [t for st in self.opt.state.values() for t in st.values() if torch.is_tensor(t) and t.dim() > 0]
-        masters = [u.master for u in self.units] if self.separate else []
+        masters = [u.mflat for u in self.units] if self.separate else []
         grads = [u.grad for u in self.units]
         if not self.offload:
             opt = distinct_bytes(states + masters)
