@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.fewkit-installed-$(shell printf "%s" "$(TORCH)" | cksum | cut
 NBDEV_WORKERS ?= 2
 OTHER_TORCH = $(filter-out $(STAMP),$(wildcard $(VENV)/.fewkit-installed*))  # stamps of another TORCH: reinstall it
 
-.PHONY: install demo test test-nbs test-py check-sync lint-imports lab bench readme clean-nbs
+.PHONY: install demo test test-nbs test-py check-sync lint-imports lab bench readme clean-nbs docs docs-serve
 .DEFAULT_GOAL := demo
 
 $(STAMP): pyproject.toml Makefile
@@ -45,6 +45,13 @@ lab: install             ## JupyterLab on the notebooks
 
 bench: install           ## every benchmark (slow): writes runs/bench/*.json and PNGs
 	$(BIN)/fewkit bench all
+
+docs: install            ## the docs site in _docs/: every notebook with its outputs + the API reference (offline, no quarto)
+	$(BIN)/python scripts/docs.py --out _docs
+
+DOCS_PORT ?= 8000
+docs-serve: docs         ## serve _docs/ on http://127.0.0.1:$(DOCS_PORT) (this machine only)
+	$(BIN)/python -m http.server --bind 127.0.0.1 --directory _docs $(DOCS_PORT)
 
 readme: install          ## README.md from nbs/index.ipynb
 	PATH=$(abspath $(BIN)):$$PATH bash scripts/readme.sh
