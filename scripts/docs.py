@@ -214,7 +214,8 @@ class Site:
     # ---- collection -------------------------------------------------------------------------------------------
     def collect(self):
         "Read the notebooks' titles and modules, and the modules' names."
-        for nb in sorted(self.nbs.glob("*.ipynb")):
+        # the home page first, then the chapters in their numbered order (previous / next follow this list)
+        for nb in sorted(self.nbs.glob("*.ipynb"), key=lambda p: (p.name != "index.ipynb", p.name)):
             cells = json.loads(nb.read_text(encoding="utf-8"))["cells"]
             title, sub = title_of(cells)
             module = None
@@ -264,7 +265,7 @@ class Site:
                 continue
             links = "".join(
                 f'<li><a{" class=on" if p["page"] == current else ""} href="{up}{p["page"]}" title="{esc(p["title"])}">'
-                f"{esc(short_title(p))}</a></li>"
+                f"{inline(short_title(p))}</a></li>"
                 for p in pages
             )
             items.append(f"<details open><summary>{esc(chap)}</summary><ul>{links}</ul></details>")
@@ -359,9 +360,9 @@ class Site:
         nxt = self.pages[i + 1] if i + 1 < len(self.pages) else None
         arrows = ""
         if prev:
-            arrows += f'<a class="prev" href="{prev["page"]}">← {esc(prev["title"])}</a>'
+            arrows += f'<a class="prev" href="{prev["page"]}">← {inline(prev["title"])}</a>'
         if nxt:
-            arrows += f'<a class="next" href="{nxt["page"]}">{esc(nxt["title"])} →</a>'
+            arrows += f'<a class="next" href="{nxt["page"]}">{inline(nxt["title"])} →</a>'
         return f'<footer><p>{" · ".join(bits)}</p><p class="pn">{arrows}</p></footer>'
 
     # ---- home -------------------------------------------------------------------------------------------------
@@ -374,7 +375,7 @@ class Site:
             if not pages:
                 continue
             li = "".join(
-                f'<li><a href="{p["page"]}">{esc(p["title"])}</a>'
+                f'<li><a href="{p["page"]}">{inline(p["title"])}</a>'
                 + (f' <span class="mod"><code>{esc(p["module"])}</code></span>' if p["module"] else "")
                 + (f'<br><span class="sub">{inline(p["sub"])}</span>' if p["sub"] else "")
                 + "</li>"
