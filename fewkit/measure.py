@@ -401,6 +401,13 @@ def cjk_font() -> str | None:
     from matplotlib import font_manager
 
     names = {f.name for f in font_manager.fontManager.ttflist}
+    if not any(n in names for n in CJK_FONTS):
+        # matplotlib caches its font list (~/.cache/matplotlib/fontlist-*.json): a font installed after the cache was
+        # written is missing from it, so add the system's CJK font files (.ttc: every face, SC included)
+        for path in font_manager.findSystemFonts():
+            if any(k in Path(path).name for k in ("CJK", "SourceHan", "wqy")):
+                font_manager.fontManager.addfont(path)
+        names = {f.name for f in font_manager.fontManager.ttflist}
     return next((n for n in CJK_FONTS if n in names), None)
 
 
