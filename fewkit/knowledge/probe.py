@@ -60,6 +60,7 @@ def probe_items(triples, subjects, relations=PROBE_RELATIONS, n_cands: int = 5, 
 def probe(model: BertForMaskedLM, tok, items, max_len: int = 40) -> dict:
     "Accuracy of choosing the true value: mean log-prob of its characters, all masked, after '{s}的{r}是'."
     model.eval()
+    dev = next(model.parameters()).device  # fit leaves the model on its device (a GPU when there is one)
     right, by = 0, {}
     for s, r, o, cands in items:
         pre = f"{s}的{r}是"
@@ -73,7 +74,8 @@ def probe(model: BertForMaskedLM, tok, items, max_len: int = 40) -> dict:
         )
         off = enc["offset_mapping"]
         tgt = (off[..., 0] >= len(pre)) & (off[..., 1] > off[..., 0])  # (K, T) the candidate's tokens
-        lp = model(enc["input_ids"].masked_fill(tgt, tok.mask_token_id), enc["attention_mask"]).log_softmax(-1)
+        ids = enc["input_ids"].masked_fill(tgt, tok.mask_token_id)
+        lp = model(ids.to(dev), enc["attention_mask"].to(dev)).log_softmax(-1).cpu()
         tok_lp = lp.gather(-1, enc["input_ids"].unsqueeze(-1)).squeeze(-1) * tgt
         score = tok_lp.sum(1) / tgt.sum(1).clamp(min=1)
         ok = cands[int(score.argmax())] == o
@@ -96,10 +98,11 @@ def mlm_accuracy(model, tok, texts: list[str], prob: float = 0.15, max_len: int 
     ids = encode(tok, texts, max_len)["input_ids"]
     g = torch.Generator().manual_seed(seed)
     inp, labels = mask_tokens(ids, tok.mask_token_id, tok.all_special_ids, len(tok), prob, g)
+    dev = next(model.parameters()).device
     right, loss, n = 0, 0.0, 0
     for i in range(0, len(ids), 64):
         x, y = inp[i : i + 64], labels[i : i + 64]
-        logits = model(x, (x != tok.pad_token_id).long())[y != -100]  # (M, V) at the masked positions
+        logits = model(x.to(dev), (x != tok.pad_token_id).long().to(dev))[y.to(dev) != -100].cpu()  # (M, V) masked
         right += int((logits.argmax(-1) == y[y != -100]).sum())
         loss += float(F.cross_entropy(logits, y[y != -100], reduction="sum"))
         n += int((y != -100).sum())
