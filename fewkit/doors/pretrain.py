@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 import torch
 import yaml  # comes with transformers
-from ..core import FewkitError, cache_dir, write_json
+from ..core import FewkitError, cache_dir, shipped_backbone, write_json
 from ..data import fewclue_root
 from ..efficiency.mixed_precision import AmpSettings
 from ..measure import env_info, figure, save_figure
@@ -26,8 +26,8 @@ from ..tokenizer import default_tokenizer
 from ..train import TrainSettings
 
 # %% auto #0
-__all__ = ['PRESET_RUN', 'DEMO_STEPS', 'SIZE_SHAPES', 'read_config', 'given_flags', 'settings_from_args', 'torchrun_command',
-           'cli_main', 'plot_curve', 'bench', 'demo_section', 'bench_sizes', 'bench_nli']
+__all__ = ['PRESET_RUN', 'SIZE_SHAPES', 'read_config', 'given_flags', 'settings_from_args', 'torchrun_command', 'cli_main',
+           'plot_curve', 'bench', 'demo_section', 'bench_sizes', 'bench_nli']
 
 # %% ../../nbs/98_doors_pretrain.ipynb #210936a7
 # steps/batch/lr per preset: chosen so that `tiny` finishes in <= 20 minutes on a 2-core CPU
@@ -262,14 +262,11 @@ if __name__ == "__main__" and "__file__" in globals():  # `python -m fewkit.door
     raise SystemExit(cli_main())
 
 # %% ../../nbs/98_doors_pretrain.ipynb #43981ed6
-DEMO_STEPS = 300  # the demo's short pretraining when no cached backbone exists (a few minutes on 2 cores)
-
-
 def plot_curve(rep: dict, path: str | Path) -> Path:
     "Training loss and held-out MLM accuracy against step, saved as PNG."
     c = rep["curve"]
-    title = f"MLM pretraining, {rep['parameters'] / 1e6:.1f}M params"
-    fig, ax = figure(title, rep["train"]["device"] or None, figsize=(6, 3.2))
+    title = f"MLM pretraining, {rep['parameters'] / 1e6:.1f}M params, run on {rep['device']}"
+    fig, ax = figure(title, figsize=(6, 3.2))  # (the second title line names the machine that plots)
     ax.plot([r["step"] for r in c], [r["loss"] for r in c], lw=0.8, label="train loss")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
@@ -295,35 +292,17 @@ def bench(out: Path, quick: bool = False) -> dict:
 
 
 def demo_section(out: Path, ctx: dict) -> str:
-    "`fewkit demo`: reuse the cached tiny backbone (or pretrain a short one), plot its curve, show fills."
-    full, short = cache_dir() / "backbone-tiny", cache_dir() / "backbone-tiny-demo"
-    if (full / "pretrain_report.json").exists():
-        folder, note = full, f"Used the cached backbone `{full}` (made by `fewkit pretrain --preset tiny`)."
-    else:
-        folder = short
-        if not (short / "pretrain_report.json").exists():
-            ts = TrainSettings(
-                steps=DEMO_STEPS,
-                batch_size=16,
-                lr=PRESET_RUN["tiny"]["lr"],
-                warmup=15,
-                eval_every=100,
-                out=str(short / "train"),
-                device=str(ctx.get("device") or ""),
-            )
-            pretrain(PretrainSettings(n_eval=128, mask_prob=PRESET_RUN["tiny"]["mask_prob"]), ts, save_to=short)
-        note = (
-            f"No cached backbone: pretrained a short version ({DEMO_STEPS} steps) into `{short}`. "
-            "Run `fewkit pretrain --preset tiny` (sized for a 20-minute budget on 2 CPU cores) for the full one."
-        )
+    "`fewkit demo`: the shipped backbone's pretraining curve, held-out accuracy and fills."
+    folder = shipped_backbone()
     rep = json.loads((folder / "pretrain_report.json").read_text())
     ctx["backbone"] = str(folder)
     png = plot_curve(rep, Path(out) / "pretrain_curve.png")
     fills = "\n".join(f"| {p} | {' '.join(f'{t} ({x:.2f})' for t, x in f)} |" for p, f in rep["fills"].items())
     return (
-        f"{note}\n\nHeld-out MLM accuracy **{rep['eval']['acc']:.1%}** "
-        f"after {rep['train']['steps']} steps; {rep['tokens_per_s']:,.0f} tokens/s, about {rep['flop_utilisation']:.0%} "
-        f"of a matmul's FLOP rate ({rep['device']}).\n\n![pretraining curve]({png.name})\n\n"
+        f"The backbone that ships with fewkit (`{folder}`; `fewkit pretrain --preset tiny` makes your own): "
+        f"held-out MLM accuracy **{rep['eval']['acc']:.1%}** after {rep['train']['steps']} steps; "
+        f"{rep['tokens_per_s']:,.0f} tokens/s, about {rep['flop_utilisation']:.0%} of a matmul's FLOP rate "
+        f"(run on {rep['device']}).\n\n![pretraining curve]({png.name})\n\n"
         f"| prompt | top-5 fills (probability) |\n|---|---|\n{fills}\n"
     )
 
@@ -378,14 +357,7 @@ def bench_sizes(out: Path, quick: bool = False, base_steps: int = 800) -> dict:
 def bench_nli(out: Path, quick: bool = False) -> dict:
     "`fewkit bench nli`: continued entailment pretraining vs none, probed on OCNLI/BUSTM/CSL (5 splits)."
     out = Path(out)
-    base = cache_dir() / "backbone-tiny"
-    if not (base / "config.json").exists():  # no cached backbone: a short one (quick: a few steps)
-        base = out / "nli-base"
-        pretrain(
-            PretrainSettings(max_texts=3000 if quick else 0),
-            TrainSettings(steps=20 if quick else 300, batch_size=16, warmup=10, out=str(base / "train")),
-            save_to=base,
-        )
+    base = shipped_backbone()  # the default backbone: continued pretraining starts from it
     pairs = entailment_corpus(TRANSFER_TASKS, "train_0" if quick else "train_few_all")
     steps = 10 if quick else 600
     ts = TrainSettings(steps=steps, batch_size=16, lr=3e-4, warmup=steps // 10, out=str(out / "nli-run"))
