@@ -1,6 +1,7 @@
 """MLM pretraining: masking statistics, a short run that learns, and a saved folder transformers loads."""
 import json
 import shutil
+import time
 import pytest
 import torch
 from fewkit.core import FewkitDataError
@@ -209,3 +210,28 @@ def test_zero_pretraining_stages_agree_and_resume_exactly(tmp_path):
     shutil.rmtree(ck / "step_00000004")  # written again by the resumed run
     (ck / "step_00000002" / "rank001.pt").unlink()
     assert cli_main(args + ["--out", str(tmp_path / "z2"), "--zero", "2", "--port", "29526", "--resume"]) != 0
+
+
+def test_dry_run_prints_the_plan_without_building_the_model(capsys):
+    # `fewkit pretrain --dry-run`: per-GPU memory on 8/16/32/64 GPUs and the DeepSpeed config, in seconds (a
+    # 1.2B-parameter model is never built)
+    t0 = time.perf_counter()
+    assert cli_main(["--preset", "seed-1.2b", "--engine", "deepspeed", "--zero", "3", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["8"], ["16"], ["32"], ["64"])]
+    assert [r[0] for r in rows] == ["8", "16", "32", "64"]
+    assert '"stage": 3' in out and '"train_micro_batch_size_per_gpu": 8' in out
+    assert time.perf_counter() - t0 < 120
+
+
+def test_config_from_run_json_reproduces_the_losses(tmp_path):
+    # every run writes run.json (argv, resolved settings, versions and device) into --out; `--config run.json`
+    # runs the same settings again, with the same losses
+    args = ["--max-texts", "400", "--seq-len", "32", "--steps", "3", "--batch-size", "4", "--warmup", "1",
+            "--eval-every", "0", "--save-every", "0"]
+    assert cli_main(args + ["--out", str(tmp_path / "a")]) == 0
+    assert cli_main(["--config", str(tmp_path / "a" / "run.json"), "--out", str(tmp_path / "b")]) == 0
+    read = lambda d: [r["loss"] for r in json.loads((tmp_path / d / "train" / "log.json").read_text())]
+    assert len(read("a")) == 3 and read("a") == read("b")
+    run = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert run["train"]["steps"] == 3 and run["pretrain"]["seq_len"] == 32 and "torch" in json.dumps(run["env"])

@@ -20,14 +20,14 @@ from ..data import fewclue_root
 from ..efficiency.mixed_precision import AmpSettings
 from ..measure import env_info, figure, save_figure
 from ..parallel.distributed import close_distributed, init_distributed, launch_command
-from ..pretrain.mlm import PretrainSettings, build_data, build_model, flops_per_token, pretrain
+from ..pretrain.mlm import PretrainSettings, build_data, build_model, flops_per_token, model_config, pretrain
 from ..pretrain.nli import EVAL_TASKS, TRANSFER_TASKS, compare, continue_pretrain, entailment_corpus, plot_compare
 from ..tokenizer import default_tokenizer
-from ..train import TrainSettings
+from ..train import TrainSettings, deepspeed_config, plan
 
 # %% auto #0
 __all__ = ['PRESET_RUN', 'SIZE_SHAPES', 'read_config', 'given_flags', 'settings_from_args', 'torchrun_command', 'cli_main',
-           'plot_curve', 'bench', 'demo_section', 'bench_sizes', 'bench_nli']
+           'dry_run', 'plot_curve', 'bench', 'demo_section', 'bench_sizes', 'bench_nli']
 
 # %% ../../nbs/98_doors_pretrain.ipynb #210936a7
 # steps/batch/lr per preset: chosen so that `tiny` finishes in <= 20 minutes on a 2-core CPU
@@ -38,6 +38,9 @@ __all__ = ['PRESET_RUN', 'SIZE_SHAPES', 'read_config', 'given_flags', 'settings_
 PRESET_RUN = dict(
     tiny=dict(steps=3000, batch_size=16, lr=2e-3, warmup=150, mask_prob=0.3),
     small=dict(steps=3000, batch_size=32, lr=5e-4, warmup=300, mask_prob=0.15),
+    # the article's scaling model, for --dry-run plans only (never trained here): a BERT-style schedule, and a batch
+    # that 64 GPUs can share (8 rows each)
+    **{"seed-1.2b": dict(steps=100_000, batch_size=512, lr=1e-4, warmup=10_000, mask_prob=0.15)},
 )
 
 
@@ -74,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     a("--deepspeed", metavar="FILE", help="a DeepSpeed JSON config; its keys override the one fit builds")
     a("--config", metavar="FILE", help="JSON or YAML {pretrain: {...}, train: {...}}; flags written here override it")
     a("--print-config", action="store_true", help="print the resolved settings as JSON and exit")
+    a(
+        "--dry-run",
+        action="store_true",
+        help="print the per-GPU memory plan on 8/16/32/64 GPUs and the DeepSpeed config of the largest, then exit",
+    )
     a(
         "--mask-prob",
         type=float,
@@ -152,7 +160,7 @@ def read_config(path) -> dict:
         d = yaml.safe_load(text) if p.suffix in (".yaml", ".yml") else json.loads(text)
     except (OSError, ValueError, yaml.YAMLError) as e:
         raise FewkitError(f"{p}: expected a JSON or YAML file of {{pretrain: {{...}}, train: {{...}}}} ({e})") from e
-    if not isinstance(d, dict) or set(d) - {"pretrain", "train"}:
+    if not isinstance(d, dict) or set(d) - {"pretrain", "train", "argv", "env"}:  # (a run.json also has argv, env)
         got = sorted(d) if isinstance(d, dict) else type(d).__name__
         raise FewkitError(f"{p}: expected the keys 'pretrain' and/or 'train', got {got}")
     return d
@@ -196,7 +204,8 @@ def torchrun_command(argv: list[str], nproc: int, port: int) -> list[str]:
 
 def _train_settings_for_group(ts: TrainSettings, a) -> TrainSettings:
     "Under torchrun: the engine of fit over the group: DDP, fewkit's ZeRO (--zero S) or DeepSpeed (--deepspeed)."
-    engine = a.engine or ("deepspeed" if a.deepspeed else "zero" if a.zero is not None else "ddp")
+    named = ts.parallel.engine if ts.parallel.engine != "none" else "ddp"  # a --config file may name the engine
+    engine = a.engine or ("deepspeed" if a.deepspeed else "zero" if a.zero is not None else named)
     if engine == "ddp" and (a.zero is not None or a.offload or a.deepspeed):
         raise FewkitError("--engine ddp takes no --zero / --offload / --deepspeed (use --engine zero or deepspeed)")
     if engine == "zero" and a.deepspeed:
@@ -229,12 +238,15 @@ def cli_main(argv: list[str] | None = None) -> int:
     group = "RANK" in os.environ  # under torchrun / fewkit launch: one rank of the group
     try:
         ps, ts, out = settings_from_args(a, given_flags(argv))
-        if a.nproc > 1 or group:
+        if a.nproc > 1 or group or a.dry_run:
             ts = _train_settings_for_group(ts, a)
         elif a.engine or a.zero is not None or a.offload or a.deepspeed:
             raise FewkitError("--engine / --zero / --offload / --deepspeed need --nproc N (N > 1) or a torchrun launch")
         if a.print_config:
             print(json.dumps(dict(pretrain=ps.to_dict(), train=ts.to_dict(), out=str(out)), indent=1))
+            return 0
+        if a.dry_run:
+            dry_run(ps, ts)
             return 0
         if a.nproc > 1 and not group:  # start this same command on N processes (torchrun)
             env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
@@ -255,6 +267,26 @@ def cli_main(argv: list[str] | None = None) -> int:
         return 0  # ranks > 0: rank 0 saves and reports
     _report(rep, out)
     return 0
+
+# %% ../../nbs/98_doors_pretrain.ipynb #f62bf75d
+def dry_run(ps: PretrainSettings, ts: TrainSettings, gpus=(8, 16, 32, 64)) -> list[dict]:
+    "`fewkit pretrain --dry-run`: the per-GPU memory plan at each GPU count and the DeepSpeed config of the largest."
+    cfg = model_config(ps, default_tokenizer())  # a config only: the model is never built
+    rows = plan(cfg, ts, ps.seq_len, gpus)
+    gib = 2**30
+    z = ts.parallel.zero
+    print(f"{ps.preset}: {rows[0]['params'] / 1e6:,.0f}M parameters, engine {ts.parallel.engine}, ZeRO stage {z.stage}")
+    print(
+        f"{'GPUs':>5} {'micro':>6} {'states fewkit':>14} {'states DeepSpeed':>17} {'activations':>12} {'total':>8}  (GiB/GPU)"
+    )
+    for r in rows:
+        print(
+            f"{r['gpus']:>5} {r['micro_batch']:>6} {r['fewkit_model_states'] / gib:>14.2f} "
+            f"{r['deepspeed_model_states'] / gib:>17.2f} {r['activations'] / gib:>12.2f} {r['total'] / gib:>8.2f}"
+        )
+    print(f"DeepSpeed config on {max(gpus)} GPUs:")
+    print(json.dumps(deepspeed_config(ts, max(gpus)), indent=1))
+    return rows
 
 # %% ../../nbs/98_doors_pretrain.ipynb #46368cc1
 if __name__ == "__main__" and "__file__" in globals():  # `python -m fewkit.doors.pretrain` (--nproc N per rank);

@@ -25,7 +25,7 @@ from ..train import TrainSettings, fit, unwrap
 # %% auto #0
 __all__ = ['TEXT_KEYS', 'PROMPTS', 'jsonl_texts', 'read_corpus', 'pack', 'mlm_accuracy', 'top_fills', 'matmul_peak',
            'flops_per_token', 'PretrainSettings', 'build_data', 'local_attention_init_', 'sinusoid_positions_',
-           'build_model', 'init_output_bias', 'pretrain']
+           'model_config', 'build_model', 'init_output_bias', 'pretrain']
 
 # %% ../../nbs/40_pretrain.ipynb #61c9869a
 TEXT_KEYS = ("sentence", "sentence1", "sentence2", "content", "abst", "text")
@@ -249,14 +249,20 @@ def sinusoid_positions_(w: torch.Tensor, std: float = 0.02) -> torch.Tensor:
     return w.copy_((s * std / s.std()).to(w.dtype))
 
 
-def build_model(ps: PretrainSettings, tok) -> BertForMaskedLM:
-    "A fresh fewkit BERT of preset `ps.preset` sized for `tok`."
+def model_config(ps: PretrainSettings, tok) -> BertConfig:
+    "The BertConfig `build_model` builds: preset `ps.preset` sized for `tok`, with the run's dropout and overrides."
     cfg = BertConfig.preset(ps.preset, vocab_size=len(tok))
     if ps.dropout is not None:
         cfg = cfg.replace(hidden_dropout_prob=ps.dropout, attention_probs_dropout_prob=ps.dropout)
     cfg = cfg.replace(**(ps.model or {}))
     if cfg.max_position_embeddings < ps.seq_len:
         cfg = cfg.replace(max_position_embeddings=ps.seq_len)
+    return cfg
+
+
+def build_model(ps: PretrainSettings, tok) -> BertForMaskedLM:
+    "A fresh fewkit BERT of `model_config(ps, tok)`, with the starting weights `ps` asks for."
+    cfg = model_config(ps, tok)
     m = BertForMaskedLM(cfg)
     if ps.pos_init not in ("random", "sinusoid"):
         raise FewkitError(f"PretrainSettings.pos_init: expected random | sinusoid, got {ps.pos_init!r}")
