@@ -235,3 +235,30 @@ def test_config_from_run_json_reproduces_the_losses(tmp_path):
     assert len(read("a")) == 3 and read("a") == read("b")
     run = json.loads((tmp_path / "a" / "run.json").read_text())
     assert run["train"]["steps"] == 3 and run["pretrain"]["seq_len"] == 32 and "torch" in json.dumps(run["env"])
+
+
+@pytest.mark.multiproc
+def test_deepspeed_zero3_pretraining_resumes_exactly_and_saves_a_transformers_folder(tmp_path):
+    # `fewkit pretrain --engine deepspeed --nproc 2 --zero 3`: DeepSpeed's engine inside fit. A run that lost its last
+    # checkpoint resumes from the one before with the uninterrupted run's losses, and --out is a folder transformers
+    # loads with the same logits (ZeRO-3 holds shards: the saved weights are the gathered ones). SIGKILL mid-run under
+    # DeepSpeed ZeRO-3 is tests/test_engines.py's.
+    from transformers import BertForMaskedLM as HFBert
+    from fewkit.model_io import from_hf
+    args = ["--max-texts", "400", "--seq-len", "32", "--steps", "6", "--batch-size", "4", "--warmup", "1",
+            "--eval-every", "0", "--save-every", "2", "--nproc", "2", "--engine", "deepspeed", "--zero", "3",
+            "--out", str(tmp_path / "run")]
+    assert cli_main(args + ["--port", "29543"]) == 0
+    read = lambda: [r["loss"] for r in json.loads((tmp_path / "run" / "train" / "log.json").read_text())]
+    full = read()
+    ids = torch.randint(5, 100, (2, 16))
+    hf = HFBert.from_pretrained(tmp_path / "run").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(hf(input_ids=ids).logits, from_hf(tmp_path / "run").eval()(ids), atol=1e-4, rtol=1e-4)
+    ck = tmp_path / "run" / "train" / "checkpoints"
+    assert [p.name for p in sorted(ck.iterdir())] == ["step_00000004", "step_00000006"]
+    shutil.rmtree(ck / "step_00000006")  # forget the last checkpoint: resume from step 4
+    assert cli_main(args + ["--port", "29544", "--resume"]) == 0
+    again = read()
+    assert len(full) == 6 and len(again) == 6 and max(abs(a - b) for a, b in zip(again[4:], full[4:])) < 1e-6, (again, full)
+    assert again[:4] == full[:4]  # the history up to the checkpoint comes back with it
