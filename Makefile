@@ -7,7 +7,8 @@ TORCH  ?= torch==2.13.0
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fewkit-installed-$(shell printf "%s" "$(TORCH)" | cksum | cut -d" " -f1)
 NBDEV_WORKERS ?= 2
-OTHER_TORCH = $(filter-out $(STAMP),$(wildcard $(VENV)/.fewkit-installed*))  # stamps of another TORCH: reinstall it
+# stamps of another TORCH: reinstall torch when one is there
+OTHER_TORCH = $(strip $(filter-out $(STAMP),$(wildcard $(VENV)/.fewkit-installed*)))
 
 .PHONY: install demo test test-nbs test-py check-sync lint-imports lab bench readme clean-nbs docs docs-serve
 .DEFAULT_GOAL := demo
