@@ -8,7 +8,8 @@ Docs: https://fewkit.github.io/fewkit/doors_launch.html.md"""
 from __future__ import annotations
 import argparse, shlex, signal, sys
 from ..core import FewkitError
-from ..parallel.distributed import JobStopped, JobTimeout, RankError, launch, launch_command, read_hostfile
+from ..parallel.distributed import JobStopped, JobTimeout, LaunchSettings, RankError, launch, launch_command
+from ..parallel.distributed import read_hostfile
 
 # %% auto #0
 __all__ = ['parser', 'exit_code', 'run_launch', 'cli_main']
@@ -63,10 +64,10 @@ def exit_code(e: FewkitError) -> int:
     return 2
 
 
-def run_launch(prog: str, script: str, args=(), nproc: int = 2, **kw) -> int:
-    "`launch(script, args, nproc, **kw)` for a command line: prints the failure as `prog: ...` and returns an exit status."
+def run_launch(prog: str, script: str, args=(), nproc: int = 2, s: LaunchSettings | None = None, **kw) -> int:
+    "`launch(script, args, nproc, s, **kw)` for a command line: prints the failure as `prog: ...`, returns an exit status."
     try:
-        launch(script, args, nproc, **kw)
+        launch(script, args, nproc, s, **kw)
     except FewkitError as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return exit_code(e)
@@ -81,13 +82,21 @@ def cli_main(argv: list[str] | None = None) -> int:
         if hosts and not 0 <= a.node_rank < len(hosts):
             raise FewkitError(f"--node-rank {a.node_rank}: the hostfile {a.hostfile} names {len(hosts)} hosts")
         nproc = a.nproc or (hosts[a.node_rank][1] if hosts else 2)
-        kw = dict(module=a.module, deepspeed=a.deepspeed, hostfile=a.hostfile, nnodes=a.nnodes, node_rank=a.node_rank)
-        kw.update(master_addr=a.master_addr, port=a.master_port, rdzv=a.rdzv)
+        s = LaunchSettings(
+            deepspeed=a.deepspeed,
+            hostfile=a.hostfile or "",
+            nnodes=a.nnodes or 0,
+            node_rank=a.node_rank,
+            master_addr=a.master_addr,
+            port=a.master_port,
+            rdzv=a.rdzv,
+            max_time_s=a.max_time,
+            group_timeout_s=a.group_timeout or 0.0,
+        )
         if a.print_only:
-            print(shlex.join(launch_command(a.script, a.args, nproc, watch=not a.deepspeed, **kw)))
+            print(shlex.join(launch_command(a.script, a.args, nproc, s, a.module, watch=not a.deepspeed)))
             return 0
     except FewkitError as e:
         print(f"fewkit launch: error: {e}", file=sys.stderr)
         return 2
-    kw.update(max_time_s=a.max_time or None, group_timeout_s=a.group_timeout, run_dir=a.run_dir)
-    return run_launch("fewkit launch", a.script, a.args, nproc, **kw)
+    return run_launch("fewkit launch", a.script, a.args, nproc, s, module=a.module, run_dir=a.run_dir)

@@ -17,10 +17,11 @@ from ..core import FewkitError, Settings
 
 # %% auto #0
 __all__ = ['GROUP_TIMEOUT_ENV', 'WATCH', 'RUN_DIR_ENV', 'DistSettings', 'default_backend', 'init_distributed', 'new_group',
-           'rank', 'world_size', 'close_distributed', 'read_hostfile', 'launch_command', 'exit_record', 'rank_records',
-           'failed', 'how', 'first_failure', 'RankError', 'JobTimeout', 'JobStopped', 'rank_error', 'still_running',
-           'watch_rank', 'stop_tree', 'supervise', 'launch', 'resolve', 'run_function', 'broadcast_params',
-           'allreduce_grads', 'bucket_params', 'BucketedDP', 'DPSettings', 'data_parallel', 'dp_parity']
+           'rank', 'world_size', 'close_distributed', 'read_hostfile', 'LaunchSettings', 'launch_command',
+           'exit_record', 'rank_records', 'failed', 'how', 'first_failure', 'RankError', 'JobTimeout', 'JobStopped',
+           'rank_error', 'still_running', 'watch_rank', 'stop_tree', 'supervise', 'launch', 'resolve', 'run_function',
+           'broadcast_params', 'allreduce_grads', 'bucket_params', 'BucketedDP', 'DPSettings', 'data_parallel',
+           'dp_parity']
 
 # %% ../../nbs/20_distributed.ipynb #d8460aea
 @dataclass
@@ -94,44 +95,62 @@ def read_hostfile(path) -> list[tuple[str, int]]:
 WATCH = "from fewkit.parallel.distributed import watch_rank; watch_rank()"  # each rank runs under `watch_rank`
 
 
+@dataclass
+class LaunchSettings(Settings):
+    "Where a job's processes start (nodes, rendezvous, launcher) and when they must end (limits)."
+
+    deepspeed: bool = False  # DeepSpeed's launcher instead of torchrun
+    hostfile: str = ""  # DeepSpeed-style 'host slots=K' file naming the nodes
+    nnodes: int = 0  # machines (0: the hostfile's hosts, else 1)
+    node_rank: int = 0  # this machine's index; 0 hosts the rendezvous
+    master_addr: str = ""  # address of node 0 (default: the hostfile's first host)
+    port: int = 29500  # rendezvous port on node 0
+    rdzv: str = "c10d"  # 'c10d' (ranks assigned as nodes join) | 'static' (ranks fixed by node_rank)
+    max_time_s: float = 3600.0  # wall-clock limit of the whole job (0: none)
+    group_timeout_s: float = 0.0  # timeout of every collective, init_process_group (0: 120 s)
+    grace_s: float = 10.0  # from SIGTERM to SIGKILL when the job is stopped
+    threads: int = 0  # OMP_NUM_THREADS of every rank (0: yours, else 1)
+
+
+def _launch_settings(s: LaunchSettings | None, kw: dict) -> LaunchSettings:
+    "`s` (default settings if None) with the fields named in `kw` replaced; unknown names are a FewkitError."
+    return LaunchSettings.from_dict({**(s or LaunchSettings()).to_dict(), **kw})
+
+
 def launch_command(
     script: str,
     args=(),
     nproc: int = 2,
-    deepspeed: bool = False,
-    hostfile=None,
-    port: int = 29500,
+    s: LaunchSettings | None = None,
     module: bool = False,  # `script` is a module name, run like `python -m`
-    nnodes: int | None = None,  # machines (default: the hostfile's hosts, else 1)
-    node_rank: int = 0,  # this machine's index; 0 hosts the rendezvous
-    master_addr: str = "",  # address of node 0 (default: the hostfile's first host)
-    rdzv: str = "c10d",  # 'c10d' (ranks assigned as nodes join) | 'static' (ranks fixed by node_rank)
     watch: bool = False,  # run every rank under `watch_rank` (exit records for the launcher)
+    **kw,  # LaunchSettings fields, e.g. nnodes=2, node_rank=1, master_addr="10.0.0.1"
 ) -> list[str]:
     "The command line that starts `script args` (or `-m module args`) on `nproc` processes per machine."
-    hosts = read_hostfile(hostfile) if hostfile else []
+    s = _launch_settings(s, kw)
+    hosts = read_hostfile(s.hostfile) if s.hostfile else []
     target = (["-m"] if module else []) + [str(script), *map(str, args)]
-    if deepspeed:
+    if s.deepspeed:
         cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", str(nproc)]
-        cmd += ["--hostfile", str(hostfile)] if hostfile else ["--master_port", str(port)]
-        cmd += ["--master_addr", master_addr] if master_addr else []
+        cmd += ["--hostfile", str(s.hostfile)] if s.hostfile else ["--master_port", str(s.port)]
+        cmd += ["--master_addr", s.master_addr] if s.master_addr else []
         return cmd + (["--module", *target[1:]] if module else target)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc)]
     cmd += ["--max-restarts", "0", "--monitor-interval", "0.5"]
-    nnodes = nnodes or max(len(hosts), 1)
-    addr = master_addr or (hosts[0][0] if hosts else "")
+    nnodes = s.nnodes or max(len(hosts), 1)
+    addr = s.master_addr or (hosts[0][0] if hosts else "")
     if nnodes > 1 and not addr:
         raise FewkitError("several nodes need a master address: give --master-addr or a --hostfile")
     if nnodes == 1:
         cmd += ["--standalone"]
-    elif rdzv == "c10d":  # node 0 hosts the store: set explicitly, so two nodes on one host do not race for it
+    elif s.rdzv == "c10d":  # node 0 hosts the store: set explicitly, so two nodes on one host do not race for it
         cmd += ["--nnodes", str(nnodes), "--rdzv-backend", "c10d", "--rdzv-id", "fewkit"]
-        cmd += ["--rdzv-endpoint", f"{addr}:{port}", "--rdzv-conf", f"is_host={int(node_rank == 0)}"]
-    elif rdzv == "static":
-        cmd += ["--nnodes", str(nnodes), "--node-rank", str(node_rank), "--master-addr", addr]
-        cmd += ["--master-port", str(port)]
+        cmd += ["--rdzv-endpoint", f"{addr}:{s.port}", "--rdzv-conf", f"is_host={int(s.node_rank == 0)}"]
+    elif s.rdzv == "static":
+        cmd += ["--nnodes", str(nnodes), "--node-rank", str(s.node_rank), "--master-addr", addr]
+        cmd += ["--master-port", str(s.port)]
     else:
-        raise FewkitError(f"rdzv: expected 'c10d' or 'static', got {rdzv!r}")
+        raise FewkitError(f"rdzv: expected 'c10d' or 'static', got {s.rdzv!r}")
     if watch:  # torchrun starts `python -c WATCH target...`: the watcher runs the target in a child
         cmd += ["--no-python", sys.executable, "-c", WATCH]
     return cmd + target
@@ -439,45 +458,30 @@ def supervise(
         raise FewkitError(f"{what}launcher exited {p.returncode} and no rank recorded a failure\n{text[-3000:]}")
     return 0
 
-# %% ../../nbs/20_distributed.ipynb #df671540
+# %% ../../nbs/20_distributed.ipynb #f7aedeea
 def launch(
     script: str,
     args=(),
     nproc: int = 2,
+    s: LaunchSettings | None = None,
     module: bool = False,  # `script` is a module, run like `python -m`
-    deepspeed: bool = False,  # DeepSpeed's launcher (its ranks are not watched: no exit records)
-    hostfile=None,
-    nnodes: int | None = None,
-    node_rank: int = 0,
-    master_addr: str = "",
-    port: int = 29500,
-    rdzv: str = "c10d",
-    max_time_s: float | None = 3600.0,  # wall-clock limit of the whole job (None: no limit)
-    group_timeout_s: float | None = None,  # timeout of every collective (init_process_group), default 120 s
     run_dir=None,  # where the ranks' records go (default: a new temporary folder)
-    threads: int | None = None,  # OMP_NUM_THREADS of every rank (default: yours, else 1)
     log=None,  # write the launcher's output to this file instead of the terminal
-    grace_s: float = 10.0,  # SIGTERM to SIGKILL when stopping
+    **kw,  # LaunchSettings fields, e.g. max_time_s=600, nnodes=2
 ) -> Path:
     "Run `script args` on `nproc` processes per node, supervised; returns the run folder or raises the first failure."
+    s = _launch_settings(s, kw)
     folder = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="fewkit-launch-"))
     folder.mkdir(parents=True, exist_ok=True)
-    for f in [
-        *folder.glob("rank*.start"),
-        *folder.glob("rank*.exit"),
-        *folder.glob("rank*.err"),
-        *folder.glob("rank*.fault"),
-        *folder.glob("rank*.log"),
-    ]:
-        f.unlink()  # records of an earlier run in the same folder would confuse the diagnosis
-    cmd = launch_command(
-        script, args, nproc, deepspeed, hostfile, port, module, nnodes, node_rank, master_addr, rdzv, not deepspeed
-    )
+    for kind in ("start", "exit", "err", "fault", "log"):
+        for f in folder.glob(f"rank*.{kind}"):
+            f.unlink()  # records of an earlier run in the same folder would confuse the diagnosis
+    cmd = launch_command(script, args, nproc, s, module, watch=not s.deepspeed)  # DeepSpeed's ranks are not watched
     env = {**os.environ, RUN_DIR_ENV: str(folder)}
-    env["OMP_NUM_THREADS"] = str(threads) if threads else os.environ.get("OMP_NUM_THREADS", "1")
-    if group_timeout_s:
-        env[GROUP_TIMEOUT_ENV] = str(group_timeout_s)
-    supervise(cmd, folder, max_time_s, env, log, grace_s)
+    env["OMP_NUM_THREADS"] = str(s.threads) if s.threads else os.environ.get("OMP_NUM_THREADS", "1")
+    if s.group_timeout_s:
+        env[GROUP_TIMEOUT_ENV] = str(s.group_timeout_s)
+    supervise(cmd, folder, s.max_time_s or None, env, log, s.grace_s)
     return folder
 
 # %% ../../nbs/20_distributed.ipynb #6f93fa8c
@@ -550,7 +554,6 @@ def run_function(
     max_time_s: float | None = None,  # wall-clock limit of the whole job (default 120 s)
     group_timeout_s: float | None = None,  # limit of each collective (default: max_time_s)
     threads: int = 1,
-    echo: bool = False,
     launcher: str = "fork",  # 'fork' (one import of torch) | 'torchrun'
     timeout_s: float | None = None,  # the old name of max_time_s
 ) -> list:
@@ -567,11 +570,7 @@ def run_function(
         else:
             cmd = [sys.executable, "-c", fork]
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1", RUN_DIR_ENV: str(d)}
-        try:
-            supervise(cmd, d, max_time_s, env, log=d / "launcher.log", grace_s=5.0, what=f"{fn} on {nproc} processes: ")
-        finally:
-            if echo:
-                print((d / "launcher.log").read_text(errors="replace"))
+        supervise(cmd, d, max_time_s, env, log=d / "launcher.log", grace_s=5.0, what=f"{fn} on {nproc} processes: ")
         return [pickle.loads((d / f"rank{r}.pkl").read_bytes()) for r in range(nproc)]
 
 # %% ../../nbs/20_distributed.ipynb #c6d1e16d
