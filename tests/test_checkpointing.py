@@ -80,3 +80,17 @@ def test_apply_to_task_model_around_bert():
     assert m.bert.encoder.layer_runner is None
     with pytest.raises(FewkitError):
         apply_checkpointing(torch.nn.Linear(2, 2), CheckpointSettings('every'))
+
+
+def test_fewkit_checkpointing_with_a_none_argument_matches_plain_gradients():
+    # a segment called with attention_mask=None: the None must come back as None, not as a saved tensor
+    from fewkit.efficiency.checkpointing import CheckpointSettings, apply_checkpointing
+    from fewkit.testing import mlm_batch, tiny_bert
+
+    ref = tiny_bert(0)
+    ck = apply_checkpointing(tiny_bert(0), CheckpointSettings(policy="every", impl="fewkit"))
+    x, y = mlm_batch(0, 4)
+    ref(x, labels=y).backward()
+    ck(x, labels=y).backward()
+    for p, q in zip(ref.parameters(), ck.parameters()):
+        assert torch.equal(p.grad, q.grad)

@@ -42,7 +42,8 @@ class CheckpointFunction(torch.autograd.Function):
             ctx.cuda_rng = [torch.cuda.get_rng_state(d) for d in ctx.devices]
         dev = tensors[0].device.type if tensors else "cpu"  # recompute under the same autocast
         ctx.amp = (dev, torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev))
-        ctx.args = [None if torch.is_tensor(a) else a for a in args]  # non-tensors (e.g. None mask)
+        ctx.is_tensor = [torch.is_tensor(a) for a in args]  # which positions come back from saved_tensors
+        ctx.args = [None if t else a for a, t in zip(args, ctx.is_tensor)]  # non-tensors kept (a None mask too)
         ctx.save_for_backward(*tensors)  # the only activations kept: the segment's inputs
         return fn(*args)  # autograd is off inside Function.forward: nothing in fn is saved
 
@@ -50,7 +51,7 @@ class CheckpointFunction(torch.autograd.Function):
     def backward(ctx, *grads):
         saved = iter(ctx.saved_tensors)
         needs = ctx.needs_input_grad[2:]
-        args = [next(saved).detach().requires_grad_(n) if a is None else a for a, n in zip(ctx.args, needs)]
+        args = [next(saved).detach().requires_grad_(n) if t else a for a, t, n in zip(ctx.args, ctx.is_tensor, needs)]
         with torch.random.fork_rng(devices=ctx.devices, enabled=ctx.preserve_rng):
             if ctx.preserve_rng:
                 torch.set_rng_state(ctx.cpu_rng)
