@@ -20,10 +20,11 @@ from ..data import fewclue_root
 from ..efficiency.mixed_precision import AmpSettings
 from ..measure import env_info, figure, save_figure
 from ..parallel.distributed import close_distributed, init_distributed, launch_command
+from ..parallel.engine import deepspeed_config, plan
 from ..pretrain.mlm import PretrainSettings, build_data, build_model, flops_per_token, model_config, pretrain
 from ..pretrain.nli import EVAL_TASKS, TRANSFER_TASKS, compare, continue_pretrain, entailment_corpus, plot_compare
 from ..tokenizer import default_tokenizer
-from ..train import TrainSettings, deepspeed_config, plan
+from ..train import TrainSettings
 
 # %% auto #0
 __all__ = ['PRESET_RUN', 'SIZE_SHAPES', 'read_config', 'given_flags', 'settings_from_args', 'torchrun_command', 'cli_main',
