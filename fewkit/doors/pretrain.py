@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from ..core import FewkitError, cache_dir, shipped_backbone, write_json
 from ..data import fewclue_root
 from ..efficiency.mixed_precision import AmpSettings
 from ..measure import env_info, figure, save_figure
+from .launch import run_launch
 from ..parallel.distributed import close_distributed, init_distributed, launch_command
 from ..parallel.engine import deepspeed_config, plan
 from ..pretrain.mlm import PretrainSettings, build_data, build_model, flops_per_token, model_config, pretrain
@@ -62,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     a("--whole-word", action="store_true", help="mask whole jieba words")
     a("--nproc", type=int, default=1, help="data-parallel processes on this machine (torchrun + DDP; 1 thread each)")
     a("--port", type=int, default=29511, help="rendezvous port with --nproc")
+    a(
+        "--max-time",
+        type=float,
+        default=3600.0,
+        help="with --nproc: wall-clock limit of the whole job in seconds (0: none)",
+    )
     a(
         "--engine",
         choices=["ddp", "zero", "deepspeed"],
@@ -161,7 +167,13 @@ def read_config(path) -> dict:
         d = yaml.safe_load(text) if p.suffix in (".yaml", ".yml") else json.loads(text)
     except (OSError, ValueError, yaml.YAMLError) as e:
         raise FewkitError(f"{p}: expected a JSON or YAML file of {{pretrain: {{...}}, train: {{...}}}} ({e})") from e
-    if not isinstance(d, dict) or set(d) - {"pretrain", "train", "argv", "env"}:  # (a run.json also has argv, env)
+    if not isinstance(d, dict) or set(d) - {
+        "pretrain",
+        "train",
+        "out",
+        "argv",
+        "env",
+    }:  # run.json / --print-config add these
         got = sorted(d) if isinstance(d, dict) else type(d).__name__
         raise FewkitError(f"{p}: expected the keys 'pretrain' and/or 'train', got {got}")
     return d
@@ -185,22 +197,28 @@ def settings_from_args(a, given: set | None = None) -> tuple[PretrainSettings, T
     for k, v in values.items():
         if v is not None:
             _put(nested, _FLAGS[k], v)
+    conf = read_config(a.config) if a.config else {}
     if a.config:
         mine = {}
         for k in sorted(set(given or ()) & set(_FLAGS)):
             _put(mine, _FLAGS[k], values[k])
-        nested = _merge(_merge(nested, read_config(a.config)), mine)
+        nested = _merge(_merge(nested, {k: conf[k] for k in ("pretrain", "train") if k in conf}), mine)
     ps = PretrainSettings.from_dict(nested["pretrain"])
-    out = a.out or cache_dir() / f"backbone-{ps.preset}"  # everything the run writes stays inside `out`
+    out = Path(
+        a.out or conf.get("out") or cache_dir() / f"backbone-{ps.preset}"
+    )  # everything the run writes stays inside
     nested["train"]["out"] = str(out / "train")  # checkpoints, log.json, train_settings.json beside the backbone
     return ps, TrainSettings.from_dict(nested["train"]), out
 
 # %% ../../nbs/98_doors_pretrain.ipynb #659a2144
 def torchrun_command(argv: list[str], nproc: int, port: int) -> list[str]:
     "The torchrun command that runs `fewkit pretrain argv` as `nproc` processes of `python -m fewkit.doors.pretrain`."
-    # drop --nproc N / --nproc=N: torchrun would take a left-over --nproc for its own --nproc-per-node
-    rest = [x for i, x in enumerate(argv) if not (x.startswith("--nproc") or (i and argv[i - 1] == "--nproc"))]
-    return launch_command("-m", ["fewkit.doors.pretrain", *rest], nproc, port=port)
+    return launch_command("-m", ["fewkit.doors.pretrain", *_without_nproc(argv)], nproc, port=port)
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    "argv less --nproc N / --nproc=N (torchrun would take a left-over --nproc for its own --nproc-per-node)."
+    return [x for i, x in enumerate(argv) if not (x.startswith("--nproc") or (i and argv[i - 1] == "--nproc"))]
 
 
 def _train_settings_for_group(ts: TrainSettings, a) -> TrainSettings:
@@ -250,8 +268,17 @@ def cli_main(argv: list[str] | None = None) -> int:
             dry_run(ps, ts)
             return 0
         if a.nproc > 1 and not group:  # start this same command on N processes (torchrun)
-            env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-            return subprocess.call(torchrun_command(argv, a.nproc, a.port), env=env)
+            # supervised: a wall-clock limit, the first failing rank named, every rank ended on SIGINT/SIGTERM
+            rest = _without_nproc(argv)
+            return run_launch(
+                "fewkit pretrain",
+                "fewkit.doors.pretrain",
+                rest,
+                a.nproc,
+                module=True,
+                port=a.port,
+                max_time_s=a.max_time,
+            )
         if group:
             init_distributed()
         if int(os.environ.get("RANK", "0")) == 0:  # what ran, with which versions and on what: beside the results
