@@ -161,7 +161,7 @@ def test_pipeline_smoke_and_submission(tok, backbone, tmp_path):
 
 def test_cli(backbone, tmp_path):
     rc = cli_main(["--task", "cluewsc", "--method", "pet", "--model", str(backbone), "--data", str(ROOT),
-                      "--out", str(tmp_path), "--max-steps", "2", "--max-len", "48", "--select", "0"])
+                      "--out", str(tmp_path), "--max-steps", "2", "--max-len", "48", "--select", "0", "--splits", "0"])
     assert rc == 0 and (tmp_path / "results.md").exists() and (tmp_path / "pet" / "fewclue_submission.zip").exists()
     assert "cluewsc" in (tmp_path / "results.md").read_text(encoding="utf-8")
     assert cli_main(["--task", "nope", "--model", str(backbone)]) == 2
@@ -202,3 +202,11 @@ def test_backbone_loader(backbone, tmp_path):
     with pytest.raises(FewkitError, match="no BERT checkpoint"):
         load_backbone(tmp_path)
     assert backbone_or_random(tmp_path)[2].startswith("RANDOM")
+
+
+def test_a_missing_protocol_split_is_an_error_not_skipped(backbone, tmp_path, capsys):
+    # data_samples has split 0 only: without --splits the 5-split protocol must refuse, naming the missing file
+    rc = cli_main(["--task", "cluewsc", "--method", "pet", "--model", str(backbone), "--data", str(ROOT),
+                   "--out", str(tmp_path), "--max-steps", "2"])
+    assert rc != 0
+    assert "train_1.json" in capsys.readouterr().err

@@ -94,10 +94,6 @@ def test_resumed_fewshot_run_has_the_uninterrupted_losses(resumed):
     assert b["evals"] == a["evals"]  # dev evaluated at steps 6 and 12 with the same accuracies
 
 
-@pytest.mark.xfail(reason="fewkit.train.fit keeps the selected (best) state in memory only: it is not in the "
-                          "checkpoint, so a run resumed after the best step selects among later evaluations only "
-                          "(here: the tie at steps 6 and 12 keeps step 6 uninterrupted, step 12 resumed)",
-                   strict=False)
 def test_resumed_fewshot_run_selects_the_same_state(resumed):
     d, a, b = resumed
     assert b["best_step"] == a["best_step"]

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from ..core import FewkitError, FewkitDataError, device_name, seed_everything, write_json
-from ..data import fewclue_root, load_fewclue, task_info
+from ..data import fewclue_root, load_fewclue, protocol_splits, task_info
 from ..measure import figure, save_figure
 from fewkit.fewshot.pet import (
     FewShotSettings,
@@ -164,9 +164,9 @@ def run_task(
     self_training: bool = False,
     st_kw: dict | None = None,
 ) -> dict:
-    "The 5-split protocol for one task (splits=None: those present): dev mean ± std, test_public score, test predictions."
+    "The 5-split protocol for one task (splits=None: all five, each must exist): dev mean ± std, test_public score, test predictions."
     d = fewclue_root(root) / task
-    splits = [k for k in range(5) if (d / f"train_{k}.json").exists()] if splits is None else splits
+    splits = protocol_splits(task, root, splits)  # all 5 unless named: a missing split is an error, never skipped
     extra = {s: load_fewclue(task, s, root) for s in ("test_public", "test") if (d / f"{s}.json").exists()}
     runs = [run_split(load_mlm, tok, task, k, method, cfg, root, self_training, extra, st_kw) for k in splits]
     accs = [r["dev_acc"] for r in runs]

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from ..core import FewkitError, Settings, cache_dir
+from ..core import FewkitError, Settings, shipped_backbone
 from ..masking import BatchStream, mask_tokens, pad
 from ..model import BertConfig, BertForMaskedLM
 from ..model_io import from_hf
@@ -450,7 +450,7 @@ STEP_CAP = {"csldcp": 150, "iflytek": 150, "tnews": 100}
 
 def load_backbone(folder=None):
     "(load_mlm, tok, name): fresh copies of a local HF BERT folder's MLM (default: fewkit's tiny backbone)."
-    folder = Path(folder) if folder else cache_dir() / "backbone-tiny"
+    folder = Path(folder) if folder else shipped_backbone()  # the pretrained tiny backbone that ships with fewkit
     if not (folder / "config.json").exists():
         raise FewkitError(
             f"{folder}: no BERT checkpoint (config.json); pass --model DIR or build the tiny backbone first"
