@@ -219,7 +219,8 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a written file gets the user's umask (0644 usually)
     try:
-        with os.fdopen(fd, mode) as f:
+        text = {} if "b" in mode else dict(encoding="utf-8")  # text is UTF-8 whatever the locale (Chinese)
+        with os.fdopen(fd, mode, **text) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())

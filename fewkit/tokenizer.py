@@ -10,7 +10,7 @@ import json, unicodedata
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
-from .core import FewkitError, FewkitDataError, cache_dir, get_logger
+from .core import FewkitError, FewkitDataError, atomic_write, cache_dir, get_logger
 
 # %% auto #0
 __all__ = ['SPECIALS', 'EXTRA_CHARS', 'normalise', 'build_vocab', 'make_tokenizer', 'save_tokenizer', 'load_tokenizer',
@@ -87,14 +87,16 @@ def save_tokenizer(tok, folder) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     tok.save_pretrained(str(folder))
     inv = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
-    (folder / "vocab.txt").write_text("".join(t + "\n" for t, _ in inv), encoding="utf-8")
+    vocab_text = "".join(t + "\n" for t, _ in inv)
+    atomic_write(folder / "vocab.txt", lambda f: f.write(vocab_text), "w")
     if "NFKC" in str(tok.backend_tokenizer.normalizer):
         # BertTokenizer rebuilds its normaliser from its arguments and drops tokenizer.json's NFKC step; the
         # generic class keeps tokenizer.json as written, so AutoTokenizer gives the ids fewkit gives
         p = folder / "tokenizer_config.json"
         c = json.loads(p.read_text(encoding="utf-8"))
         c.update(tokenizer_class="PreTrainedTokenizerFast", model_input_names=_INPUTS)
-        p.write_text(json.dumps(c, ensure_ascii=False, indent=2), encoding="utf-8")
+        text = json.dumps(c, ensure_ascii=False, indent=2)
+        atomic_write(p, lambda f: f.write(text), "w")
     return folder
 
 

@@ -12,7 +12,7 @@ import statistics
 import sys
 from pathlib import Path
 import torch
-from ..core import device_name, find_shared
+from ..core import atomic_write, device_name, find_shared
 from ..knowledge.kg import load_triples
 from fewkit.knowledge.distant_supervision import (
     DEFAULT_RULE,
@@ -68,7 +68,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     lines = "".join(json.dumps(p.to_json(), ensure_ascii=False) + "\n" for p in pairs)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(lines, encoding="utf-8")
+        atomic_write(Path(args.out), lambda f: f.write(lines), "w")
     else:
         sys.stdout.write(lines)
     return 0

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from ..core import FewkitError, FewkitDataError, device_name, seed_everything, write_json
+from ..core import FewkitError, FewkitDataError, atomic_write, device_name, seed_everything, write_json
 from ..data import fewclue_root, load_fewclue, protocol_splits, task_info
 from ..measure import figure, save_figure
 from fewkit.fewshot.pet import (
@@ -297,7 +297,7 @@ def save_results(results: list[dict], out, root=None, backbone: str = "") -> dic
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     md = f"FewCLUE, backbone `{backbone}`, {device_name()}\n\n" + results_table(results) + "\n"
-    (out / "results.md").write_text(md, encoding="utf-8")
+    atomic_write(out / "results.md", lambda f: f.write(md), "w")  # a report is whole or absent
     write_json(out / "results.json", [{k: v for k, v in r.items() if k != "pred"} for r in results])
     plot_results(results, out / "results.png")
     files, by_method = {"results": str(out / "results.md")}, {}
