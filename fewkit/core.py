@@ -16,7 +16,7 @@ import torch
 # %% auto #0
 __all__ = ['FewkitError', 'FewkitDataError', 'Settings', 'seed_everything', 'get_rng_state', 'set_rng_state', 'get_device',
            'device_name', 'get_logger', 'cache_dir', 'project_root', 'find_shared', 'data_samples', 'shipped_backbone',
-           'atomic_write', 'write_json']
+           'atomic_write', 'write_json', 'read_json_object']
 
 # %% ../nbs/00_core.ipynb #9bd455b1
 class FewkitError(Exception):
@@ -240,3 +240,21 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb
 def write_json(path: str | Path, obj: Any) -> Path:
     "Atomically write `obj` as pretty UTF-8 JSON."
     return atomic_write(path, lambda f: f.write(json.dumps(obj, ensure_ascii=False, indent=1, default=str)), "w")
+
+
+def read_json_object(p: str | Path, expected: str) -> dict:
+    "A JSON object from file `p`; a FewkitDataError names the file and the line otherwise."
+    p = Path(p)
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise FewkitDataError(p, None, expected, f"an unreadable file ({type(e).__name__})") from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise FewkitDataError(
+            p, e.lineno, f"{expected} ({e.msg}, column {e.colno})", text[e.pos : e.pos + 40]
+        ) from None
+    if not isinstance(obj, dict):
+        raise FewkitDataError(p, None, expected, type(obj).__name__)
+    return obj

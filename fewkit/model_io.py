@@ -9,7 +9,7 @@ from __future__ import annotations
 import json, pickle
 from pathlib import Path
 import torch
-from .core import FewkitError, FewkitDataError, atomic_write, get_logger
+from .core import FewkitError, FewkitDataError, atomic_write, get_logger, read_json_object
 from .model import BertConfig, BertForMaskedLM
 
 # %% auto #0
@@ -20,29 +20,12 @@ _TIED = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
 _UNUSED = ("bert.pooler.", "cls.seq_relationship.", "bert.embeddings.position_ids", "bert.embeddings.token_type_ids")
 
 
-def _json_obj(p: Path, expected: str) -> dict:
-    "A JSON object from file `p`; a FewkitDataError names the file and the line otherwise."
-    try:
-        text = p.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise FewkitDataError(p, None, expected, f"an unreadable file ({type(e).__name__})") from None
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise FewkitDataError(
-            p, e.lineno, f"{expected} ({e.msg}, column {e.colno})", text[e.pos : e.pos + 40]
-        ) from None
-    if not isinstance(obj, dict):
-        raise FewkitDataError(p, None, expected, type(obj).__name__)
-    return obj
-
-
 def load_config(folder) -> BertConfig:
     "The BertConfig of a Hugging Face folder's config.json, every field checked (errors name the file)."
     p = Path(folder) / "config.json"
     if not p.is_file():
         raise FewkitError(f"{folder}: not a Hugging Face model folder (no config.json)")
-    return BertConfig.from_hf(_json_obj(p, "a JSON object of BERT settings (Hugging Face config.json)"), path=p)
+    return BertConfig.from_hf(read_json_object(p, "a JSON object of BERT settings (Hugging Face config.json)"), path=p)
 
 
 def _shard(folder: Path, idx: Path, name) -> Path:
@@ -58,7 +41,7 @@ def _shard(folder: Path, idx: Path, name) -> Path:
 
 
 def _read_sharded(folder: Path, idx: Path) -> dict:
-    wm = _json_obj(idx, "a shard index {'weight_map': {tensor name: shard file}}").get("weight_map")
+    wm = read_json_object(idx, "a shard index {'weight_map': {tensor name: shard file}}").get("weight_map")
     if not isinstance(wm, dict) or not wm:
         raise FewkitDataError(idx, None, "a non-empty 'weight_map' {tensor name: shard file}", wm)
     files = {s: _shard(folder, idx, s) for s in sorted(set(wm.values()), key=str)}  # every path checked first

@@ -10,7 +10,7 @@ import json, unicodedata
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
-from .core import FewkitError, FewkitDataError, atomic_write, cache_dir, get_logger
+from .core import FewkitError, FewkitDataError, atomic_write, cache_dir, get_logger, read_json_object
 
 # %% auto #0
 __all__ = ['SPECIALS', 'EXTRA_CHARS', 'normalise', 'build_vocab', 'make_tokenizer', 'save_tokenizer', 'load_tokenizer',
@@ -100,23 +100,6 @@ def save_tokenizer(tok, folder) -> Path:
     return folder
 
 
-def _json_obj(p: Path, expected: str) -> dict:
-    "A JSON object from file `p`; a FewkitDataError names the file and the line otherwise."
-    try:
-        text = p.read_bytes().decode("utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise FewkitDataError(p, None, expected, f"an unreadable file ({type(e).__name__})") from None
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise FewkitDataError(
-            p, e.lineno, f"{expected} ({e.msg}, column {e.colno})", text[e.pos : e.pos + 40]
-        ) from None
-    if not isinstance(obj, dict):
-        raise FewkitDataError(p, None, expected, type(obj).__name__)
-    return obj
-
-
 def _read_vocab(p: Path) -> dict:
     "vocab.txt: one token per line, line k = id k-1; every token once."
     try:
@@ -142,10 +125,10 @@ def load_tokenizer(folder):
     folder = Path(folder)
     tj, tc = folder / "tokenizer.json", folder / "tokenizer_config.json"
     if tj.exists():
-        spec = _json_obj(tj, "a tokenizers JSON file (tokenizer.json, as save_pretrained writes it)")
+        spec = read_json_object(tj, "a tokenizers JSON file (tokenizer.json, as save_pretrained writes it)")
         if not isinstance(spec.get("model"), dict) or not isinstance(spec["model"].get("vocab"), dict):
             raise FewkitDataError(tj, None, "a 'model' with a 'vocab' (a WordPiece tokenizer)", sorted(spec))
-        conf = _json_obj(tc, "a JSON object of tokenizer settings") if tc.exists() else {}
+        conf = read_json_object(tc, "a JSON object of tokenizer settings") if tc.exists() else {}
         cls = PreTrainedTokenizerFast if conf.get("tokenizer_class") in _GENERIC else BertTokenizerFast
         try:
             tok = cls.from_pretrained(str(folder))
