@@ -68,6 +68,8 @@ class TrainSettings(Settings):
     seed: int = 0
     out: str = "runs/train"  # "" = write no files (in-memory runs)
     device: str = ""  # "" = fewkit.core.get_device()
+    progress: bool = True  # a tqdm bar on rank 0 (never compared on resume: it changes no number)
+    allow_changes: bool = False  # resume although lr, steps, ... differ from the checkpoint's run (then recorded)
     fusion: FusionSettings = field(default_factory=FusionSettings)
     checkpointing: CheckpointSettings = field(default_factory=CheckpointSettings)
     compile: bool = False  # torch.compile after fusion and checkpointing
@@ -330,15 +332,15 @@ def save_run(
     return path
 
 
-def load_run(path: Path, st: Setup, batches, s: TrainSettings, rank: int, world: int, allow_changes: bool):
+def load_run(path: Path, st: Setup, batches, s: TrainSettings, rank: int, world: int):
     "Restore a run from checkpoint folder `path` into `st` and `batches`; returns (step, history, changes, selected)."
     verify(path)
     ck = load_part(path, "state.pt", verified=True)
     if ck["world"] != world:
         raise CheckpointError(path, f"written by {ck['world']} processes, this run has {world}")
     changes = changed_settings(ck["settings"], s.to_dict())
-    if changes and not allow_changes:
-        raise CheckpointError(path, f"the run's settings changed {changes}; resume with allow_changes to accept")
+    if changes and not s.allow_changes:
+        raise CheckpointError(path, f"the run's settings changed {changes}; resume with allow_changes=True to accept")
     mine = ck if world == 1 else load_part(path, f"rank{rank:03d}.pt", verified=True)
     if mine["step"] != ck["step"]:
         raise CheckpointError(path, f"rank {rank}'s part is at step {mine['step']}, not {ck['step']}")
@@ -423,8 +425,6 @@ def fit(
     extra_loss: Callable | None = None,
     callbacks=(),
     resume: bool | str | Path = False,
-    progress: bool = True,
-    allow_changes: bool = False,
 ) -> TrainResult:
     "Train `model` on `batches` for `s.steps` steps; `resume`: False | 'auto' | a checkpoint folder."
     seed_everything(s.seed)
@@ -448,7 +448,7 @@ def fit(
     last = find_resume(ckdir, resume) if ckdir else None
     selected = None
     if last is not None:
-        step, history, changes, selected = load_run(last, st, batches, s, rank, world, allow_changes)
+        step, history, changes, selected = load_run(last, st, batches, s, rank, world)
         log.info(f"resumed from {last} at step {step}" + (f"; changed settings {changes}" if changes else ""))
     if main and out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -465,7 +465,7 @@ def fit(
     st.model.train()
     busy = 1e-9  # seconds in data + step (not eval, not checkpoints)
     toks = 0
-    bar = tqdm(total=s.steps, initial=step, desc="train", disable=not (progress and main), mininterval=1)
+    bar = tqdm(total=s.steps, initial=step, desc="train", disable=not (s.progress and main), mininterval=1)
     while step < s.steps:
         t = time.perf_counter()
         batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in next(batches).items()}

@@ -73,14 +73,14 @@ SCRIPT = textwrap.dedent(
                 stall("prune")
             return real(path, *a, **k)
         C.shutil.rmtree = slow
-    T.fit(*toy(), mse_sum, settings(out), progress=False)
+    T.fit(*toy(), mse_sum, settings(out))
     """
 )
 
 
 @pytest.mark.parametrize("where", ["parts", "prune"])
 def test_kill_during_save_leaves_no_orphan_and_resumes_exactly(tmp_path, where):
-    full = losses(fit(*toy(), mse_sum, settings(tmp_path / "full"), progress=False))
+    full = losses(fit(*toy(), mse_sum, settings(tmp_path / "full")))
     out = tmp_path / "run"
     script = tmp_path / "run.py"
     script.write_text(SCRIPT.format(tests=str(ROOT / "tests")))
@@ -95,30 +95,30 @@ def test_kill_during_save_leaves_no_orphan_and_resumes_exactly(tmp_path, where):
     p.wait()
     ck = out / "checkpoints"
     assert len(list_checkpoints(ck)) <= 2 + 1  # never more than keep + 1
-    resumed = fit(*toy(), mse_sum, settings(out), resume="auto", progress=False)
+    resumed = fit(*toy(), mse_sum, settings(out), resume="auto")
     assert not list(ck.glob(".step_*.tmp"))  # the orphan of the killed save is gone
     assert len(list_checkpoints(ck)) == 2
     assert losses(resumed) == full  # bit-identical on CPU
 
 
 def test_resume_falls_back_past_a_broken_checkpoint(tmp_path):
-    full = losses(fit(*toy(), mse_sum, settings(tmp_path / "full"), progress=False))
+    full = losses(fit(*toy(), mse_sum, settings(tmp_path / "full")))
     out = tmp_path / "run"
-    fit(*toy(), mse_sum, settings(out, steps=8).replace(save_every=2, keep=3), progress=False)
+    fit(*toy(), mse_sum, settings(out, steps=8).replace(save_every=2, keep=3))
     newest = list_checkpoints(out / "checkpoints")[-1]
     (newest / "state.pt").write_bytes(b"not a checkpoint")
-    res = fit(*toy(), mse_sum, settings(out).replace(save_every=2, keep=3), resume="auto", progress=False)
+    res = fit(*toy(), mse_sum, settings(out).replace(save_every=2, keep=3), resume="auto")
     assert losses(res) == full
 
 
 def test_missing_manifest_is_an_error_not_a_restart(tmp_path):
     out = tmp_path / "run"
-    fit(*toy(), mse_sum, settings(out), progress=False)
+    fit(*toy(), mse_sum, settings(out))
     for c in list_checkpoints(out / "checkpoints"):
         (c / "manifest.json").unlink()
     before = sorted(p.name for p in (out / "checkpoints").iterdir())
     with pytest.raises(CheckpointError, match="no manifest.json"):
-        fit(*toy(), mse_sum, settings(out), resume="auto", progress=False)
+        fit(*toy(), mse_sum, settings(out), resume="auto")
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == before  # nothing overwritten
 
 
@@ -126,7 +126,7 @@ def test_unlisted_rank_part_is_refused(tmp_path):
     c = save_checkpoint(tmp_path / "ck", 1, dict(step=1))
     torch.save(dict(step=1), c / "rank001.pt")  # a partition the manifest does not know
     with pytest.raises(CheckpointError, match="not in the manifest"):
-        fit(*toy(), mse_sum, settings(tmp_path / "x"), resume=c, progress=False)
+        fit(*toy(), mse_sum, settings(tmp_path / "x"), resume=c)
 
 
 class Evil:
@@ -139,14 +139,14 @@ class Evil:
 
 def test_planted_pickle_with_a_matching_manifest_runs_nothing(tmp_path):
     out = tmp_path / "run"
-    fit(*toy(), mse_sum, settings(out, steps=2), progress=False)
+    fit(*toy(), mse_sum, settings(out, steps=2))
     c = list_checkpoints(out / "checkpoints")[-1]
     marker = tmp_path / "pwned"
     (c / "state.pt").write_bytes(pickle.dumps({"model": Evil(marker)}))
     e = dict(file="state.pt", bytes=(c / "state.pt").stat().st_size, sha256=_sha256(c / "state.pt"))
     write_json(c / "manifest.json", dict(format=2, step=2, files=[e]))
     with pytest.raises(CheckpointError, match="refused"):
-        fit(*toy(), mse_sum, settings(out, steps=2), resume=c, progress=False)
+        fit(*toy(), mse_sum, settings(out, steps=2), resume=c)
     assert not marker.exists()
 
 
@@ -158,17 +158,17 @@ def test_disk_full_names_the_folder_and_the_bytes(tmp_path, monkeypatch):
 
     monkeypatch.setattr(C, "atomic_write", full)
     with pytest.raises(CheckpointError, match=r"disk full: [\d,]+ bytes needed"):
-        fit(*toy(), mse_sum, settings(tmp_path / "run", steps=1), progress=False)
+        fit(*toy(), mse_sum, settings(tmp_path / "run", steps=1))
 
 
 def test_resume_with_other_settings_is_refused_unless_allowed(tmp_path):
     out = tmp_path / "run"
-    fit(*toy(), mse_sum, settings(out, steps=8).replace(save_every=4), progress=False)
+    fit(*toy(), mse_sum, settings(out, steps=8).replace(save_every=4))
     ck = list_checkpoints(out / "checkpoints")[0]
     for change in (dict(lr=1e-2), dict(batch_size=4), dict(warmup=3)):
         with pytest.raises(CheckpointError, match="settings changed"):
-            fit(*toy(), mse_sum, settings(out, **change).replace(save_every=4), resume=ck, progress=False)
-    fit(*toy(), mse_sum, settings(out, lr=1e-2).replace(save_every=4), resume=ck, progress=False, allow_changes=True)
+            fit(*toy(), mse_sum, settings(out, **change).replace(save_every=4), resume=ck)
+    fit(*toy(), mse_sum, settings(out, lr=1e-2).replace(save_every=4, allow_changes=True), resume=ck)
     run = json.loads((out / "train_settings.json").read_text())
     assert run["settings"]["lr"] == 1e-2  # the report records what was actually used
     assert run["changed"] == {"lr": [3e-2, 1e-2]}
@@ -177,7 +177,7 @@ def test_resume_with_other_settings_is_refused_unless_allowed(tmp_path):
 
 def test_written_files_follow_the_umask(tmp_path):
     out = tmp_path / "run"
-    fit(*toy(), mse_sum, settings(out, steps=1), progress=False)
+    fit(*toy(), mse_sum, settings(out, steps=1))
     mask = os.umask(0o022)
     os.umask(mask)
     for f in [out / "log.json", out / "train_settings.json", *list_checkpoints(out / "checkpoints")[0].iterdir()]:

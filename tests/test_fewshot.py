@@ -15,7 +15,7 @@ from fewkit.fewshot.pet import (PATTERNS, FewShotSettings, collate, label_words,
                                 train_settings, load_backbone, backbone_or_random, task_settings)
 from fewkit.fewshot.fuzzy_pet import (GROUPS, fuzzy_loss, fuzzy_scores, mean_logit_scores, train_method,
                                       usable_groups, word_groups)
-from fewkit.fewshot.self_training import select_pseudo, unlabeled_pool, self_train
+from fewkit.fewshot.self_training import SelfTrainSettings, select_pseudo, unlabeled_pool, self_train
 from fewkit.fewshot import fewclue as fc
 from fewkit.doors.fewshot import cli_main
 from fewkit.tokenizer import normalise
@@ -144,8 +144,7 @@ def test_pipeline_smoke_and_submission(tok, backbone, tmp_path):
     load = lambda: from_hf(backbone)
     cfg = FewShotSettings(epochs=1, min_steps=2, max_steps=2, max_len=48, n_evals=2)
     res = [fc.run_task(load, tok, "chid", m, cfg, ROOT, splits=[0]) for m in ("finetune", "pet")]
-    res.append(fc.run_task(load, tok, "ocnli", "fuzzy-pet", cfg, ROOT, splits=[0], self_training=True,
-                           st_kw=dict(generations=1, per_class=1, min_conf=0.0)))
+    res.append(fc.run_task(load, tok, "ocnli", "fuzzy-pet", cfg, ROOT, splits=[0], self_training=SelfTrainSettings(generations=1, per_class=1, min_conf=0.0)))
     assert all(0 <= r["dev_mean"] <= 1 and "test_public_acc" in r for r in res)
     assert [h["generation"] for h in res[-1]["generations"][0]] == [0, 1]
     files = fc.save_results(res, tmp_path, ROOT, "random tiny")

@@ -241,7 +241,7 @@ def test_trainer_holds_schedule_and_marks_skipped_steps():
 
     amp = AmpSettings(dtype="fp16", init_scale=2.0**24)
     s = TrainSettings(steps=20, lr=1e-3, warmup=0, grad_clip=1.0, out="", amp=amp)
-    hist = fit(tiny_bert(seed=1), batches(), mlm_loss_sum, s, count_fn=mlm_count, progress=False).history
+    hist = fit(tiny_bert(seed=1), batches(), mlm_loss_sum, s, count_fn=mlm_count).history
     skipped = [r.get("skipped", False) for r in hist]
     k = skipped.index(False)  # 2**24 overflows fp16: the first steps are skipped until the scale fits
     assert k >= 3, skipped

@@ -38,8 +38,8 @@ def loss_fn(m, b):
 def progress(rec):
     with open(out + "/progress.txt", "a") as f:
         f.write(f"{rec['step']}\n")
-s = TrainSettings(steps=%d, lr=1e-2, warmup=2, save_every=%d, out=out, device="cpu")
-fit(net, stream, loss_fn, s, resume=resume, progress=False, callbacks=[progress])
+s = TrainSettings(steps=%d, lr=1e-2, warmup=2, save_every=%d, out=out, device="cpu", progress=False)
+fit(net, stream, loss_fn, s, resume=resume, callbacks=[progress])
 """ % (STEPS, SAVE_EVERY)
 
 
@@ -123,7 +123,7 @@ def test_damaged_checkpoint_is_named_and_previous_loads(runs, damage, tmp_path):
     # the trainer refuses to resume from the damaged one when it is asked for by name, with the same clear error
     with pytest.raises(CheckpointError, match="step_00000012"):
         fit(torch.nn.Linear(1, 1), iter(()), lambda m, b: None,
-            TrainSettings(steps=12, out=str(tmp_path / "run"), device="cpu"), resume=latest, progress=False)
+            TrainSettings(steps=12, out=str(tmp_path / "run"), device="cpu"), resume=latest)
     prev = load_part(ck / "step_00000009")
     assert prev["step"] == 9 and len(prev["history"]) == 9
     # resuming from the previous one reproduces the uninterrupted losses

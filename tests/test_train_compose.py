@@ -71,7 +71,7 @@ def run(tmp_path, dropout=0.0, steps=6, lr=2e-3, warmup=1, **kw):
     s = TrainSettings.from_dict(
         dict(steps=steps, lr=lr, warmup=warmup, grad_clip=0.0, out=str(tmp_path / "r"), device="cpu", **kw)
     )
-    res = fit(model, Stream(_data()), loss_sum, s, count_fn=count, progress=False)
+    res = fit(model, Stream(_data()), loss_sum, s, count_fn=count)
     return res.history
 
 
@@ -133,8 +133,8 @@ def test_extra_loss_parts_are_logged_and_change_the_gradient(tmp_path):
     ref.load_state_dict(model.state_dict())
     s = TrainSettings(steps=3, lr=1e-2, warmup=0, out="", device="cpu")
     penalty = lambda m, b: dict(l2=1e-2 * sum((p**2).sum() for p in m.parameters()))
-    a = fit(model, Stream(_data()), loss_sum, s, count_fn=count, extra_loss=penalty, progress=False)
-    b = fit(ref, Stream(_data()), loss_sum, s, count_fn=count, progress=False)
+    a = fit(model, Stream(_data()), loss_sum, s, count_fn=count, extra_loss=penalty)
+    b = fit(ref, Stream(_data()), loss_sum, s, count_fn=count)
     assert [sorted(r["parts"]) for r in a.history] == [["l2"]] * 3
     assert a.history[0]["loss"] == b.history[0]["loss"]  # the main loss is logged on its own
     assert not torch.equal(a.model.cls.predictions.bias, b.model.cls.predictions.bias) or not all(

@@ -17,7 +17,7 @@ from ..data import FEWCLUE_TASKS, load_fewclue, review_task, task_info
 from ..measure import env_info, figure, save_figure
 from ..fewshot.pet import FewShotSettings, backbone_or_random, load_backbone, task_settings
 from ..fewshot.fuzzy_pet import compare_verbalizers, plot_comparison, predict_probs, train_method, usable_groups
-from ..fewshot.self_training import self_train, unlabeled_pool
+from ..fewshot.self_training import SelfTrainSettings, self_train, unlabeled_pool
 from ..fewshot.fewclue import plot_results, predict_finetune, results_table, run_task, save_results, train_finetune
 
 # %% auto #0
@@ -72,7 +72,7 @@ def cli_main(argv: list[str] | None = None) -> int:
                     cfg,
                     a.data,
                     [int(k) for k in a.splits.split(",")] if a.splits else None,
-                    a.self_train,
+                    SelfTrainSettings() if a.self_train else None,
                 )
                 log.info(f"{t} {r['method']}: dev {r['dev_mean']:.3f} ± {r['dev_std']:.3f} ({r['seconds']:.0f} s)")
                 results.append(r)
@@ -157,16 +157,14 @@ def bench_selftrain(out, quick: bool = False, tasks: list[str] | None = None, sp
     tasks = tasks or (["eprstmt"] if quick else ["eprstmt", "bustm", "ocnli", "csl"])
     splits = list(splits if splits is not None else ([0] if quick else range(5)))
     cfg = FewShotSettings(epochs=2, min_steps=4, max_steps=8, max_len=64) if quick else FewShotSettings()
-    kw = dict(generations=1, per_class=4) if quick else {}
+    st = SelfTrainSettings(generations=1, per_class=4) if quick else SelfTrainSettings()
     res = {}
     for t in tasks:
         info, runs = task_info(t), []
         for k in splits:
             c = task_settings(t, cfg).replace(seed=cfg.seed + k)
             pool = unlabeled_pool(t, k, seed=c.seed, limit=64 if quick else 500)
-            r = self_train(
-                load, tok, info, load_fewclue(t, f"train_{k}"), load_fewclue(t, f"dev_{k}"), pool, c, "fuzzy", **kw
-            )
+            r = self_train(load, tok, info, load_fewclue(t, f"train_{k}"), load_fewclue(t, f"dev_{k}"), pool, c, st)
             runs.append(r["history"])
         G = min(len(h) for h in runs)
         acc = np.array([[h[g]["dev_acc"] for g in range(G)] for h in runs])  # (splits, generations)

@@ -285,7 +285,7 @@ def cli_main(argv: list[str] | None = None) -> int:
             out.mkdir(parents=True, exist_ok=True)
             write_json(out / "run.json", dict(argv=argv, pretrain=ps.to_dict(), train=ts.to_dict(), env=env_info()))
         try:
-            rep = pretrain(ps, ts, save_to=out, resume=a.resume, progress=True, allow_changes=a.allow_changes)
+            rep = pretrain(ps, ts.replace(allow_changes=a.allow_changes), save_to=out, resume=a.resume, progress=True)
         finally:
             close_distributed()
     except FewkitError as e:

@@ -29,7 +29,7 @@ from fewkit.fewshot.pet import (
     train_fewshot,
 )
 from .fuzzy_pet import predict_probs, train_method
-from .self_training import self_train, unlabeled_pool
+from .self_training import SelfTrainSettings, self_train, unlabeled_pool
 
 # %% auto #0
 __all__ = ['PREDICT_FILES', 'mark_wsc', 'encode_cls', 'ClsModel', 'train_finetune', 'predict_finetune', 'run_split', 'run_task',
@@ -89,12 +89,12 @@ class ClsModel(nn.Module):
         return F.cross_entropy(self.scores(b), b["y"])
 
 
-def train_finetune(mlm, tok, info, train, cfg: FewShotSettings, dev=None, progress: bool = False):
+def train_finetune(mlm, tok, info, train, cfg: FewShotSettings, dev=None):
     "Fine-tune a [CLS] classifier on `train` examples (through `fewkit.train.fit`): returns (ClsModel, history)."
     seed_everything(cfg.seed)  # before the head is built: its initial weights come from the global RNG
     model = ClsModel(mlm, 1 if info.name == "chid" else len(info.labels))
     enc = lambda exs: encode_cls(tok, exs, info.labels, cfg.max_len) if exs else None
-    return train_fewshot(model, enc(train), cfg, enc(dev), progress=progress)
+    return train_fewshot(model, enc(train), cfg, enc(dev))
 
 
 def predict_finetune(model, tok, info, examples, cfg: FewShotSettings) -> torch.Tensor:
@@ -110,9 +110,8 @@ def run_split(
     method: str = "fuzzy-pet",
     cfg: FewShotSettings | None = None,
     root=None,
-    self_training: bool = False,
+    self_training: SelfTrainSettings | None = None,
     predict_on: dict | None = None,
-    st_kw: dict | None = None,
 ) -> dict:
     "Train one method on train_k; dev accuracy and class probabilities on dev_k and `predict_on` sets."
     info = task_info(task, root)
@@ -125,7 +124,7 @@ def run_split(
     if method == "finetune":
         m, _ = train_finetune(load_mlm(), tok, info, train, cfg, dev)
         probs = {n: predict_finetune(m, tok, info, exs, cfg) for n, exs in sets.items()}
-    elif self_training:
+    elif self_training is not None:
         r = self_train(
             load_mlm,
             tok,
@@ -134,9 +133,8 @@ def run_split(
             dev,
             unlabeled_pool(task, k, root, seed=cfg.seed),
             cfg,
-            "fuzzy" if method == "fuzzy-pet" else "pet",
+            self_training.replace(method="fuzzy" if method == "fuzzy-pet" else "pet"),
             extra=predict_on,
-            **(st_kw or {}),
         )
         probs, gens = r["probs"], r["history"]
     else:
@@ -161,18 +159,17 @@ def run_task(
     cfg: FewShotSettings | None = None,
     root=None,
     splits=None,
-    self_training: bool = False,
-    st_kw: dict | None = None,
+    self_training: SelfTrainSettings | None = None,
 ) -> dict:
     "The 5-split protocol for one task (splits=None: all five, each must exist): dev mean ± std, test_public score, test predictions."
     d = fewclue_root(root) / task
     splits = protocol_splits(task, root, splits)  # all 5 unless named: a missing split is an error, never skipped
     extra = {s: load_fewclue(task, s, root) for s in ("test_public", "test") if (d / f"{s}.json").exists()}
-    runs = [run_split(load_mlm, tok, task, k, method, cfg, root, self_training, extra, st_kw) for k in splits]
+    runs = [run_split(load_mlm, tok, task, k, method, cfg, root, self_training, extra) for k in splits]
     accs = [r["dev_acc"] for r in runs]
     out = dict(
         task=task,
-        method=method + ("+st" if self_training else ""),
+        method=method + ("+st" if self_training is not None else ""),
         dev=accs,
         dev_mean=float(np.mean(accs)),
         dev_std=float(np.std(accs)),

@@ -14,6 +14,7 @@ from ..data import load_fewclue, task_info
 from ..measure import figure, save_figure
 from fewkit.fewshot.pet import (
     FewShotSettings,
+    LabelScoring,
     auto_words,
     char_id,
     name_words,
@@ -129,39 +130,19 @@ COMBINE = {
 
 # %% ../../nbs/51_fuzzy_pet.ipynb #20198c78
 def train_method(
-    mlm,
-    tok,
-    info,
-    train,
-    cfg: FewShotSettings,
-    method: str = "fuzzy",
-    groups=None,
-    pattern: int = 0,
-    dev=None,
-    unlabeled=None,
-    progress: bool = False,
+    mlm, tok, info, train, cfg: FewShotSettings, method: str = "fuzzy", pattern: int = 0, dev=None, unlabeled=None
 ):
     "Train PET ('pet:<g>' = group g alone) or a several-group method of COMBINE: (PromptModel, history)."
-    groups = usable_groups(info, tok) if groups is None else groups
+    groups = usable_groups(info, tok)
     words = torch.tensor([word_ids(tok, g) for g in groups]) if groups else None
     if method.startswith("pet") or words is None or words.shape[0] == 1:  # chid / one group: plain PET
         g = int(method.split(":")[1]) if ":" in method else 0
-        return train_pet(
-            mlm,
-            tok,
-            info,
-            train,
-            cfg,
-            pattern,
-            words[g : g + 1] if words is not None else None,
-            dev,
-            unlabeled,
-            progress=progress,
-        )
+        scoring = LabelScoring(words[g : g + 1] if words is not None else None)
+        return train_pet(mlm, tok, info, train, cfg, pattern, scoring, dev, unlabeled)
     if method not in COMBINE:
         raise FewkitError(f"unknown method {method!r}: pet, pet:<g>, {', '.join(COMBINE)}")
     score_fn, loss_fn = COMBINE[method]
-    return train_pet(mlm, tok, info, train, cfg, pattern, words, dev, unlabeled, score_fn, loss_fn, progress)
+    return train_pet(mlm, tok, info, train, cfg, pattern, LabelScoring(words, score_fn, loss_fn), dev, unlabeled)
 
 
 def predict_probs(model, tok, info, examples, cfg: FewShotSettings, pattern: int = 0) -> torch.Tensor:
@@ -191,7 +172,7 @@ def compare_verbalizers(
         train, dev = load_fewclue(task, f"train_{k}", root), load_fewclue(task, f"dev_{k}", root)
         y = torch.tensor([info.labels.index(e.label) for e in dev])
         for n in names:
-            m, _ = train_method(load_mlm(), tok, info, train, cfg.replace(seed=cfg.seed + k), n, groups, pattern)
+            m, _ = train_method(load_mlm(), tok, info, train, cfg.replace(seed=cfg.seed + k), n, pattern)
             acc[n].append((predict_probs(m, tok, info, dev, cfg, pattern).argmax(-1) == y).float().mean().item())
     pets = np.array([acc[n] for n in names if n.startswith("pet")])  # (G, splits)
     return dict(

@@ -27,7 +27,8 @@ __all__ = ['MASK', 'PATTERNS', 'WORDS', 'STEP_CAP', 'example_fields', 'text_ids'
            'name_words', 'auto_words', 'verbalizer', 'encode_prompt', 'collate', 'hidden_states', 'mask_logits',
            'word_scores', 'pet_scores', 'pet_loss', 'PromptModel', 'FewShotSettings', 'FewShotCollate', 'mlm_aux_loss',
            'predict', 'accuracy', 'fewshot_steps', 'train_settings', 'train_fewshot', 'label_words', 'prompt_feats',
-           'train_pet', 'predict_pet', 'ensemble', 'load_backbone', 'backbone_or_random', 'task_settings']
+           'LabelScoring', 'train_pet', 'predict_pet', 'ensemble', 'load_backbone', 'backbone_or_random',
+           'task_settings']
 
 # %% ../../nbs/50_pet.ipynb #b17b78e9
 MASK = "[MASK]"
@@ -272,6 +273,7 @@ class FewShotSettings(Settings):
     device: str | None = None
     save_every: int = 0  # checkpoints every k steps into `out` (a long run on a large backbone can resume)
     out: str = ""  # "" = an in-memory run: fit writes no files
+    progress: bool = False  # a tqdm bar over the training steps
 
 # %% ../../nbs/50_pet.ipynb #88a98936
 class FewShotCollate:
@@ -344,6 +346,7 @@ def train_settings(cfg: FewShotSettings, n: int, select: bool = False) -> TrainS
         seed=cfg.seed,
         out=cfg.out,
         device=cfg.device or "",
+        progress=cfg.progress,
     )
 
 # %% ../../nbs/50_pet.ipynb #cb154fe2
@@ -354,7 +357,6 @@ def train_fewshot(
     dev: list[dict] | None = None,
     unlabeled: list[dict] | None = None,
     tok=None,
-    progress: bool = False,
     resume: bool = False,
     callbacks=(),
 ):
@@ -385,7 +387,6 @@ def train_fewshot(
         extra_loss=extra_loss if w else None,
         callbacks=callbacks,
         resume=resume,
-        progress=progress,
     )
     hist = dict(
         losses=[h["loss"] + sum(h.get("parts", {}).values()) for h in r.history],  # the whole objective per step
@@ -411,6 +412,15 @@ def prompt_feats(info, tok, examples, pattern: int, words, max_len: int) -> list
     return encode_prompt(tok, examples, info.labels, PATTERNS[info.name][pattern], n_mask, max_len)
 
 
+@dataclass
+class LabelScoring:
+    "The label words of a PromptModel and how their log-probabilities at the masks become class scores and a loss."
+
+    words: torch.Tensor | None = None  # (G, K, M) word ids; None: the task's label words (chid: its candidates)
+    score_fn: Callable = pet_scores  # (lp, lg) -> (B, K) class scores; PET: group 0's log P(word)
+    loss_fn: Callable = pet_loss  # (lp, lg, y) -> a scalar loss
+
+
 def train_pet(
     mlm,
     tok,
@@ -418,18 +428,16 @@ def train_pet(
     train,
     cfg: FewShotSettings,
     pattern: int = 0,
-    words: torch.Tensor | None = None,
+    scoring: LabelScoring | None = None,
     dev=None,
     unlabeled=None,
-    score_fn=pet_scores,
-    loss_fn=pet_loss,
-    progress: bool = False,
 ):
     "Train PET with one pattern on `train` examples of the task `info`: returns (PromptModel, history)."
-    words = label_words(info, tok) if words is None else words
+    scoring = scoring or LabelScoring()
+    words = label_words(info, tok) if scoring.words is None else scoring.words
     enc = lambda exs: prompt_feats(info, tok, exs, pattern, words, cfg.max_len) if exs else None
-    model = PromptModel(mlm, words, score_fn, loss_fn)
-    return train_fewshot(model, enc(train), cfg, enc(dev), enc(unlabeled), tok, progress)
+    model = PromptModel(mlm, words, scoring.score_fn, scoring.loss_fn)
+    return train_fewshot(model, enc(train), cfg, enc(dev), enc(unlabeled), tok)
 
 
 def predict_pet(model, tok, info, examples, cfg: FewShotSettings, pattern: int = 0) -> torch.Tensor:

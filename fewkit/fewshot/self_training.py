@@ -8,14 +8,15 @@ Docs: https://fewkit.github.io/fewkit/self_training.html.md"""
 from __future__ import annotations
 import dataclasses
 import random
+from dataclasses import dataclass
 import torch
-from ..core import FewkitError, get_logger
+from ..core import FewkitError, Settings, get_logger
 from ..data import load_fewclue
 from .pet import FewShotSettings, ensemble
-from .fuzzy_pet import train_method, predict_probs, usable_groups
+from .fuzzy_pet import train_method, predict_probs
 
 # %% auto #0
-__all__ = ['unlabeled_pool', 'select_pseudo', 'self_train']
+__all__ = ['unlabeled_pool', 'select_pseudo', 'SelfTrainSettings', 'self_train']
 
 # %% ../../nbs/52_self_training.ipynb #a400b06e
 def _key(e):
@@ -58,6 +59,18 @@ def select_pseudo(probs: torch.Tensor, per_class: int, min_conf: float = 0.0) ->
     return [(i, c) for c, v in by_class.items() for i in v[:n]]
 
 # %% ../../nbs/52_self_training.ipynb #ae2609be
+@dataclass
+class SelfTrainSettings(Settings):
+    "iPET-style self-training: the teachers, the generations and how many pseudo-labels each adds."
+
+    method: str = "fuzzy"  # the teachers' method: 'fuzzy' | 'pet' (fewkit.fewshot.fuzzy_pet.train_method)
+    generations: int = 2  # students trained after the first teacher
+    per_class: int = 8  # pseudo-labels per predicted class for generation 1 ...
+    growth: int = 2  # ... times growth**g for generation g + 1, as in iPET
+    min_conf: float = 0.5  # a pseudo-label's teacher probability is at least this
+    patterns: tuple = (0,)  # a teacher per pattern; their class probabilities are averaged
+
+
 def self_train(
     load_mlm,
     tok,
@@ -66,24 +79,19 @@ def self_train(
     dev,
     pool: dict,
     cfg: FewShotSettings,
-    method: str = "fuzzy",
-    generations: int = 2,
-    per_class: int = 8,
-    growth: int = 2,
-    min_conf: float = 0.5,
-    patterns=(0,),
+    st: SelfTrainSettings | None = None,
     extra: dict | None = None,
 ) -> dict:
     "iPET-style generations: per-generation dev accuracy and pseudo-label stats; last generation's probs."
-    groups = usable_groups(info, tok)
     y = torch.tensor([info.labels.index(e.label) for e in dev]) if dev and dev[0].label is not None else None
     sets = dict(dev=dev, pool=pool["examples"], **(extra or {}))
     pseudo, sel_idx, hist, log = [], [], [], get_logger("fewkit.self_training")
-    for gen in range(generations + 1):
+    st = st or SelfTrainSettings()
+    for gen in range(st.generations + 1):
         outs = {name: [] for name, exs in sets.items() if exs}
-        for p in patterns:  # a teacher per pattern; their probabilities are averaged (pattern ensemble)
+        for p in st.patterns:  # a teacher per pattern; their probabilities are averaged (pattern ensemble)
             m, _ = train_method(
-                load_mlm(), tok, info, list(train) + pseudo, cfg, method, groups, p
+                load_mlm(), tok, info, list(train) + pseudo, cfg, st.method, p
             )  # same seed: only the data changes
             for name in outs:
                 outs[name].append(predict_probs(m, tok, info, sets[name], cfg, p))
@@ -98,11 +106,11 @@ def self_train(
             h["pseudo_acc"] = sum(e.label == pool["hidden"][i] for e, i in zip(pseudo, sel_idx)) / len(pseudo)
         hist.append(h)
         log.info(f"{info.name} generation {gen}: {h}")
-        if gen == generations or "pool" not in probs:
+        if gen == st.generations or "pool" not in probs:
             break
-        sel = select_pseudo(probs["pool"], per_class * growth**gen, min_conf)
+        sel = select_pseudo(probs["pool"], st.per_class * st.growth**gen, st.min_conf)
         if not sel:
-            log.warning(f"{info.name}: no pseudo-label above min_conf={min_conf}; stopping")
+            log.warning(f"{info.name}: no pseudo-label above min_conf={st.min_conf}; stopping")
             break
         sel_idx = [i for i, _ in sel]
         pseudo = [dataclasses.replace(pool["examples"][i], label=info.labels[c]) for i, c in sel]

@@ -182,11 +182,10 @@ def pretrain_gcn(model, tok, tensors: dict, graph: dict, s: KnowledgeSettings, p
         km,
         batches,
         gcn_mlm_loss_sum,
-        s.train,
+        s.train.replace(progress=progress),
         count_fn=mlm_count,
         extra_loss=lambda m, mb: gcn_losses(m, mb, s),
         callbacks=[log, *callbacks],
-        progress=progress,
     )
     res.model.eval()
     return res, log.rows

@@ -348,10 +348,9 @@ def pretrain_knowledge(model: BertForMaskedLM, tok, tensors: dict, s: KnowledgeS
         km,
         batches,
         mlm_loss_sum,
-        s.train,
+        s.train.replace(progress=progress),
         count_fn=mlm_count,
         extra_loss=lambda m, mb: knowledge_losses(m, mb, s),
-        progress=progress,
     )
     res.model.eval()
     return res

@@ -298,7 +298,6 @@ def pretrain(
     resume=False,
     tok=None,
     progress: bool = True,
-    allow_changes: bool = False,
 ) -> dict:
     "MLM-pretrain a fresh BERT; save it (HF format + tokenizer + report) to `save_to`; return the report."
     tok = tok or default_tokenizer()
@@ -323,12 +322,10 @@ def pretrain(
         model,
         stream,
         mlm_loss_sum,
-        ts,
+        ts.replace(progress=progress),
         count_fn=mlm_count,
         eval_fn=lambda m: mlm_accuracy(m, evb),
         resume=resume,
-        progress=progress,
-        allow_changes=allow_changes,
     )
     if r != 0:
         return dict(rank=r, history=res.history)  # rank 0 reports and saves

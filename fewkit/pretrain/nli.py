@@ -150,7 +150,7 @@ def continue_pretrain(
     mlm, tok = load_pretrained(backbone, max_len)  # the tokenizer checked against the embedding, max_len the positions
     model = EntailmentBert(mlm)
     stream = BatchStream(pairs, ts.batch_size, PairCollate(tok, max_len, mask_prob), seed=ts.seed)
-    res = fit(model, stream, entail_loss_sum, ts, count_fn=lambda b: len(b["y"]), progress=progress)
+    res = fit(model, stream, entail_loss_sum, ts.replace(progress=progress), count_fn=lambda b: len(b["y"]))
     save_hf(res.model.mlm, save_to, tok)
     torch.save(res.model.head.state_dict(), Path(save_to) / "entailment_head.pt")
     write_json(
@@ -195,9 +195,8 @@ def probe(
             model,
             BatchStream(train, ts.batch_size, collate, seed=seed),
             entail_loss_sum,
-            ts,
+            ts.replace(progress=False),
             count_fn=lambda b: len(b["y"]),
-            progress=False,
         ).model.eval()
     with torch.no_grad():
         pred = torch.cat(

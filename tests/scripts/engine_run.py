@@ -41,12 +41,13 @@ def main(engine: str, stage: int, out: str, steps: int, resume: str, offload: in
             keep=2,
             out=out,
             device=os.environ.get("ENGINE_DEVICE", "cpu"),
+            progress=False,
             parallel=dict(engine=engine, zero=dict(stage=stage, offload_optimizer=bool(offload))),
         )
     )
     model = tiny_bert(seed=0)
     stream = BatchStream(rows(), 8, collate, seed=0, rank=rank, world=world)
-    res = fit(model, stream, mlm_loss_sum, s, count_fn=mlm_count, resume=resume or False, progress=False)
+    res = fit(model, stream, mlm_loss_sum, s, count_fn=mlm_count, resume=resume or False)
     if rank == 0:
         state = res.state_dict()
         digest = float(sum(v.double().abs().sum() for v in state.values() if v.is_floating_point()))
