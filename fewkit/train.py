@@ -174,6 +174,11 @@ class Setup:
 
 def setup(model: nn.Module, s: TrainSettings) -> Setup:
     "Apply the techniques (apply_techniques), then build optimizer, LR schedule and precision for them."
+    if s.parallel.engine == "zero" and s.optim.name != "adamw":
+        raise FewkitError(
+            f"engine 'zero' steps AdamW itself, not optim.name={s.optim.name!r}: LAMB runs under engine 'none', "
+            "'ddp' or 'deepspeed' with stage 0"
+        )
     model = apply_techniques(model, s)
     z = None
     if s.parallel.engine == "deepspeed":

@@ -17,7 +17,7 @@ STEPS = 6
 
 
 def _env(**kw):
-    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), **kw)
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "ENGINE_OPTIM": "adamw", **kw}
 
 
 def run(tmp: Path, runs: list[str], steps: int = STEPS, resume: str = "", env=None, nproc: int = 2) -> dict:
@@ -32,8 +32,9 @@ def run(tmp: Path, runs: list[str], steps: int = STEPS, resume: str = "", env=No
     return {x: json.loads((tmp / x.replace(":", "_") / "result.json").read_text()) for x in runs}
 
 
+# 'engine:stage[:offload]'; offload 1 = the optimizer (ZeRO-Offload), 2 = the parameters, 3 = both
 RUNS = ["ddp:0", "zero:0", "zero:1", "zero:2", "zero:3", "zero:2:1", "deepspeed:0", "deepspeed:1", "deepspeed:2",
-        "deepspeed:3"]
+        "deepspeed:3", "deepspeed:2:1", "deepspeed:3:1", "deepspeed:3:3"]
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +82,42 @@ def test_deepspeed_zero3_resumes_exactly_after_sigkill_and_exports_a_transformer
     ids = torch.randint(5, 64, (2, 12))
     with torch.no_grad():
         torch.testing.assert_close(hf(ids).logits, ours(ids), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.multiproc
+def test_lamb_under_ddp_and_deepspeed_stage0_gives_the_one_process_losses(tmp_path, results):
+    "DeepSpeed takes fewkit's LAMB as its client optimizer at stage 0 (fp32): every tensor keeps its own trust ratio."
+    env = _env(ENGINE_OPTIM="lamb")
+    ref = run(tmp_path / "ref", ["none:0"], env=env)["none:0"]
+    got = run(tmp_path / "lamb", ["ddp:0", "deepspeed:0"], env=env)
+    adamw = results[0]["losses"]
+    assert not _close(ref["losses"], adamw, rel=1e-4)  # LAMB took other steps than AdamW: it really ran
+    for name, g in got.items():
+        assert _close(g["losses"], ref["losses"]), (name, g["losses"], ref["losses"])
+        assert abs(g["weights_abs_sum"] - ref["weights_abs_sum"]) <= 1e-5 * ref["weights_abs_sum"]
+
+
+def test_lamb_with_flat_partitions_and_misplaced_offload_are_refused():
+    "ZeRO 1-3 and bf16 hand DeepSpeed's optimizer flat partitions (one trust ratio per partition): refused, with why."
+    from fewkit.core import FewkitError
+    from fewkit.parallel.engine import deepspeed_config
+    from fewkit.parallel.zero import Zero, ZeroSettings
+    from fewkit.testing import tiny_bert
+    from fewkit.train import TrainSettings, setup
+
+    base = TrainSettings.from_dict(dict(batch_size=8, optim=dict(name="lamb"), parallel=dict(engine="deepspeed")))
+    assert "optimizer" not in deepspeed_config(base.replace(parallel=base.parallel.replace(zero=ZeroSettings(stage=0))), 2)
+    for stage, dtype in [(1, "fp32"), (2, "fp32"), (3, "fp32"), (0, "bf16")]:
+        s = base.replace(parallel=base.parallel.replace(zero=ZeroSettings(stage=stage)))
+        s = s.replace(amp=s.amp.replace(dtype=dtype))
+        with pytest.raises(FewkitError, match="trust ratio"):
+            deepspeed_config(s, 2)
+    off = base.replace(optim=base.optim.replace(name="adamw"))
+    with pytest.raises(FewkitError, match="stage 3"):
+        deepspeed_config(off.replace(parallel=off.parallel.replace(zero=ZeroSettings(stage=2, offload_param=True))), 2)
+    cfg = deepspeed_config(off.replace(parallel=off.parallel.replace(zero=ZeroSettings(stage=3, offload_param=True))), 2)
+    assert cfg["zero_optimization"]["offload_param"]["device"] == "cpu" and cfg["zero_force_ds_cpu_optimizer"] is False
+    with pytest.raises(FewkitError, match="AdamW"):
+        setup(tiny_bert(seed=0), TrainSettings.from_dict(dict(optim=dict(name="lamb"), parallel=dict(engine="zero"))))
+    with pytest.raises(FewkitError, match="offload"):
+        Zero(tiny_bert(seed=0), ZeroSettings(stage=3, offload_param=True))

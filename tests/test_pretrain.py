@@ -238,27 +238,46 @@ def test_config_from_run_json_reproduces_the_losses(tmp_path):
 
 
 @pytest.mark.multiproc
-def test_deepspeed_zero3_pretraining_resumes_exactly_and_saves_a_transformers_folder(tmp_path):
-    # `fewkit pretrain --engine deepspeed --nproc 2 --zero 3`: DeepSpeed's engine inside fit. A run that lost its last
-    # checkpoint resumes from the one before with the uninterrupted run's losses, and --out is a folder transformers
-    # loads with the same logits (ZeRO-3 holds shards: the saved weights are the gathered ones). SIGKILL mid-run under
-    # DeepSpeed ZeRO-3 is tests/test_engines.py's.
+def test_deepspeed_zero3_pretraining_resumes_exactly_after_sigkill_and_saves_a_transformers_folder(tmp_path):
+    # `fewkit pretrain --engine deepspeed --nproc 2 --zero 3 --steps 20`: DeepSpeed's engine inside fit. --out is a
+    # folder transformers loads with the same logits (ZeRO-3 holds shards: the saved weights are the gathered ones).
+    # The same command SIGKILLed after its step-4 checkpoint takes torchrun, the rank watchers and the ranks with it
+    # (none trains on), and `--resume` then gives the uninterrupted run's 20 losses.
+    import os
+    import signal
+    import subprocess
+    import sys
+    import psutil
+    from pathlib import Path
     from transformers import BertForMaskedLM as HFBert
     from fewkit.model_io import from_hf
-    args = ["--max-texts", "400", "--seq-len", "32", "--steps", "6", "--batch-size", "4", "--warmup", "1",
-            "--eval-every", "0", "--save-every", "2", "--nproc", "2", "--engine", "deepspeed", "--zero", "3",
-            "--out", str(tmp_path / "run")]
-    assert cli_main(args + ["--port", "29543"]) == 0
-    read = lambda: [r["loss"] for r in json.loads((tmp_path / "run" / "train" / "log.json").read_text())]
-    full = read()
+    args = ["--max-texts", "400", "--seq-len", "32", "--steps", "20", "--batch-size", "4", "--warmup", "1",
+            "--eval-every", "0", "--save-every", "2", "--nproc", "2", "--engine", "deepspeed", "--zero", "3"]
+    read = lambda d: [r["loss"] for r in json.loads((d / "train" / "log.json").read_text())]
+    assert cli_main(args + ["--out", str(tmp_path / "full"), "--port", "29543"]) == 0
+    full = read(tmp_path / "full")
+    assert len(full) == 20
     ids = torch.randint(5, 100, (2, 16))
-    hf = HFBert.from_pretrained(tmp_path / "run").eval()
+    hf = HFBert.from_pretrained(tmp_path / "full").eval()
     with torch.no_grad():
-        torch.testing.assert_close(hf(input_ids=ids).logits, from_hf(tmp_path / "run").eval()(ids), atol=1e-4, rtol=1e-4)
-    ck = tmp_path / "run" / "train" / "checkpoints"
-    assert [p.name for p in sorted(ck.iterdir())] == ["step_00000004", "step_00000006"]
-    shutil.rmtree(ck / "step_00000006")  # forget the last checkpoint: resume from step 4
-    assert cli_main(args + ["--port", "29544", "--resume"]) == 0
-    again = read()
-    assert len(full) == 6 and len(again) == 6 and max(abs(a - b) for a, b in zip(again[4:], full[4:])) < 1e-6, (again, full)
-    assert again[:4] == full[:4]  # the history up to the checkpoint comes back with it
+        torch.testing.assert_close(hf(input_ids=ids).logits, from_hf(tmp_path / "full").eval()(ids), atol=1e-4, rtol=1e-4)
+    run = tmp_path / "killed"
+    exe = Path(sys.executable).parent / "fewkit"
+    log = open(tmp_path / "killed.log", "w")
+    p = subprocess.Popen([str(exe), "pretrain", *args, "--out", str(run), "--port", "29544"], stdout=log,
+                         stderr=subprocess.STDOUT, start_new_session=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    ck = run / "train" / "checkpoints"
+    t0 = time.time()
+    while not (ck / "step_00000004" / "manifest.json").exists():
+        assert p.poll() is None and time.time() - t0 < 300, (tmp_path / "killed.log").read_text()[-3000:]
+        time.sleep(0.05)
+    tree = psutil.Process(p.pid).children(recursive=True)  # torchrun, its 2 rank watchers and the 2 ranks
+    assert len(tree) >= 5, [c.cmdline()[:3] for c in tree]
+    os.kill(p.pid, signal.SIGKILL)  # the command alone: everything it started must end with it
+    p.wait()
+    gone, alive = psutil.wait_procs(tree, timeout=20)
+    assert alive == [], [c.cmdline()[:3] for c in alive]
+    assert not (ck / "step_00000020").exists()  # killed mid-run, not after it
+    assert cli_main(args + ["--out", str(run), "--port", "29545", "--resume"]) == 0
+    again = read(run)
+    assert len(again) == 20 and max(abs(a - b) for a, b in zip(again, full)) < 1e-6, (again, full)

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 import numpy as np
 import torch
-from ..core import FewkitError, get_logger
+import yaml
+from ..core import FewkitError, get_logger, write_json
 from ..data import FEWCLUE_TASKS, load_fewclue, review_task, task_info
 from ..measure import env_info, figure, save_figure
 from ..fewshot.pet import FewShotSettings, backbone_or_random, load_backbone, task_settings
@@ -21,62 +22,120 @@ from ..fewshot.self_training import SelfTrainSettings, self_train, unlabeled_poo
 from ..fewshot.fewclue import plot_results, predict_finetune, results_table, run_task, save_results, train_finetune
 
 # %% auto #0
-__all__ = ['cli_main', 'bench_fewshot', 'bench_verbalizers', 'bench_selftrain', 'demo_section']
+__all__ = ['RUN_DEFAULTS', 'FLAG_TO_SETTING', 'CLI_FEWSHOT', 'read_run_config', 'resolve_config', 'cli_main', 'bench_fewshot',
+           'bench_verbalizers', 'bench_selftrain', 'demo_section']
 
 # %% ../../nbs/99_doors_fewshot.ipynb #093e2366
-def cli_main(argv: list[str] | None = None) -> int:
-    "`fewkit fewclue`: run the FewCLUE protocol for one or all tasks and write table, plot and submission zip."
+RUN_DEFAULTS = dict(
+    task="all", method="fuzzy-pet", self_train=False, model=None, data=None, out="runs/fewclue", splits=None
+)
+FLAG_TO_SETTING = dict(  # `fewkit fewclue` flag -> FewShotSettings field
+    epochs="epochs",
+    max_steps="max_steps",
+    max_len="max_len",
+    lr="lr",
+    batch_size="batch_size",
+    seed="seed",
+    select="n_evals",
+)
+CLI_FEWSHOT = FewShotSettings(n_evals=2)  # the command's defaults: the library's, with 2 dev evaluations (best kept)
+
+
+def _parser() -> argparse.ArgumentParser:
+    "The flags of `fewkit fewclue`; every default is None so that a --config file fills what is not written."
     ap = argparse.ArgumentParser(
         prog="fewkit fewclue",
         description="FewCLUE end to end: train on train_k, "
         "select on dev_k, mean ± std over splits, leaderboard files when test.json exists.",
     )
-    ap.add_argument("--task", default="all", help=f"all, or comma-separated of {', '.join(FEWCLUE_TASKS)}")
-    ap.add_argument("--method", default="fuzzy-pet", help="finetune | pet | fuzzy-pet (comma-separated for several)")
-    ap.add_argument("--self-train", action="store_true", help="add iPET-style self-training (2 generations)")
-    ap.add_argument(
-        "--model", default=None, help="local Hugging Face BERT folder (default: ~/.cache/fewkit/backbone-tiny)"
+    a = ap.add_argument
+    a("--task", help=f"all (default), or comma-separated of {', '.join(FEWCLUE_TASKS)}")
+    a("--method", help="finetune | pet | fuzzy-pet (default; comma-separated for several)")
+    a("--self-train", action="store_true", default=None, help="add iPET-style self-training (2 generations)")
+    a("--model", help="local Hugging Face BERT folder (default: the backbone shipped with fewkit)")
+    a("--data", help="FewCLUE datasets/ folder (default: shared/fewclue, else data_samples)")
+    a("--out", help="output folder (default runs/fewclue)")
+    a("--splits", help="comma-separated splits (default: all 5, each must exist)")
+    for flag, field in FLAG_TO_SETTING.items():
+        v = getattr(CLI_FEWSHOT, field)
+        a(f"--{flag.replace('_', '-')}", type=type(v), help=f"FewShotSettings.{field} (default {v})")
+    a(
+        "--config",
+        metavar="FILE",
+        help="JSON or YAML {run: {...}, fewshot: {...}, self_training: {...}}, e.g. a run.json",
     )
-    ap.add_argument(
-        "--data", default=None, help="FewCLUE datasets/ folder (default: shared/fewclue, else data_samples)"
-    )
-    ap.add_argument("--out", default="runs/fewclue", help="output folder")
-    ap.add_argument("--splits", default=None, help="comma-separated splits (default: every train_k present, 0-4)")
-    for k, v in (("epochs", 10), ("max-steps", 400), ("max-len", 128), ("lr", 1e-3), ("batch-size", 16), ("seed", 0)):
-        ap.add_argument(f"--{k}", type=type(v), default=v, help=f"training setting (default {v})")
-    ap.add_argument("--select", type=int, default=2, help="dev evaluations during training (best kept); 0 = last state")
-    a, log = ap.parse_args(argv), get_logger("fewkit.fewclue")
+    a("--print-config", action="store_true", help="print the resolved settings as JSON and exit")
+    return ap
+
+
+def read_run_config(path) -> dict:
+    "A `--config` file: JSON or YAML with the keys of `resolve_config`'s answer (a run.json also has argv, env...)."
+    p = Path(path)
     try:
-        tasks = list(FEWCLUE_TASKS) if a.task == "all" else a.task.split(",")
+        text = p.read_text(encoding="utf-8")
+        d = yaml.safe_load(text) if p.suffix in (".yaml", ".yml") else json.loads(text)
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        raise FewkitError(f"{p}: expected a JSON or YAML file of {{run: {{...}}, fewshot: {{...}}}} ({e})") from e
+    known = {"run", "fewshot", "self_training", "argv", "env", "tasks", "backbone"}
+    if not isinstance(d, dict) or set(d) - known:
+        got = sorted(d) if isinstance(d, dict) else type(d).__name__
+        raise FewkitError(f"{p}: expected the keys {sorted(known)}, got {got}")
+    unknown = sorted(set(d.get("run") or {}) - set(RUN_DEFAULTS))
+    if unknown:
+        raise FewkitError(f"{p}: unknown run key(s) {unknown}; known: {sorted(RUN_DEFAULTS)}")
+    return d
+
+
+def resolve_config(a) -> dict:
+    "Defaults, then the --config file, then the flags written: {run, fewshot, self_training} (JSON-ready)."
+    conf = read_run_config(a.config) if a.config else {}
+    run = {**RUN_DEFAULTS, **(conf.get("run") or {})}
+    run.update({k: getattr(a, k) for k in RUN_DEFAULTS if getattr(a, k) is not None})
+    fs = {**CLI_FEWSHOT.to_dict(), **(conf.get("fewshot") or {})}
+    fs.update({f: getattr(a, k) for k, f in FLAG_TO_SETTING.items() if getattr(a, k) is not None})
+    st = SelfTrainSettings.from_dict(conf.get("self_training") or {}) if run["self_train"] else None
+    return dict(
+        run=run,
+        fewshot=FewShotSettings.from_dict(fs).to_dict(),  # unknown keys are refused here
+        self_training=st.to_dict() if st else None,
+    )
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    "`fewkit fewclue`: run the FewCLUE protocol for one or all tasks and write table, plot and submission zip."
+    argv = sys.argv[1:] if argv is None else list(argv)
+    a, log = _parser().parse_args(argv), get_logger("fewkit.fewclue")
+    try:
+        conf = resolve_config(a)
+        if a.print_config:
+            print(json.dumps(conf, ensure_ascii=False, indent=1))
+            return 0
+        run = conf["run"]
+        tasks = list(FEWCLUE_TASKS) if run["task"] == "all" else run["task"].split(",")
         for t in tasks:
             if t not in FEWCLUE_TASKS:
                 raise FewkitError(f"unknown task {t!r}; tasks: {', '.join(FEWCLUE_TASKS)}")
-        load, tok, name = load_backbone(a.model)
-        cfg = FewShotSettings(
-            lr=a.lr,
-            epochs=a.epochs,
-            max_steps=a.max_steps,
-            max_len=a.max_len,
-            batch_size=a.batch_size,
-            seed=a.seed,
-            n_evals=a.select,
+        splits = [int(k) for k in str(run["splits"]).split(",")] if run["splits"] not in (None, "") else None
+        cfg = FewShotSettings.from_dict(conf["fewshot"])
+        st = SelfTrainSettings.from_dict(conf["self_training"]) if conf["self_training"] else None
+        load, tok, name = load_backbone(run["model"])
+        out = Path(run["out"])
+        out.mkdir(parents=True, exist_ok=True)
+        # what made these results, written before the first step: `--config out/run.json` runs them again
+        record = dict(
+            conf, argv=argv, backbone=name, env=env_info(), tasks={t: task_settings(t, cfg).to_dict() for t in tasks}
         )
+        write_json(out / "run.json", record)
         results = []
-        for m in a.method.split(","):
+        for m in run["method"].split(","):
             for t in tasks:
-                r = run_task(
-                    load,
-                    tok,
-                    t,
-                    m,
-                    cfg,
-                    a.data,
-                    [int(k) for k in a.splits.split(",")] if a.splits else None,
-                    SelfTrainSettings() if a.self_train else None,
-                )
+                r = run_task(load, tok, t, m, cfg, run["data"], splits, st)
+                r["settings"] = record["tasks"][t]  # per split k the seed is settings.seed + k
+                r["backbone"] = name
                 log.info(f"{t} {r['method']}: dev {r['dev_mean']:.3f} ± {r['dev_std']:.3f} ({r['seconds']:.0f} s)")
                 results.append(r)
-        files = save_results(results, a.out, a.data, name)
+        files = save_results(results, out, run["data"], name)
+        files["run"] = str(out / "run.json")
         print(results_table(results))
         print(json.dumps(files, ensure_ascii=False, indent=1))
         return 0

@@ -81,6 +81,11 @@ def _parser() -> argparse.ArgumentParser:
         "gradients, fp32 masters), or DeepSpeed's with --engine deepspeed",
     )
     a("--offload", action="store_true", help="ZeRO: the optimizer state on the CPU (parallel.zero.offload_optimizer)")
+    a(
+        "--offload-param",
+        action="store_true",
+        help="DeepSpeed ZeRO-3: the parameters on the CPU between uses (parallel.zero.offload_param)",
+    )
     a("--deepspeed", metavar="FILE", help="a DeepSpeed JSON config; its keys override the one fit builds")
     a("--config", metavar="FILE", help="JSON or YAML {pretrain: {...}, train: {...}}; flags written here override it")
     a("--print-config", action="store_true", help="print the resolved settings as JSON and exit")
@@ -140,6 +145,7 @@ _FLAGS = {  # flag -> where its value goes in {"pretrain": {...}, "train": {...}
     "fusion": ("train", "fusion", "impl"),
     "zero": ("train", "parallel", "zero", "stage"),
     "offload": ("train", "parallel", "zero", "offload_optimizer"),
+    "offload_param": ("train", "parallel", "zero", "offload_param"),
     "deepspeed": ("train", "parallel", "deepspeed_config"),
 }
 
@@ -225,7 +231,7 @@ def _train_settings_for_group(ts: TrainSettings, a) -> TrainSettings:
     "Under torchrun: the engine of fit over the group: DDP, fewkit's ZeRO (--zero S) or DeepSpeed (--deepspeed)."
     named = ts.parallel.engine if ts.parallel.engine != "none" else "ddp"  # a --config file may name the engine
     engine = a.engine or ("deepspeed" if a.deepspeed else "zero" if a.zero is not None else named)
-    if engine == "ddp" and (a.zero is not None or a.offload or a.deepspeed):
+    if engine == "ddp" and (a.zero is not None or a.offload or a.offload_param or a.deepspeed):
         raise FewkitError("--engine ddp takes no --zero / --offload / --deepspeed (use --engine zero or deepspeed)")
     if engine == "zero" and a.deepspeed:
         raise FewkitError("--deepspeed FILE is DeepSpeed's config: use it with --engine deepspeed")
@@ -259,7 +265,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         ps, ts, out = settings_from_args(a, given_flags(argv))
         if a.nproc > 1 or group or a.dry_run:
             ts = _train_settings_for_group(ts, a)
-        elif a.engine or a.zero is not None or a.offload or a.deepspeed:
+        elif a.engine or a.zero is not None or a.offload or a.offload_param or a.deepspeed:
             raise FewkitError("--engine / --zero / --offload / --deepspeed need --nproc N (N > 1) or a torchrun launch")
         if a.print_config:
             print(json.dumps(dict(pretrain=ps.to_dict(), train=ts.to_dict(), out=str(out)), indent=1))

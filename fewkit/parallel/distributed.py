@@ -312,7 +312,11 @@ def _tee(fd: int, path: Path):
 def watch_rank(argv: list[str] | None = None):
     "torchrun's worker: run this rank's `script args` in a child, record its start and how it ended, end likewise."
     argv = list(sys.argv[1:] if argv is None else argv)
-    folder = Path(os.environ.get(RUN_DIR_ENV) or Path(tempfile.gettempdir()) / f"fewkit-ranks-{os.getppid()}")
+    launcher = os.getppid()  # torchrun's agent
+    _die_with_parent()  # a SIGKILLed torchrun takes its watchers with it, and they their ranks
+    if os.getppid() != launcher:  # the agent died before prctl took effect
+        os._exit(1)
+    folder = Path(os.environ.get(RUN_DIR_ENV) or Path(tempfile.gettempdir()) / f"fewkit-ranks-{launcher}")
     folder.mkdir(parents=True, exist_ok=True)
     r = int(os.environ.get("RANK", "0"))
     parent = os.getpid()
@@ -411,7 +415,16 @@ def supervise(
     folder = Path(folder)
     t0 = time.time()
     out = open(log, "w") if log else None
-    p = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None, start_new_session=True)
+    # its own session, so that stopping it reaches every process it starts; and it dies with us (a SIGKILLed
+    # `fewkit pretrain` must not leave torchrun and its ranks training on)
+    p = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT if out else None,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+    )
     handlers = {}
     if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread only
 

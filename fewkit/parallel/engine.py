@@ -32,6 +32,12 @@ def deepspeed_config(s: TrainSettings, world: int) -> dict:
     zo = {"stage": z.stage, "stage3_param_persistence_threshold": 0}  # partition every tensor (PITFALLS: 1e5 default)
     if z.offload_optimizer:
         zo["offload_optimizer"] = {"device": "cpu", "pin_memory": False}
+    if z.offload_param:
+        if z.stage != 3:
+            raise FewkitError(
+                f"offload_param needs ZeRO stage 3 (only there are parameters partitioned), got {z.stage}"
+            )
+        zo["offload_param"] = {"device": "cpu", "pin_memory": False}
     cfg = {
         "train_batch_size": s.batch_size,
         "train_micro_batch_size_per_gpu": micro,
@@ -60,6 +66,19 @@ def deepspeed_config(s: TrainSettings, world: int) -> dict:
         if not isinstance(user, dict):
             raise FewkitError(f"{path}: expected a JSON object, got {type(user).__name__}")
         cfg.update(user)
+    if "optimizer" not in cfg and (z.offload_optimizer or z.offload_param):
+        # fewkit hands DeepSpeed its own torch optimizer, so that every engine takes the same step. DeepSpeed
+        # refuses a client optimizer under offload unless told: on a GPU machine its DeepSpeedCPUAdam is faster
+        # (name it in your own JSON: {"optimizer": {"type": "AdamW", "params": {...}}})
+        cfg["zero_force_ds_cpu_optimizer"] = False
+    if s.optim.name == "lamb" and "optimizer" not in cfg and (z.stage > 0 or s.amp.dtype != "fp32"):
+        # ZeRO stages 1-3 and DeepSpeed's bf16/fp16 optimizers hand the optimizer flat partitions: LAMB's trust
+        # ratio ||w|| / ||update|| would be taken over a partition of many tensors instead of over each tensor
+        raise FewkitError(
+            "optim.name='lamb' under DeepSpeed runs with ZeRO stage 0 and fp32 only: stages 1-3 and bf16/fp16 flatten "
+            "the parameters, so LAMB's per-tensor trust ratio would be one ratio per partition. Use stage 0, engine "
+            "'none'/'ddp', or name DeepSpeed's own optimizer in a --deepspeed JSON (its Lamb is a CUDA kernel)"
+        )
     return cfg
 
 

@@ -36,6 +36,7 @@ class ZeroSettings(Settings):
     eps: float = 1e-8
     weight_decay: float = 0.0  # decoupled (AdamW); biases and LayerNorm weights get none (see `no_decay`)
     offload_optimizer: bool = False  # fp32 masters, Adam's moments and Adam's step on the host (ZeRO-Offload)
+    offload_param: bool = False  # stage 3: parameters live on the host between uses (ZeRO-Infinity); DeepSpeed only
     overlap: bool = True  # start each unit's gradient collective during backward; False: all of them in `step`
 
     def to_deepspeed_config(self) -> dict:
@@ -43,6 +44,8 @@ class ZeroSettings(Settings):
         z = {"stage": self.stage}
         if self.offload_optimizer:
             z["offload_optimizer"] = {"device": "cpu", "pin_memory": False}
+        if self.offload_param:
+            z["offload_param"] = {"device": "cpu", "pin_memory": False}
         opt = {
             "lr": self.lr,
             "betas": list(self.betas),
@@ -162,6 +165,10 @@ class Zero:
             raise FewkitError(f"ZeroSettings.dtype: expected one of {list(DTYPES)}, got {cfg.dtype!r}")
         if cfg.stage not in (0, 1, 2, 3):
             raise FewkitError(f"ZeroSettings.stage: expected 0, 1, 2 or 3, got {cfg.stage!r}")
+        if cfg.offload_param:
+            raise FewkitError(
+                "ZeroSettings.offload_param: fewkit's ZeRO offloads the optimizer only; engine 'deepspeed' offloads parameters"
+            )
         self.model = model
         self.cfg = cfg
         self.group = group

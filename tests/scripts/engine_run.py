@@ -42,7 +42,9 @@ def main(engine: str, stage: int, out: str, steps: int, resume: str, offload: in
             out=out,
             device=os.environ.get("ENGINE_DEVICE", "cpu"),
             progress=False,
-            parallel=dict(engine=engine, zero=dict(stage=stage, offload_optimizer=bool(offload))),
+            optim=dict(name=os.environ.get("ENGINE_OPTIM", "adamw")),
+            # offload: 1 = the optimizer (ZeRO-Offload), 2 = the parameters (stage 3), 3 = both
+            parallel=dict(engine=engine, zero=dict(stage=stage, offload_optimizer=bool(offload & 1), offload_param=bool(offload & 2))),
         )
     )
     model = tiny_bert(seed=0)
