@@ -18,7 +18,7 @@ from .measure import SavedTensorMeter, figure, model_state_bytes, save_figure
 from .model import BertConfig, BertForMaskedLM, mlm_loss
 
 # %% auto #0
-__all__ = ['SECTIONS', 'tiny_batch', 'memory_breakdown', 'foundation_section', 'run_demo', 'bench_memory', 'cli_main']
+__all__ = ['SECTIONS', 'tiny_batch', 'memory_breakdown', 'excerpt', 'foundation_section', 'run_demo', 'bench_memory', 'cli_main']
 
 # %% ../nbs/92_demo.ipynb #2f2f88d1
 def tiny_batch(tok, texts: list[str], seq_len: int = 128, batch: int = 8, seed: int = 0) -> dict:
@@ -56,6 +56,14 @@ def _plot_memory(mem: dict, path: Path, title: str) -> Path:
         ax.text(i, v, f"{v:.1f}", ha="center", va="bottom")
     ax.set_ylabel("MiB (exact bytes / 2^20)")
     return save_figure(fig, path)
+
+
+def excerpt(text: str, n: int = 30) -> str:
+    "The first `n` characters of `text`, cut after the last punctuation mark past n/2 if there is one, then '…'."
+    if len(text) <= n:
+        return text
+    cut = max(text.rfind(p, n // 2, n) for p in "，。！？；、,.!?; ")
+    return text[: cut + 1 if cut > 0 else n].rstrip() + "…"
 
 
 def foundation_section(out: Path, ctx: dict) -> str:
@@ -98,7 +106,7 @@ def foundation_section(out: Path, ctx: dict) -> str:
     rt = review_task(seed=0)
     md += [
         f"Review sentiment task: {len(rt['train'])} train / {len(rt['dev'])} dev / {len(rt['test']):,} test, e.g. "
-        + "; ".join(f"“{e.text_a[:30]}” → {e.label}" for e in rt["train"][:2]),
+        + "; ".join(f"“{excerpt(e.text_a)}” → {e.label}" for e in rt["train"][:2]),
         "",
     ]
     ctx["memory"] = mem

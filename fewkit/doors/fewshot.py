@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
+from matplotlib.ticker import MaxNLocator
 from ..core import FewkitError, get_logger, shipped_backbone, write_json
 from ..data import FEWCLUE_TASKS, load_fewclue, review_task, task_info
 from ..measure import env_info, figure, save_figure
@@ -246,9 +247,11 @@ def bench_selftrain(out, quick: bool = False, tasks: list[str] | None = None, sp
             ],
         )
     fig, ax = figure("Self-training: dev accuracy per generation (mean ± std over splits)")
-    for t, r in res.items():
-        ax.errorbar(range(len(r["mean"])), r["mean"], r["std"], label=t, marker="o", capsize=3)
-    ax.set_xlabel("generation (0 = Fuzzy-PET on the labelled data)")
+    for i, (t, r) in enumerate(res.items()):
+        ax.errorbar(range(len(r["mean"])), r["mean"], r["std"], label=t, marker="o", capsize=3, color=f"C{i}")
+        ax.axhline(1 / len(task_info(t).labels), color=f"C{i}", ls=":", lw=0.8)  # its chance (1 / classes)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole generations
+    ax.set_xlabel("generation (0 = Fuzzy-PET on the labelled data; dotted: chance)")
     ax.set_ylabel("dev accuracy")
     ax.legend()
     save_figure(fig, out / "selftrain.png")

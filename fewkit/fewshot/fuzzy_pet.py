@@ -199,6 +199,9 @@ def plot_comparison(results: list[dict], path=None, device=None):
             label=n,
             capsize=2,
         )
+    for i, r in enumerate(results):  # what guessing uniformly would score
+        chance = 1 / len(task_info(r["task"]).labels)
+        ax.hlines(chance, i - w / 2, i + 0.8 - w / 2, colors="k", linestyles=":", label="chance" if i == 0 else None)
     ax.set_xticks([i + 0.4 - w / 2 for i in range(len(results))], [r["task"] for r in results])
     ax.set_ylabel("accuracy")
     ax.legend(fontsize=7, ncol=2)

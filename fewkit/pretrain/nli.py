@@ -237,6 +237,9 @@ def plot_compare(res: dict, path, device=None) -> Path:
             label={"base": "MLM backbone", "nli": "+ entailment continued"}[k],
             capsize=3,
         )
+    for i, t in enumerate(ts):  # what guessing uniformly would score
+        chance = 1 / len(task_info(t).labels)
+        ax.hlines(chance, i - 0.4, i + 0.4, colors="k", linestyles=":", label="chance" if i == 0 else None)
     ax.set_xticks(x, ts)
     ax.set_ylabel("dev accuracy")
     ax.legend(fontsize=8)
