@@ -149,6 +149,9 @@ def test_pipeline_smoke_and_submission(tok, backbone, tmp_path):
     assert [h["generation"] for h in res[-1]["generations"][0]] == [0, 1]
     files = fc.save_results(res, tmp_path, ROOT, "random tiny")
     assert files["validated_pet"] == {"chid": 4} and files["validated_fuzzy-pet+st"] == {"ocnli": 4}
+    # one task of nine is a partial submission: recorded and said in results.md, never passed off as whole
+    assert files["partial_pet"] == [t for t in FEWCLUE_TASKS if t != "chid"]
+    assert "Partial submission** `pet/fewclue_submission.zip`: 1 of 9 tasks" in (tmp_path / "results.md").read_text()
     with zipfile.ZipFile(files["zip_pet"]) as z:
         rows = [json.loads(l) for l in z.read("chidf_predict.json").decode().splitlines()]
     assert [r["id"] for r in rows] == [e.extra["id"] for e in load_fewclue("chid", "test", ROOT)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 import numpy as np
 import torch
@@ -136,13 +137,17 @@ def cli_main(argv: list[str] | None = None) -> int:
         )
         write_json(out / "run.json", record)
         results = []
-        for m in run["method"].split(","):
-            for t in tasks:
-                r = run_task(load, tok, t, m, cfg, run["data"], splits, st)
-                r["settings"] = record["tasks"][t]  # per split k the seed is settings.seed + k
-                r["backbone"] = name
-                log.info(f"{t} {r['method']}: dev {r['dev_mean']:.3f} ± {r['dev_std']:.3f} ({r['seconds']:.0f} s)")
-                results.append(r)
+        jobs = [(m, t) for m in run["method"].split(",") for t in tasks]
+        t0 = time.time()
+        for j, (m, t) in enumerate(jobs):
+            if j:  # the mean job so far, times those to come (tasks differ in size: a rough guide)
+                left = (time.time() - t0) / j * (len(jobs) - j)
+                log.info(f"job {j + 1}/{len(jobs)}: {t} {m}; about {left / 60:.0f} min left in all")
+            r = run_task(load, tok, t, m, cfg, run["data"], splits, st)
+            r["settings"] = record["tasks"][t]  # per split k the seed is settings.seed + k
+            r["backbone"] = name
+            log.info(f"{t} {r['method']}: dev {r['dev_mean']:.3f} ± {r['dev_std']:.3f} ({r['seconds']:.0f} s)")
+            results.append(r)
         files = save_results(results, out, run["data"], name)
         files["run"] = str(out / "run.json")
         print(results_table(results))

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from ..core import FewkitError, FewkitDataError, atomic_write, device_name, seed_everything, write_json
+from ..core import FewkitError, FewkitDataError, atomic_write, device_name, get_logger, seed_everything, write_json
 from ..data import fewclue_root, load_fewclue, protocol_splits, task_info
 from ..measure import figure, save_figure
 from fewkit.fewshot.pet import (
@@ -165,7 +165,14 @@ def run_task(
     d = fewclue_root(root) / task
     splits = protocol_splits(task, root, splits)  # all 5 unless named: a missing split is an error, never skipped
     extra = {s: load_fewclue(task, s, root) for s in ("test_public", "test") if (d / f"{s}.json").exists()}
-    runs = [run_split(load_mlm, tok, task, k, method, cfg, root, self_training, extra) for k in splits]
+    runs, t0, log = [], time.time(), get_logger("fewkit.fewclue")
+    for i, k in enumerate(splits):
+        runs.append(run_split(load_mlm, tok, task, k, method, cfg, root, self_training, extra))
+        left = (time.time() - t0) / (i + 1) * (len(splits) - i - 1)  # the mean split so far, times those to come
+        log.info(
+            f"{task} {method}: split {k} ({i + 1}/{len(splits)}) dev {runs[-1]['dev_acc']:.3f} in "
+            f"{runs[-1]['seconds']:.0f} s" + (f"; about {left:.0f} s left for {task}" if left else "")
+        )
     accs = [r["dev_acc"] for r in runs]
     out = dict(
         task=task,
@@ -293,15 +300,23 @@ def save_results(results: list[dict], out, root=None, backbone: str = "") -> dic
     "results.md / results.json / results.png, and the submission zip (validated) when test predictions exist."
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    md = f"FewCLUE, backbone `{backbone}`, {device_name()}\n\n" + results_table(results) + "\n"
-    atomic_write(out / "results.md", lambda f: f.write(md), "w")  # a report is whole or absent
-    write_json(out / "results.json", [{k: v for k, v in r.items() if k != "pred"} for r in results])
-    plot_results(results, out / "results.png")
-    files, by_method = {"results": str(out / "results.md")}, {}
+    files, by_method, notes = {"results": str(out / "results.md")}, {}, []
     for r in results:
         if "test" in r["pred"]:
             by_method.setdefault(r["method"], {})[r["task"]] = submission_rows(r["task"], *r["pred"]["test"], root)
     for m, rows in by_method.items():
         z = write_submission(rows, out / m)
         files[f"zip_{m}"], files[f"validated_{m}"] = str(z), validate_submission(z, root)
+        missing = [t for t in PREDICT_FILES if t not in rows]
+        if missing:  # the leaderboard scores all nine tasks: say so, never let a partial zip pass as whole
+            files[f"partial_{m}"] = missing
+            notes.append(
+                f"**Partial submission** `{m}/{z.name}`: {len(rows)} of {len(PREDICT_FILES)} tasks; missing {', '.join(missing)}."
+            )
+            get_logger("fewkit.fewclue").warning(notes[-1].replace("**", ""))
+    md = f"FewCLUE, backbone `{backbone}`, {device_name()}\n\n" + results_table(results) + "\n"
+    md += "".join(f"\n{n}\n" for n in notes)
+    atomic_write(out / "results.md", lambda f: f.write(md), "w")  # a report is whole or absent
+    write_json(out / "results.json", [{k: v for k, v in r.items() if k != "pred"} for r in results])
+    plot_results(results, out / "results.png")
     return files
