@@ -325,6 +325,7 @@ def demo_section(out: Path, ctx: dict) -> str:
         -0.45, chance + 0.005, f"majority class (chance) {chance:.2f}", color="C3", ha="left", va="bottom", fontsize=8
     )
     ax.set_ylim(0.3, 1.0)
+    ax.text(-0.45, 0.95, "PET: “[MASK]！<评论>”, label words 很好 / 很差", fontsize=8, va="top")  # the prompt
     ax.set_ylabel("test accuracy (300 reviews)")
     save_figure(fig, Path(out) / "fewshot_reviews.png")
     rows = [f"| {k} | {np.mean(v):.3f} ± {np.std(v):.3f} | {' '.join(f'{x:.3f}' for x in v)} |" for k, v in acc.items()]
