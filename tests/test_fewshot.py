@@ -147,6 +147,13 @@ def test_pipeline_smoke_and_submission(tok, backbone, tmp_path):
     res.append(fc.run_task(load, tok, "ocnli", "fuzzy-pet", cfg, ROOT, splits=[0], self_training=SelfTrainSettings(generations=1, per_class=1, min_conf=0.0)))
     assert all(0 <= r["dev_mean"] <= 1 and "test_public_acc" in r for r in res)
     assert [h["generation"] for h in res[-1]["generations"][0]] == [0, 1]
+    # selected on dev: recorded as such, with the last state's dev score beside the selected state's
+    for r in res:
+        assert r["selection"] == "dev" and len(r["dev_last"]) == 1 and len(r["test_public_acc_per_split"]) == 1
+    for r in res[:2]:  # plain runs: 2 steps, dev evaluated at steps 1 and 2, the better kept
+        assert r["selected_steps"][0] in (1, 2) and r["dev"][0] >= r["dev_last"][0] - 1e-6
+        if r["selected_steps"][0] == 2:
+            assert abs(r["dev"][0] - r["dev_last"][0]) < 1e-6
     files = fc.save_results(res, tmp_path, ROOT, "random tiny")
     assert files["validated_pet"] == {"chid": 4} and files["validated_fuzzy-pet+st"] == {"ocnli": 4}
     # one task of nine is a partial submission: recorded and said in results.md, never passed off as whole

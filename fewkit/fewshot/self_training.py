@@ -84,15 +84,16 @@ def self_train(
 ) -> dict:
     "iPET-style generations: per-generation dev accuracy and pseudo-label stats; last generation's probs."
     y = torch.tensor([info.labels.index(e.label) for e in dev]) if dev and dev[0].label is not None else None
-    sets = dict(dev=dev, pool=pool["examples"], **(extra or {}))
+    sets = dict(dev=dev, pool=pool["examples"])  # `extra` sets are predicted once, by the last generation
     pseudo, sel_idx, hist, log = [], [], [], get_logger("fewkit.self_training")
     st = st or SelfTrainSettings()
     for gen in range(st.generations + 1):
         outs = {name: [] for name, exs in sets.items() if exs}
+        models = []
         for p in st.patterns:  # a teacher per pattern; their probabilities are averaged (pattern ensemble)
-            m, _ = train_method(
-                load_mlm(), tok, info, list(train) + pseudo, cfg, st.method, p
-            )  # same seed: only the data changes
+            # the same protocol as plain training: select on dev when cfg.n_evals > 0; same seed, only the data changes
+            m, _ = train_method(load_mlm(), tok, info, list(train) + pseudo, cfg, st.method, p, dev=dev)
+            models.append((p, m))
             for name in outs:
                 outs[name].append(predict_probs(m, tok, info, sets[name], cfg, p))
         probs = {name: ensemble(v) for name, v in outs.items()}
@@ -114,5 +115,8 @@ def self_train(
             break
         sel_idx = [i for i, _ in sel]
         pseudo = [dataclasses.replace(pool["examples"][i], label=info.labels[c]) for i, c in sel]
+    for name, exs in (extra or {}).items():  # test sets: only the last generation's models predict them
+        if exs:
+            probs[name] = ensemble([predict_probs(m, tok, info, exs, cfg, p) for p, m in models])
     probs.pop("pool", None)
     return dict(history=hist, probs=probs, source=pool["source"])
