@@ -7,6 +7,7 @@ Docs: https://fewkit.github.io/fewkit/doors_fewshot.html.md"""
 # %% ../../nbs/99_doors_fewshot.ipynb #29961132
 from __future__ import annotations
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -27,7 +28,14 @@ from fewkit.fewshot.pet import (
     predict_pet,
     task_settings,
 )
-from ..fewshot.fuzzy_pet import compare_verbalizers, plot_comparison, predict_probs, train_method, usable_groups
+from fewkit.fewshot.fuzzy_pet import (
+    compare_verbalizers,
+    plot_comparison,
+    predict_probs,
+    prompt_record,
+    train_method,
+    usable_groups,
+)
 from ..fewshot.self_training import SelfTrainSettings, self_train, unlabeled_pool
 from ..fewshot.fewclue import plot_results, predict_finetune, results_table, run_task, save_results, train_finetune
 
@@ -86,7 +94,7 @@ def read_run_config(path) -> dict:
         d = yaml.safe_load(text) if p.suffix in (".yaml", ".yml") else json.loads(text)
     except (OSError, ValueError, yaml.YAMLError) as e:
         raise FewkitError(f"{p}: expected a JSON or YAML file of {{run: {{...}}, fewshot: {{...}}}} ({e})") from e
-    known = {"run", "fewshot", "self_training", "argv", "env", "tasks", "backbone"}
+    known = {"run", "fewshot", "self_training", "argv", "env", "tasks", "backbone", "prompts"}
     if not isinstance(d, dict) or set(d) - known:
         got = sorted(d) if isinstance(d, dict) else type(d).__name__
         raise FewkitError(f"{p}: expected the keys {sorted(known)}, got {got}")
@@ -129,11 +137,18 @@ def cli_main(argv: list[str] | None = None) -> int:
         cfg = FewShotSettings.from_dict(conf["fewshot"])
         st = SelfTrainSettings.from_dict(conf["self_training"]) if conf["self_training"] else None
         load, tok, name = load_backbone(run["model"])
+        folder = Path(run["model"]) if run["model"] else shipped_backbone()
+        weights = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.safetensors"))}
         out = Path(run["out"])
         out.mkdir(parents=True, exist_ok=True)
         # what made these results, written before the first step: `--config out/run.json` runs them again
         record = dict(
-            conf, argv=argv, backbone=name, env=env_info(), tasks={t: task_settings(t, cfg).to_dict() for t in tasks}
+            conf,
+            argv=argv,
+            backbone=dict(name=name, path=str(folder.resolve()), sha256=weights),
+            env=env_info(),
+            tasks={t: task_settings(t, cfg).to_dict() for t in tasks},
+            prompts={t: prompt_record(task_info(t, run["data"]), tok) for t in tasks},  # substitutions included
         )
         write_json(out / "run.json", record)
         results = []
@@ -145,7 +160,8 @@ def cli_main(argv: list[str] | None = None) -> int:
                 log.info(f"job {j + 1}/{len(jobs)}: {t} {m}; about {left / 60:.0f} min left in all")
             r = run_task(load, tok, t, m, cfg, run["data"], splits, st)
             r["settings"] = record["tasks"][t]  # per split k the seed is settings.seed + k
-            r["backbone"] = name
+            r["backbone"] = record["backbone"]
+            r["prompts"] = record["prompts"][t]
             log.info(f"{t} {r['method']}: dev {r['dev_mean']:.3f} ± {r['dev_std']:.3f} ({r['seconds']:.0f} s)")
             results.append(r)
         files = save_results(results, out, run["data"], name)

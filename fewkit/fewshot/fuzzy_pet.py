@@ -13,6 +13,7 @@ from ..core import FewkitError, get_logger
 from ..data import load_fewclue, task_info
 from ..measure import figure, save_figure
 from fewkit.fewshot.pet import (
+    PATTERNS,
     FewShotSettings,
     LabelScoring,
     auto_words,
@@ -26,8 +27,9 @@ from fewkit.fewshot.pet import (
 )
 
 # %% auto #0
-__all__ = ['GROUPS', 'COMBINE', 'word_groups', 'usable_groups', 'fuzzy_scores', 'fuzzy_loss', 'mean_logit_scores',
-           'mean_logprob_scores', 'train_method', 'predict_probs', 'compare_verbalizers', 'plot_comparison']
+__all__ = ['GROUPS', 'COMBINE', 'word_groups', 'usable_groups', 'prompt_record', 'fuzzy_scores', 'fuzzy_loss',
+           'mean_logit_scores', 'mean_logprob_scores', 'train_method', 'predict_probs', 'compare_verbalizers',
+           'plot_comparison']
 
 # %% ../../nbs/51_fuzzy_pet.ipynb #e972b894
 GROUPS = {  # task -> groups; a group maps each label to a word of the same length
@@ -77,8 +79,8 @@ def word_groups(info) -> list[list[str]]:
     return [g0] + [[g[l] for l in info.labels] for g in GROUPS[info.name][1:]]
 
 # %% ../../nbs/51_fuzzy_pet.ipynb #8d97fe50
-def usable_groups(info, tok) -> list[list[str]]:
-    "word_groups whose words are all in tok's vocabulary (repaired from the label names, else dropped)."
+def usable_groups(info, tok, changes: list | None = None) -> list[list[str]]:
+    "word_groups whose words are all in tok's vocabulary (repaired from the label names, else dropped, into `changes`)."
     ok = lambda w: all(char_id(tok, c) not in (None, tok.unk_token_id) for c in w)
     names, out, log = [info.label_desc.get(l, l) for l in info.labels], [], get_logger("fewkit.fuzzy_pet")
     for gi, g in enumerate(word_groups(info)):
@@ -89,17 +91,33 @@ def usable_groups(info, tok) -> list[list[str]]:
                 if alt:
                     new[i] = alt[0]
                     used.add(alt[0])
-            log.info(
-                f"{info.name} group {gi}: replaced {[(w, n) for w, n in zip(g, new) if w != n]} (not in vocabulary)"
-            )
+            swaps = [(w, n) for w, n in zip(g, new) if w != n]
+            if swaps:
+                log.info(f"{info.name} group {gi}: replaced {swaps} (not in vocabulary)")
+            if changes is not None:
+                changes += [dict(group=gi, word=w, replaced_by=n) for w, n in swaps]
             g = new
         if all(map(ok, g)) and len(set(g)) == len(g):
             out.append(g)
         else:
             log.warning(f"{info.name}: dropped word group {gi} (no in-vocabulary replacement)")
+            if changes is not None:
+                changes.append(dict(group=gi, dropped=g))
     if info.name != "chid" and not out:
         raise FewkitError(f"{info.name}: no label-word group fits the vocabulary")
     return out
+
+# %% ../../nbs/51_fuzzy_pet.ipynb #0d94659d
+def prompt_record(info, tok, pattern: int = 0) -> dict:
+    "The prompt a run uses for task `info`: pattern, PET's label words, the groups, substitutions and drops."
+    changes = []
+    groups = usable_groups(info, tok, changes)
+    return dict(
+        pattern=PATTERNS[info.name][pattern],
+        pet_words=dict(zip(info.labels, groups[0])) if groups else None,  # chid: the candidates are the answers
+        groups=groups,
+        changes=changes,
+    )
 
 # %% ../../nbs/51_fuzzy_pet.ipynb #a5186f13
 def fuzzy_scores(lp, lg):
