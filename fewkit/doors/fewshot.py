@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import yaml
 from matplotlib.ticker import MaxNLocator
-from ..core import FewkitError, get_logger, shipped_backbone, write_json
+from ..core import FewkitError, atomic_write, get_logger, shipped_backbone, write_json
 from ..data import FEWCLUE_TASKS, load_fewclue, review_task, task_info
 from ..measure import env_info, figure, save_figure
 from fewkit.fewshot.pet import (
@@ -29,23 +29,33 @@ from fewkit.fewshot.pet import (
     task_settings,
 )
 from fewkit.fewshot.fuzzy_pet import (
+    builtin_prompts,
     compare_verbalizers,
     plot_comparison,
     predict_probs,
     prompt_record,
+    read_prompts,
     train_method,
     usable_groups,
+    use_prompts,
 )
 from ..fewshot.self_training import SelfTrainSettings, self_train, unlabeled_pool
 from ..fewshot.fewclue import plot_results, predict_finetune, results_table, run_task, save_results, train_finetune
 
 # %% auto #0
-__all__ = ['RUN_DEFAULTS', 'FLAG_TO_SETTING', 'CLI_FEWSHOT', 'T95', 'read_run_config', 'resolve_config', 'cli_main',
-           'bench_fewshot', 'bench_verbalizers', 'bench_selftrain', 'paired_interval', 'demo_section']
+__all__ = ['RUN_DEFAULTS', 'FLAG_TO_SETTING', 'CLI_FEWSHOT', 'T95', 'read_run_config', 'resolve_config', 'run_fewclue',
+           'cli_main', 'bench_fewshot', 'bench_verbalizers', 'bench_selftrain', 'paired_interval', 'demo_section']
 
 # %% ../../nbs/99_doors_fewshot.ipynb #093e2366
 RUN_DEFAULTS = dict(
-    task="all", method="fuzzy-pet", self_train=False, model=None, data=None, out="runs/fewclue", splits=None
+    task="all",
+    method="fuzzy-pet",
+    self_train=False,
+    model=None,
+    data=None,
+    out="runs/fewclue",
+    splits=None,
+    prompts=None,
 )
 FLAG_TO_SETTING = dict(  # `fewkit fewclue` flag -> FewShotSettings field
     epochs="epochs",
@@ -74,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     a("--data", help="FewCLUE datasets/ folder (default: shared/fewclue, else data_samples)")
     a("--out", help="output folder (default runs/fewclue)")
     a("--splits", help="comma-separated splits (default: all 5, each must exist)")
+    a("--prompts", metavar="FILE", help="patterns and label-word groups (JSON/YAML), e.g. from --dump-prompts")
+    a("--dump-prompts", metavar="FILE", help="write the built-in prompts to FILE (.json or .yaml) and exit")
     for flag, field in FLAG_TO_SETTING.items():
         v = getattr(CLI_FEWSHOT, field)
         a(f"--{flag.replace('_', '-')}", type=type(v), help=f"FewShotSettings.{field} (default {v})")
@@ -119,56 +131,75 @@ def resolve_config(a) -> dict:
     )
 
 
+def run_fewclue(conf: dict, argv: list[str]) -> int:
+    "Run the resolved settings `conf` (resolve_config's answer): train, write run.json, results and zips."
+    log = get_logger("fewkit.fewclue")
+    run = conf["run"]
+    tasks = list(FEWCLUE_TASKS) if run["task"] == "all" else run["task"].split(",")
+    for t in tasks:
+        if t not in FEWCLUE_TASKS:
+            raise FewkitError(f"unknown task {t!r}; tasks: {', '.join(FEWCLUE_TASKS)}")
+    splits = [int(k) for k in str(run["splits"]).split(",")] if run["splits"] not in (None, "") else None
+    cfg = FewShotSettings.from_dict(conf["fewshot"])
+    st = SelfTrainSettings.from_dict(conf["self_training"]) if conf["self_training"] else None
+    load, tok, name = load_backbone(run["model"])
+    folder = Path(run["model"]) if run["model"] else shipped_backbone()
+    weights = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.safetensors"))}
+    out = Path(run["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    # what made these results, written before the first step: `--config out/run.json` runs them again
+    record = dict(
+        conf,
+        argv=argv,
+        backbone=dict(name=name, path=str(folder.resolve()), sha256=weights),
+        env=env_info(),
+        tasks={t: task_settings(t, cfg).to_dict() for t in tasks},
+        prompts={t: prompt_record(task_info(t, run["data"]), tok) for t in tasks},  # substitutions included
+    )
+    write_json(out / "run.json", record)
+    results = []
+    jobs = [(m, t) for m in run["method"].split(",") for t in tasks]
+    t0 = time.time()
+    for j, (m, t) in enumerate(jobs):
+        if j:  # the mean job so far, times those to come (tasks differ in size: a rough guide)
+            left = (time.time() - t0) / j * (len(jobs) - j)
+            log.info(f"job {j + 1}/{len(jobs)}: {t} {m}; about {left / 60:.0f} min left in all")
+        r = run_task(load, tok, t, m, cfg, run["data"], splits, st)
+        r["settings"] = record["tasks"][t]  # per split k the seed is settings.seed + k
+        r["backbone"] = record["backbone"]
+        r["prompts"] = record["prompts"][t]
+        log.info(f"{t} {r['method']}: dev {r['dev_mean']:.3f} ± {r['dev_std']:.3f} ({r['seconds']:.0f} s)")
+        results.append(r)
+    files = save_results(results, out, run["data"], name)
+    files["run"] = str(out / "run.json")
+    print(results_table(results))
+    print(json.dumps(files, ensure_ascii=False, indent=1))
+    return 0
+
+
 def cli_main(argv: list[str] | None = None) -> int:
     "`fewkit fewclue`: run the FewCLUE protocol for one or all tasks and write table, plot and submission zip."
     argv = sys.argv[1:] if argv is None else list(argv)
-    a, log = _parser().parse_args(argv), get_logger("fewkit.fewclue")
+    a = _parser().parse_args(argv)
     try:
         conf = resolve_config(a)
         if a.print_config:
             print(json.dumps(conf, ensure_ascii=False, indent=1))
             return 0
-        run = conf["run"]
-        tasks = list(FEWCLUE_TASKS) if run["task"] == "all" else run["task"].split(",")
-        for t in tasks:
-            if t not in FEWCLUE_TASKS:
-                raise FewkitError(f"unknown task {t!r}; tasks: {', '.join(FEWCLUE_TASKS)}")
-        splits = [int(k) for k in str(run["splits"]).split(",")] if run["splits"] not in (None, "") else None
-        cfg = FewShotSettings.from_dict(conf["fewshot"])
-        st = SelfTrainSettings.from_dict(conf["self_training"]) if conf["self_training"] else None
-        load, tok, name = load_backbone(run["model"])
-        folder = Path(run["model"]) if run["model"] else shipped_backbone()
-        weights = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.safetensors"))}
-        out = Path(run["out"])
-        out.mkdir(parents=True, exist_ok=True)
-        # what made these results, written before the first step: `--config out/run.json` runs them again
-        record = dict(
-            conf,
-            argv=argv,
-            backbone=dict(name=name, path=str(folder.resolve()), sha256=weights),
-            env=env_info(),
-            tasks={t: task_settings(t, cfg).to_dict() for t in tasks},
-            prompts={t: prompt_record(task_info(t, run["data"]), tok) for t in tasks},  # substitutions included
-        )
-        write_json(out / "run.json", record)
-        results = []
-        jobs = [(m, t) for m in run["method"].split(",") for t in tasks]
-        t0 = time.time()
-        for j, (m, t) in enumerate(jobs):
-            if j:  # the mean job so far, times those to come (tasks differ in size: a rough guide)
-                left = (time.time() - t0) / j * (len(jobs) - j)
-                log.info(f"job {j + 1}/{len(jobs)}: {t} {m}; about {left / 60:.0f} min left in all")
-            r = run_task(load, tok, t, m, cfg, run["data"], splits, st)
-            r["settings"] = record["tasks"][t]  # per split k the seed is settings.seed + k
-            r["backbone"] = record["backbone"]
-            r["prompts"] = record["prompts"][t]
-            log.info(f"{t} {r['method']}: dev {r['dev_mean']:.3f} ± {r['dev_std']:.3f} ({r['seconds']:.0f} s)")
-            results.append(r)
-        files = save_results(results, out, run["data"], name)
-        files["run"] = str(out / "run.json")
-        print(results_table(results))
-        print(json.dumps(files, ensure_ascii=False, indent=1))
-        return 0
+        if a.dump_prompts:  # the built-in prompts as a file to edit, then --prompts FILE
+            d = builtin_prompts(FEWCLUE_TASKS, conf["run"]["data"])
+            path = Path(a.dump_prompts)
+            text = (
+                yaml.safe_dump(d, allow_unicode=True)
+                if path.suffix in (".yaml", ".yml")
+                else json.dumps(d, ensure_ascii=False, indent=1)
+            )
+            atomic_write(path, lambda f: f.write(text), "w")
+            print(f"wrote the built-in prompts of {len(d)} tasks to {path}")
+            return 0
+        prompts = read_prompts(conf["run"]["prompts"], conf["run"]["data"]) if conf["run"]["prompts"] else {}
+        with use_prompts(prompts):
+            return run_fewclue(conf, argv)
     except FewkitError as e:
         print(f"fewkit fewclue: error: {e}", file=sys.stderr)
         return 2

@@ -6,14 +6,19 @@ Docs: https://fewkit.github.io/fewkit/fuzzy_pet.html.md"""
 
 # %% ../../nbs/51_fuzzy_pet.ipynb #744f1aca
 from __future__ import annotations
+import json
+from contextlib import contextmanager
+from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from ..core import FewkitError, get_logger
-from ..data import load_fewclue, task_info
+import yaml  # comes with transformers
+from ..core import FewkitDataError, FewkitError, get_logger
+from ..data import FEWCLUE_TASKS, load_fewclue, task_info
 from ..measure import figure, save_figure
 from fewkit.fewshot.pet import (
     PATTERNS,
+    WORDS,
     FewShotSettings,
     LabelScoring,
     auto_words,
@@ -27,9 +32,9 @@ from fewkit.fewshot.pet import (
 )
 
 # %% auto #0
-__all__ = ['GROUPS', 'COMBINE', 'word_groups', 'usable_groups', 'prompt_record', 'fuzzy_scores', 'fuzzy_loss',
-           'mean_logit_scores', 'mean_logprob_scores', 'train_method', 'predict_probs', 'compare_verbalizers',
-           'plot_comparison']
+__all__ = ['GROUPS', 'COMBINE', 'word_groups', 'usable_groups', 'prompt_record', 'builtin_prompts', 'read_prompts', 'use_prompts',
+           'fuzzy_scores', 'fuzzy_loss', 'mean_logit_scores', 'mean_logprob_scores', 'train_method', 'predict_probs',
+           'compare_verbalizers', 'plot_comparison']
 
 # %% ../../nbs/51_fuzzy_pet.ipynb #e972b894
 GROUPS = {  # task -> groups; a group maps each label to a word of the same length
@@ -118,6 +123,68 @@ def prompt_record(info, tok, pattern: int = 0) -> dict:
         groups=groups,
         changes=changes,
     )
+
+# %% ../../nbs/51_fuzzy_pet.ipynb #d52581b1
+def builtin_prompts(tasks=FEWCLUE_TASKS, root=None) -> dict:
+    "{task: {patterns: [...], groups: [{label: word}, ...]}}: the built-in prompts, group 0 = PET's verbalizer."
+    out = {}
+    for t in tasks:
+        info = task_info(t, root)
+        out[t] = dict(patterns=list(PATTERNS[t]), groups=[dict(zip(info.labels, g)) for g in word_groups(info)])
+    return out
+
+
+def read_prompts(path, root=None) -> dict:
+    "A prompts file (JSON, or YAML for .yaml/.yml) in `builtin_prompts`' shape, checked against each task's labels."
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+        d = yaml.safe_load(text) if p.suffix in (".yaml", ".yml") else json.loads(text)
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        raise FewkitError(f"{p}: expected a JSON or YAML file of prompts ({e})") from e
+    if not isinstance(d, dict):
+        raise FewkitDataError(p, None, "{task: {patterns: [...], groups: [...]}}", type(d).__name__)
+    for t, v in d.items():
+        if t not in PATTERNS:
+            raise FewkitDataError(p, None, f"a task of {sorted(PATTERNS)}", t)
+        if not isinstance(v, dict) or set(v) - {"patterns", "groups"}:
+            raise FewkitDataError(p, None, f"{t}: the keys patterns and/or groups", v)
+        for pat in v.get("patterns", []):
+            if not isinstance(pat, str) or "[MASK]" not in pat or "{a}" not in pat:
+                raise FewkitDataError(p, None, f"{t}: patterns holding [MASK] and {{a}}", pat)
+        labels = task_info(t, root).labels
+        lengths = set()
+        for g in v.get("groups", []):
+            if not isinstance(g, dict) or sorted(g) != sorted(labels):
+                raise FewkitDataError(p, None, f"{t}: a word for each label of {labels}", g)
+            lengths |= {len(w) for w in g.values()}
+        if len(lengths) > 1:
+            raise FewkitDataError(p, None, f"{t}: words of one length (one [MASK] per character)", sorted(lengths))
+        if t == "chid" and v.get("groups"):
+            raise FewkitDataError(p, None, "chid: no groups (its candidates are the answers)", v["groups"])
+    return d
+
+
+@contextmanager
+def use_prompts(prompts: dict):
+    "Run the block with `prompts` (read_prompts' answer) in place of the built-in patterns and word groups."
+    saved = {t: (PATTERNS[t], WORDS.get(t), GROUPS.get(t)) for t in prompts}
+    try:
+        for t, v in prompts.items():
+            if "patterns" in v:
+                PATTERNS[t] = list(v["patterns"])
+            if v.get("groups"):
+                WORDS[t] = dict(v["groups"][0])  # group 0: PET's verbalizer
+                GROUPS[t] = [dict(g) for g in v["groups"]]
+        yield prompts
+    finally:
+        for t, (pat, words, groups) in saved.items():
+            PATTERNS[t] = pat
+            for table, old in ((WORDS, words), (GROUPS, groups)):
+                if old is None:
+                    table.pop(t, None)
+                else:
+                    table[t] = old
 
 # %% ../../nbs/51_fuzzy_pet.ipynb #a5186f13
 def fuzzy_scores(lp, lg):
