@@ -156,6 +156,10 @@ def test_pipeline_smoke_and_submission(tok, backbone, tmp_path):
             assert abs(r["dev"][0] - r["dev_last"][0]) < 1e-6
     files = fc.save_results(res, tmp_path, ROOT, "random tiny")
     assert files["validated_pet"] == {"chid": 4} and files["validated_fuzzy-pet+st"] == {"ocnli": 4}
+    # finetune and pet both ran on chid: their paired comparison is in results.md and comparisons.json
+    comps = json.loads(open(files["comparisons"]).read())
+    assert [(c["a"], c["b"], c["task"]) for c in comps] == [("finetune", "pet", "chid")]
+    assert comps[0]["low"] <= comps[0]["diff"] <= comps[0]["high"] and "Paired comparisons" in (tmp_path / "results.md").read_text()
     # one task of nine is a partial submission: recorded and said in results.md, never passed off as whole
     assert files["partial_pet"] == [t for t in FEWCLUE_TASKS if t != "chid"]
     assert "Partial submission** `pet/fewclue_submission.zip`: 1 of 9 tasks" in (tmp_path / "results.md").read_text()

@@ -34,7 +34,7 @@ from .self_training import SelfTrainSettings, self_train, unlabeled_pool
 # %% auto #0
 __all__ = ['PREDICT_FILES', 'mark_wsc', 'encode_cls', 'ClsModel', 'train_finetune', 'predict_finetune', 'run_split', 'run_task',
            'submission_rows', 'write_submission', 'validate_submission', 'results_table', 'plot_results',
-           'save_results']
+           'save_results', 'paired_bootstrap', 'compare_methods', 'comparisons_table']
 
 # %% ../../nbs/53_fewclue.ipynb #c362883b
 def mark_wsc(ex) -> str:
@@ -155,6 +155,7 @@ def run_split(
         task=task,
         split=k,
         dev_acc=acc,
+        dev_correct=(probs["dev"].argmax(-1) == y).int().tolist(),  # (N,) 0/1 per dev example: paired comparisons
         dev_last=last,
         selected_step=hist["best_step"] if hist else None,
         scored=scored,
@@ -193,6 +194,7 @@ def run_task(
         dev=accs,
         dev_mean=float(np.mean(accs)),
         dev_std=float(np.std(accs)),
+        dev_correct=[r["dev_correct"] for r in runs],
         dev_last=[r["dev_last"] for r in runs],
         dev_last_mean=float(np.mean([r["dev_last"] for r in runs])),
         selection="dev" if (cfg or FewShotSettings()).n_evals > 0 else "none",  # "dev": dev also chose the state
@@ -341,7 +343,64 @@ def save_results(results: list[dict], out, root=None, backbone: str = "") -> dic
             get_logger("fewkit.fewclue").warning(notes[-1].replace("**", ""))
     md = f"FewCLUE, backbone `{backbone}`, {device_name()}\n\n" + results_table(results) + "\n"
     md += "".join(f"\n{n}\n" for n in notes)
+    comps = compare_methods(results) if len({r["method"] for r in results}) > 1 else []
+    if comps:  # several methods: which differences the dev splits can tell from noise
+        md += "\n### Paired comparisons on dev\n\n" + comparisons_table(comps) + "\n"
+        md += "\nA method is called better only where the interval excludes 0 (dev also chose the state if selected).\n"
+        write_json(out / "comparisons.json", comps)
+        files["comparisons"] = str(out / "comparisons.json")
     atomic_write(out / "results.md", lambda f: f.write(md), "w")  # a report is whole or absent
     write_json(out / "results.json", [{k: v for k, v in r.items() if k != "pred"} for r in results])
     plot_results(results, out / "results.png")
     return files
+
+# %% ../../nbs/53_fewclue.ipynb #a7a5d64c
+def paired_bootstrap(a: list[list[int]], b: list[list[int]], n: int = 2000, seed: int = 0) -> np.ndarray:
+    "Bootstrap samples (n,) of mean accuracy a - b: splits resampled, then examples within each, paired."
+    g = np.random.default_rng(seed)
+    A = [np.asarray(x, dtype=float) for x in a]  # per split: (N_k,) 0/1 correct
+    B = [np.asarray(x, dtype=float) for x in b]
+    out = np.empty(n)
+    for i in range(n):
+        ks = g.integers(len(A), size=len(A))  # which splits
+        d = 0.0
+        for k in ks:
+            idx = g.integers(len(A[k]), size=len(A[k]))  # which examples of split k, the same for both methods
+            d += A[k][idx].mean() - B[k][idx].mean()
+        out[i] = d / len(ks)
+    return out
+
+
+def compare_methods(results: list[dict], n: int = 2000) -> list[dict]:
+    "Every pair of methods, per task and over the tasks both ran: difference, 95 % interval, verdict."
+    methods = list(dict.fromkeys(r["method"] for r in results))
+    by = {(r["method"], r["task"]): r for r in results}
+    rows = []
+    for i, ma in enumerate(methods):
+        for mb in methods[i + 1 :]:
+            tasks = [t for (m, t) in by if m == ma and (mb, t) in by]
+            samples = []
+            for t in tasks:
+                a, b = by[(ma, t)], by[(mb, t)]
+                s = paired_bootstrap(a["dev_correct"], b["dev_correct"], n)
+                samples.append(s)
+                rows.append(_verdict(ma, mb, t, a["dev_mean"] - b["dev_mean"], s))
+            if len(tasks) > 1:  # the mean over tasks: each task resampled, the task means averaged
+                diff = np.mean([by[(ma, t)]["dev_mean"] - by[(mb, t)]["dev_mean"] for t in tasks])
+                rows.append(_verdict(ma, mb, f"mean of {len(tasks)} tasks", diff, np.mean(samples, axis=0)))
+    return rows
+
+
+def _verdict(ma: str, mb: str, task: str, diff: float, samples: np.ndarray) -> dict:
+    lo, hi = np.percentile(samples, [2.5, 97.5])
+    word = f"{ma} better" if lo > 0 else (f"{mb} better" if hi < 0 else "tie at this scale")
+    return dict(a=ma, b=mb, task=task, diff=float(diff), low=float(lo), high=float(hi), verdict=word)
+
+
+def comparisons_table(rows: list[dict]) -> str:
+    "Markdown of compare_methods' rows."
+    head = "| a − b | task | dev difference | 95 % interval (paired bootstrap) | verdict |\n|---|---|---|---|---|\n"
+    return head + "\n".join(
+        f"| {r['a']} − {r['b']} | {r['task']} | {r['diff']:+.3f} | {r['low']:+.3f} … {r['high']:+.3f} | {r['verdict']} |"
+        for r in rows
+    )
