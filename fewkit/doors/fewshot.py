@@ -43,8 +43,9 @@ from ..fewshot.self_training import SelfTrainSettings, self_train, unlabeled_poo
 from ..fewshot.fewclue import plot_results, predict_finetune, results_table, run_task, save_results, train_finetune
 
 # %% auto #0
-__all__ = ['RUN_DEFAULTS', 'FLAG_TO_SETTING', 'CLI_FEWSHOT', 'T95', 'read_run_config', 'resolve_config', 'run_fewclue',
-           'cli_main', 'bench_fewshot', 'bench_verbalizers', 'bench_selftrain', 'paired_interval', 'demo_section']
+__all__ = ['RUN_DEFAULTS', 'FLAG_TO_SETTING', 'CLI_FEWSHOT', 'SIZE_DEFAULTS', 'T95', 'read_run_config', 'backbone_size',
+           'resolve_config', 'run_fewclue', 'cli_main', 'bench_fewshot', 'bench_verbalizers', 'bench_selftrain',
+           'paired_interval', 'demo_section']
 
 # %% ../../nbs/99_doors_fewshot.ipynb #093e2366
 RUN_DEFAULTS = dict(
@@ -106,7 +107,7 @@ def read_run_config(path) -> dict:
         d = yaml.safe_load(text) if p.suffix in (".yaml", ".yml") else json.loads(text)
     except (OSError, ValueError, yaml.YAMLError) as e:
         raise FewkitError(f"{p}: expected a JSON or YAML file of {{run: {{...}}, fewshot: {{...}}}} ({e})") from e
-    known = {"run", "fewshot", "self_training", "argv", "env", "tasks", "backbone", "prompts"}
+    known = {"run", "fewshot", "self_training", "argv", "env", "tasks", "backbone", "prompts", "backbone_size"}
     if not isinstance(d, dict) or set(d) - known:
         got = sorted(d) if isinstance(d, dict) else type(d).__name__
         raise FewkitError(f"{p}: expected the keys {sorted(known)}, got {got}")
@@ -116,18 +117,45 @@ def read_run_config(path) -> dict:
     return d
 
 
+SIZE_DEFAULTS = [  # (from this many parameters, regime, FewShotSettings fields that differ from CLI_FEWSHOT)
+    (0, "tiny", {}),  # fewkit's 1.5M backbone: tens of steps at 1e-3 (at 1e-4 the weights hardly move)
+    (20_000_000, "small", dict(lr=1e-4)),  # between the two; not tuned here
+    (80_000_000, "base", dict(lr=1e-5, max_steps=250)),  # PET (Schick & Schütze 2021): bert-base size, 1e-5, 250 steps
+]
+
+
+def backbone_size(folder) -> tuple[str, int | None]:
+    "(regime, estimated parameters) of a BERT folder from its config.json: 12·L·H² + V·H; ('tiny', None) if unreadable."
+    try:
+        c = json.loads((Path(folder) / "config.json").read_text())
+        n = 12 * c["num_hidden_layers"] * c["hidden_size"] ** 2 + c["vocab_size"] * c["hidden_size"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "tiny", None  # loading it later names what is wrong
+    return [name for low, name, _ in SIZE_DEFAULTS if n >= low][-1], n
+
+
 def resolve_config(a) -> dict:
-    "Defaults, then the --config file, then the flags written: {run, fewshot, self_training} (JSON-ready)."
+    "Defaults (by backbone size), then the --config file, then the flags written: {run, fewshot, ...} (JSON-ready)."
     conf = read_run_config(a.config) if a.config else {}
     run = {**RUN_DEFAULTS, **(conf.get("run") or {})}
     run.update({k: getattr(a, k) for k in RUN_DEFAULTS if getattr(a, k) is not None})
-    fs = {**CLI_FEWSHOT.to_dict(), **(conf.get("fewshot") or {})}
-    fs.update({f: getattr(a, k) for k, f in FLAG_TO_SETTING.items() if getattr(a, k) is not None})
+    regime, n = backbone_size(run["model"] or shipped_backbone())
+    sized = {name: d for _, name, d in SIZE_DEFAULTS}[regime]
+    given = {**(conf.get("fewshot") or {})}
+    given.update({f: getattr(a, k) for k, f in FLAG_TO_SETTING.items() if getattr(a, k) is not None})
+    fs = {**CLI_FEWSHOT.to_dict(), **sized, **given}
+    for k, v in sized.items():  # a setting tuned for this size, forced to another value: say so
+        if k in given and given[k] != v and a.config is None:
+            log = get_logger("fewkit.fewclue")
+            log.warning(
+                f"--{k.replace('_', '-')} {given[k]} forced; the default for a {regime} backbone ({n:,} parameters) is {v}"
+            )
     st = SelfTrainSettings.from_dict(conf.get("self_training") or {}) if run["self_train"] else None
     return dict(
         run=run,
         fewshot=FewShotSettings.from_dict(fs).to_dict(),  # unknown keys are refused here
         self_training=st.to_dict() if st else None,
+        backbone_size=dict(regime=regime, parameters_estimate=n, defaults=sized),
     )
 
 
@@ -135,6 +163,11 @@ def run_fewclue(conf: dict, argv: list[str]) -> int:
     "Run the resolved settings `conf` (resolve_config's answer): train, write run.json, results and zips."
     log = get_logger("fewkit.fewclue")
     run = conf["run"]
+    fs, size = conf["fewshot"], conf.get("backbone_size") or {}
+    log.info(
+        f"settings for a {size.get('regime', '?')} backbone: lr {fs['lr']:g}, max_steps {fs['max_steps']}, "
+        f"batch {fs['batch_size']}, {fs['n_evals']} dev evaluations (--print-config shows them all)"
+    )
     tasks = list(FEWCLUE_TASKS) if run["task"] == "all" else run["task"].split(",")
     for t in tasks:
         if t not in FEWCLUE_TASKS:
