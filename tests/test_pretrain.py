@@ -281,3 +281,18 @@ def test_deepspeed_zero3_pretraining_resumes_exactly_after_sigkill_and_saves_a_t
     assert cli_main(args + ["--out", str(run), "--port", "29545", "--resume"]) == 0
     again = read(run)
     assert len(again) == 20 and max(abs(a - b) for a, b in zip(again, full)) < 1e-6, (again, full)
+
+
+def test_init_continues_pretraining_from_a_checkpoint(tmp_path):
+    # `fewkit pretrain --init DIR`: MLM continues from a folder's weights and tokenizer (e.g. on a task's
+    # unlabeled.json with --corpus); the first loss is the backbone's, far below a fresh model's
+    from fewkit.core import shipped_backbone
+    args = ["--max-texts", "400", "--seq-len", "32", "--steps", "2", "--batch-size", "4", "--warmup", "1",
+            "--eval-every", "0", "--save-every", "0"]
+    assert cli_main(args + ["--init", str(shipped_backbone()), "--out", str(tmp_path / "cont")]) == 0
+    assert cli_main(args + ["--out", str(tmp_path / "fresh")]) == 0
+    first = lambda d: json.loads((tmp_path / d / "train" / "log.json").read_text())[0]["loss"]
+    assert first("cont") < first("fresh") - 1.0, (first("cont"), first("fresh"))
+    run = json.loads((tmp_path / "cont" / "run.json").read_text())
+    assert run["pretrain"]["init"] == str(shipped_backbone())
+    assert (tmp_path / "cont" / "vocab.txt").read_text() == (shipped_backbone() / "vocab.txt").read_text()

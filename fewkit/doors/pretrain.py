@@ -60,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
         a(f, type=t, help="default: per preset")
     a("--seq-len", type=int, default=128)
     a("--whole-word", action="store_true", help="mask whole jieba words")
+    a(
+        "--init",
+        metavar="DIR",
+        help="continue pretraining a Hugging Face BERT folder (its weights and tokenizer), e.g. on --corpus task/unlabeled.json",
+    )
     a("--nproc", type=int, default=1, help="data-parallel processes on this machine (torchrun + DDP; 1 thread each)")
     a("--port", type=int, default=29511, help="rendezvous port with --nproc")
     a(
@@ -129,6 +134,7 @@ _FLAGS = {  # flag -> where its value goes in {"pretrain": {...}, "train": {...}
     "whole_word": ("pretrain", "whole_word"),
     "max_texts": ("pretrain", "max_texts"),
     "mask_prob": ("pretrain", "mask_prob"),
+    "init": ("pretrain", "init"),
     "steps": ("train", "steps"),
     "batch_size": ("train", "batch_size"),
     "lr": ("train", "lr"),

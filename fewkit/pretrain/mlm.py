@@ -18,8 +18,8 @@ from ..data import embedded_texts
 from ..masking import BatchStream, MLMCollate, mlm_count, mlm_loss_sum, word_starts
 from ..measure import flop_count, median_time
 from ..model import BertConfig, BertForMaskedLM
-from ..model_io import save_hf
-from ..tokenizer import default_tokenizer, normalise
+from ..model_io import from_hf, save_hf
+from ..tokenizer import default_tokenizer, load_tokenizer, normalise
 from ..train import TrainSettings, fit, unwrap
 
 # %% auto #0
@@ -173,6 +173,7 @@ class PretrainSettings(Settings):
         0.0  # while pretraining (None: the preset's 0.1); an under-trained model needs no regulariser
     )
     finetune_dropout: float = 0.1  # what the saved config.json carries, for fine-tuning downstream
+    init: str = ""  # a Hugging Face BERT folder to continue from (its weights and tokenizer); "": fresh weights
     model: dict = field(default_factory=dict)  # BertConfig overrides, e.g. dict(num_hidden_layers=2)
 
 
@@ -300,7 +301,7 @@ def pretrain(
     progress: bool = True,
 ) -> dict:
     "MLM-pretrain a fresh BERT; save it (HF format + tokenizer + report) to `save_to`; return the report."
-    tok = tok or default_tokenizer()
+    tok = tok or (load_tokenizer(ps.init) if ps.init else default_tokenizer())  # continuing: the folder's own
     log = get_logger("fewkit.pretrain")
     t0 = time.perf_counter()
     train_rows, evb, collate = build_data(ps, tok, ts.seed)
@@ -308,8 +309,8 @@ def pretrain(
         f"corpus {ps.corpus}: {len(train_rows)} train rows + {ps.n_eval} held out, {time.perf_counter() - t0:.0f}s"
     )
     seed_everything(ts.seed)
-    model = build_model(ps, tok)
-    if ps.bias_init:
+    model = from_hf(ps.init) if ps.init else build_model(ps, tok)  # --init: continued pretraining
+    if ps.bias_init and not ps.init:
         init_output_bias(model, train_rows, len(tok))
     multi = ts.parallel.engine != "none"  # under `fewkit pretrain --nproc N` / torchrun: each rank takes its rows
     r, w = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if multi else (0, 1)
