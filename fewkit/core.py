@@ -16,7 +16,7 @@ import torch
 # %% auto #0
 __all__ = ['FewkitError', 'FewkitDataError', 'Settings', 'seed_everything', 'get_rng_state', 'set_rng_state', 'get_device',
            'device_name', 'get_logger', 'cache_dir', 'project_root', 'find_shared', 'data_samples', 'shipped_backbone',
-           'atomic_write', 'write_json', 'read_json_object']
+           'atomic_write', 'write_json', 'read_json_object', 'read_config_file']
 
 # %% ../nbs/00_core.ipynb #9bd455b1
 class FewkitError(Exception):
@@ -255,6 +255,22 @@ def read_json_object(p: str | Path, expected: str) -> dict:
         raise FewkitDataError(
             p, e.lineno, f"{expected} ({e.msg}, column {e.colno})", text[e.pos : e.pos + 40]
         ) from None
+    if not isinstance(obj, dict):
+        raise FewkitDataError(p, None, expected, type(obj).__name__)
+    return obj
+
+# %% ../nbs/00_core.ipynb #33fbfe19
+def read_config_file(p: str | Path, expected: str) -> dict:
+    "A mapping from a JSON file, or a YAML one (.yaml / .yml); errors name the file (and, for JSON, the line)."
+    p = Path(p)
+    if p.suffix not in (".yaml", ".yml"):
+        return read_json_object(p, expected)
+    import yaml  # comes with transformers; only config files need it
+
+    try:
+        obj = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise FewkitDataError(p, None, expected, f"{type(e).__name__}: {str(e)[:100]}") from None
     if not isinstance(obj, dict):
         raise FewkitDataError(p, None, expected, type(obj).__name__)
     return obj

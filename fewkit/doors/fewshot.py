@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import yaml
 from matplotlib.ticker import MaxNLocator
-from ..core import FewkitError, atomic_write, get_logger, shipped_backbone, write_json
+from ..core import FewkitError, atomic_write, get_logger, read_config_file, shipped_backbone, write_json
 from ..data import FEWCLUE_TASKS, load_fewclue, review_task, task_info
 from ..measure import env_info, figure, save_figure
 from fewkit.fewshot.pet import (
@@ -102,11 +102,7 @@ def _parser() -> argparse.ArgumentParser:
 def read_run_config(path) -> dict:
     "A `--config` file: JSON or YAML with the keys of `resolve_config`'s answer (a run.json also has argv, env...)."
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-        d = yaml.safe_load(text) if p.suffix in (".yaml", ".yml") else json.loads(text)
-    except (OSError, ValueError, yaml.YAMLError) as e:
-        raise FewkitError(f"{p}: expected a JSON or YAML file of {{run: {{...}}, fewshot: {{...}}}} ({e})") from e
+    d = read_config_file(p, "a JSON or YAML file of {run: {...}, fewshot: {...}}")
     known = {"run", "fewshot", "self_training", "argv", "env", "tasks", "backbone", "prompts", "backbone_size"}
     if not isinstance(d, dict) or set(d) - known:
         got = sorted(d) if isinstance(d, dict) else type(d).__name__

@@ -13,8 +13,7 @@ import sys
 import time
 from pathlib import Path
 import torch
-import yaml  # comes with transformers
-from ..core import FewkitError, cache_dir, shipped_backbone, write_json
+from ..core import FewkitError, cache_dir, read_config_file, shipped_backbone, write_json
 from ..data import fewclue_root
 from ..efficiency.mixed_precision import AmpSettings
 from ..measure import env_info, figure, save_figure
@@ -174,11 +173,7 @@ def _merge(base: dict, over: dict) -> dict:
 def read_config(path) -> dict:
     "A `--config` file: JSON, or YAML (.yaml / .yml), of {pretrain: {...}, train: {...}}."
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-        d = yaml.safe_load(text) if p.suffix in (".yaml", ".yml") else json.loads(text)
-    except (OSError, ValueError, yaml.YAMLError) as e:
-        raise FewkitError(f"{p}: expected a JSON or YAML file of {{pretrain: {{...}}, train: {{...}}}} ({e})") from e
+    d = read_config_file(p, "a JSON or YAML file of {pretrain: {...}, train: {...}}")
     if not isinstance(d, dict) or set(d) - {
         "pretrain",
         "train",

@@ -6,14 +6,12 @@ Docs: https://fewkit.github.io/fewkit/fuzzy_pet.html.md"""
 
 # %% ../../nbs/51_fuzzy_pet.ipynb #744f1aca
 from __future__ import annotations
-import json
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml  # comes with transformers
-from ..core import FewkitDataError, FewkitError, get_logger
+from ..core import FewkitDataError, FewkitError, get_logger, read_config_file
 from ..data import FEWCLUE_TASKS, load_fewclue, task_info
 from ..measure import figure, save_figure
 from fewkit.fewshot.pet import (
@@ -137,13 +135,7 @@ def builtin_prompts(tasks=FEWCLUE_TASKS, root=None) -> dict:
 def read_prompts(path, root=None) -> dict:
     "A prompts file (JSON, or YAML for .yaml/.yml) in `builtin_prompts`' shape, checked against each task's labels."
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-        d = yaml.safe_load(text) if p.suffix in (".yaml", ".yml") else json.loads(text)
-    except (OSError, ValueError, yaml.YAMLError) as e:
-        raise FewkitError(f"{p}: expected a JSON or YAML file of prompts ({e})") from e
-    if not isinstance(d, dict):
-        raise FewkitDataError(p, None, "{task: {patterns: [...], groups: [...]}}", type(d).__name__)
+    d = read_config_file(p, "a JSON or YAML file of prompts {task: {patterns: [...], groups: [...]}}")
     for t, v in d.items():
         if t not in PATTERNS:
             raise FewkitDataError(p, None, f"a task of {sorted(PATTERNS)}", t)
