@@ -343,6 +343,11 @@ def watch_rank(argv: list[str] | None = None):
     _write_json(folder / f"rank{r}.start", dict(rank=r, pid=pid, host=socket.gethostname(), t=time.time()))
     status = os.waitpid(pid, 0)[1]  # wakes the moment the rank ends
     rec = exit_record(r, pid, status)
+    fault = folder / f"rank{r}.fault"
+    if rec["signal"] and fault.exists() and fault.stat().st_size:
+        # a crash happened when faulthandler wrote it, not when waitpid saw it: under load the peer that the crash
+        # broke can be reaped first, and would be named as the first failure
+        rec["t"] = min(rec["t"], fault.stat().st_mtime)
     _write_json(folder / f"rank{r}.exit", rec)
     tee.join(2.0)  # the last of its stderr (a child of the rank may hold the pipe open: do not wait for it)
     if rec["signal"] and (f := folder / f"rank{r}.fault").exists() and f.stat().st_size:
