@@ -6,20 +6,23 @@ Docs: https://fewkit.github.io/fewkit/measure.html.md"""
 
 # %% ../nbs/01_measure.ipynb #d948601b
 from __future__ import annotations
-import gc, os, platform, sys, threading, time, weakref
+import gc, math, os, platform, sys, threading, time, weakref
 from datetime import datetime, timezone
 from pathlib import Path
 from statistics import median
 from typing import Any, Callable, Iterable
 import torch
 from torch.utils import benchmark
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
-from .core import atomic_write, device_name, get_device
+from .core import FewkitError, atomic_write, device_name, get_device
 
 # %% auto #0
-__all__ = ['CJK_FONTS', 'dtype_str', 'tensor_bytes', 'storage_bytes', 'model_state_bytes', 'SavedTensorMeter', 'peak_memory',
-           'median_time', 'machine_load', 'quartiles', 'time_ratio', 'fmt_ratio', 'flop_count', 'git_commit',
-           'env_info', 'cjk_font', 'figure', 'save_figure', 'fmt_bytes']
+__all__ = ['MIN_ROUNDS', 'CLOCKS', 'CJK_FONTS', 'dtype_str', 'tensor_bytes', 'storage_bytes', 'model_state_bytes',
+           'SavedTensorMeter', 'LiveBytesMeter', 'live_bytes_step', 'peak_memory', 'median_time', 'machine_load',
+           'quartiles', 'Ratio', 'time_ratio', 'fmt_ratio', 'flop_count', 'git_commit', 'env_info', 'cjk_font',
+           'figure', 'save_figure', 'fmt_bytes']
 
 # %% ../nbs/01_measure.ipynb #b8ab62de
 def dtype_str(dtype: torch.dtype) -> str:
@@ -150,6 +153,75 @@ class SavedTensorMeter:
     def __repr__(self):
         return f"SavedTensorMeter(bytes={self.bytes}, count={self.count}, by_dtype={self.by_dtype})"
 
+# %% ../nbs/01_measure.ipynb #71841130
+class LiveBytesMeter(TorchDispatchMode):
+    "Context manager: every storage an op allocates inside, followed until it is freed (exact bytes live, peak)."
+
+    def __init__(self, exclude: Iterable[torch.Tensor] = ()):
+        super().__init__()
+        self._skip = _Unique(exclude)  # storages never counted (e.g. parameters)
+        self.live = {}  # id(storage) -> (seq, nbytes) of storages allocated inside and still alive
+        self.log = []  # (seq, +nbytes) at allocation, (seq, -nbytes) at free: the whole history, in order
+        self.marks = {}  # name -> position in the log
+        self.now = self.peak = 0
+
+    def _free(self, k):
+        seq, n = self.live.pop(k)
+        self.now -= n
+        self.log.append((seq, -n))
+
+    def _add(self, t: torch.Tensor, inputs: set):
+        s = _storage(t)
+        if s is None or id(s) in inputs or id(s) in self.live or s.nbytes() == 0:
+            return  # a view or an in-place result (aliases an input), already counted, or empty
+        if self._skip._has(self._skip.exclude, t):
+            return
+        seq = len(self.log)
+        self.live[id(s)] = (seq, s.nbytes())
+        self.log.append((seq, s.nbytes()))
+        self.now += s.nbytes()
+        self.peak = max(self.peak, self.now)
+        weakref.finalize(s, self._free, id(s))  # runs when the storage itself is freed (one PyObject per storage)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        leaves = tree_leaves((args, kwargs))
+        inputs = {id(s) for s in (_storage(a) for a in leaves if isinstance(a, torch.Tensor)) if s is not None}
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self._add(t, inputs)
+        return out
+
+    def mark(self, name: str) -> int:
+        "Remember this moment (e.g. 'forward'); returns the bytes live now."
+        self.marks[name] = len(self.log)
+        return self.now
+
+    def peak_without(self, tensors: Iterable[torch.Tensor]) -> int:
+        "The peak of live bytes over the whole history, not counting the storages of `tensors` (alive now)."
+        drop = {self.live[id(s)][0] for s in (_storage(t) for t in tensors) if s is not None and id(s) in self.live}
+        now = peak = 0
+        for seq, n in self.log:
+            if seq not in drop:
+                now += n
+                peak = max(peak, now)
+        return peak
+
+
+def live_bytes_step(
+    loss_fn: Callable[[], torch.Tensor], params: Iterable[torch.Tensor] = (), inputs: Iterable[torch.Tensor] = ()
+) -> dict:
+    "`loss_fn().backward()` from no gradients, under a LiveBytesMeter: bytes kept after forward, the step's peak without `params`' and `inputs`' grads."
+    params, inputs = list(params), list(inputs)
+    for p in params + inputs:
+        p.grad = None  # an existing .grad would make the new one a transient the peak counts
+    with LiveBytesMeter(exclude=params) as m:
+        loss = loss_fn()
+        fwd = m.mark("forward")
+        loss.backward()
+    grads = [p.grad for p in params + inputs if p.grad is not None]  # state of the step, not activations
+    return dict(forward=fwd, peak=m.peak_without(grads), count=sum(n > 0 for _, n in m.log))
+
 # %% ../nbs/01_measure.ipynb #b6e4f1ac
 def _rss() -> int:
     import psutil
@@ -263,6 +335,46 @@ def _block(fn, n: int, device, clock) -> float:
     return (clock() - t0) / n
 
 
+MIN_ROUNDS = 15  # fewer rounds: the quartiles of the per-round ratios are too rough to call a result
+CLOCKS = dict(thread=time.thread_time, wall=time.perf_counter)
+
+
+class Ratio(dict):
+    "What `time_ratio` returns: a plain dict for JSON (`ratio`, `q1`, `q3`, `rounds`, `load`, `clock`, `reliable`, ...) that prints as `fmt_ratio`."
+
+    def __getattr__(self, k):
+        try:
+            return self[k]
+        except KeyError:
+            raise AttributeError(k) from None
+
+    def __str__(self):
+        return fmt_ratio(self)
+
+    def __repr__(self):
+        return f"Ratio({fmt_ratio(self)})"
+
+
+def _calls(f, dev, clock, min_block: float, min_calls: int) -> int:
+    "Calls per block: at least `min_calls`, doubled until one block lasts `min_block` seconds."
+    n = max(1, min_calls)
+    while n < 2**20 and _block(f, n, dev, clock) * n < min_block:
+        n *= 2
+    return n
+
+
+def _verdict(q1: float, q3: float, rounds: int, load: float, cores: int) -> str:
+    "Why a ratio is not a result ('' when it is one)."
+    why = []
+    if load > cores:
+        why.append(f"machine busy (load {load:.1f} above {cores} cores)")
+    if q1 <= 1.0 <= q3:
+        why.append("spread contains 1.0")
+    if rounds < MIN_ROUNDS:
+        why.append(f"{rounds} rounds (< {MIN_ROUNDS}): a smoke number")
+    return "; ".join(why)
+
+
 def time_ratio(
     fa: Callable[[], Any],
     fb: Callable[[], Any],
@@ -270,55 +382,61 @@ def time_ratio(
     rounds: int = 21,
     min_block: float = 0.1,
     threads: int = 1,
-) -> dict:
-    "b / a timed interleaved (ABBA…) in one run: median, interquartile range, load, and whether it is reliable."
+    clock: str | None = None,
+    min_calls: int = 3,
+) -> Ratio:
+    "b / a timed interleaved (ABBA…) in one run: median, quartiles, load, clock, and whether it is reliable."
     dev = torch.device(device) if device is not None else get_device()
-    wall = dev.type == "cuda"  # device work: the wall clock between synchronisations
-    clock = time.perf_counter if wall else time.thread_time
+    # thread CPU time unless the work runs elsewhere: on a GPU (wall between syncs) or in other processes
+    clock = clock or ("wall" if dev.type == "cuda" else "thread")
+    if clock not in CLOCKS:
+        raise FewkitError(f"time_ratio: clock {clock!r} not in {sorted(CLOCKS)}")
+    if clock == "thread" and dev.type == "cuda":
+        raise FewkitError("time_ratio: thread CPU time does not see CUDA kernels; use clock='wall'")
+    tick = CLOCKS[clock]
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         fa()
         fb()
-        ns = []
-        for f in (fa, fb):  # calls per block so that one block lasts at least min_block seconds
-            n = 1
-            while n < 2**20 and _block(f, n, dev, clock) * n < min_block:
-                n *= 2
-            ns.append(n)
-        load0 = machine_load()
+        ns = [_calls(f, dev, tick, min_block, min_calls) for f in (fa, fb)]
+        loads = [machine_load()["load"]]
         res = ([], [])
         for r in range(rounds):
             for j in (0, 1) if r % 2 == 0 else (1, 0):
-                res[j].append(_block((fa, fb)[j], ns[j], dev, clock))
-        load1 = machine_load()
+                res[j].append(_block((fa, fb)[j], ns[j], dev, tick))
+            loads.append(os.getloadavg()[0])  # the 1-minute average, after every round
     finally:
         torch.set_num_threads(before)
-    ratios = [y / x for x, y in zip(*res)]
+    ratios = [y / x if x > 0 else math.inf for x, y in zip(*res)]
     q1, med, q3 = quartiles(ratios)
-    load = max(load0["load"], load1["load"])
-    busy = load > load0["cores"]
-    return dict(
+    load, cores = round(max(loads), 2), machine_load()["cores"]
+    why = _verdict(q1, q3, rounds, load, cores)
+    return Ratio(
         a=median(res[0]),
         b=median(res[1]),
         ratio=med,
+        q1=q1,
+        q3=q3,
         iqr=(q1, q3),
         ratios=ratios,
         rounds=rounds,
-        clock="wall" if wall else "thread",
+        calls=tuple(ns),
+        clock=clock,
         threads=threads,
         load=load,
-        cores=load0["cores"],
-        reliable=not (q1 <= 1.0 <= q3) and not busy,
-        why=("machine busy (load above cores); " if busy else "") + ("spread contains 1.0" if q1 <= 1.0 <= q3 else ""),
+        cores=cores,
+        reliable=not why,
+        why=why,
     )
 
 
 def fmt_ratio(r: dict) -> str:
-    "A ratio as a reader should see it: median, IQR, clock, load, and a warning when it is not a result."
-    s = f"{r['ratio']:.2f}x (IQR {r['iqr'][0]:.2f}-{r['iqr'][1]:.2f}, {r['rounds']} rounds, {r['clock']} time, "
+    "A ratio as a reader should see it: median, IQR, rounds, clock, load, and a warning when it is not a result."
+    clock = "thread CPU time" if r["clock"] == "thread" else "wall time"
+    s = f"{r['ratio']:.2f}x (IQR {r['iqr'][0]:.2f}-{r['iqr'][1]:.2f}, {r['rounds']} rounds, {clock}, "
     s += f"load {r['load']:.1f} on {r['cores']} cores)"
-    return s if r["reliable"] else s + f" NOT A RESULT: {r['why'].strip('; ')}"
+    return s if r["reliable"] else s + f" NOT A RESULT: {r['why']}"
 
 # %% ../nbs/01_measure.ipynb #c3368e33
 def flop_count(fn: Callable[[], torch.Tensor]) -> dict:

@@ -85,6 +85,50 @@ def test_time_ratio_marks_busy_machines_and_overlapping_spreads(monkeypatch):
     assert r["load"] == 64.0 and not r["reliable"] and "busy" in r["why"]
     assert "NOT A RESULT" in measure.fmt_ratio(r)
     monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
-    r = measure.time_ratio(lambda: a @ a, lambda: four @ a, rounds=9, min_block=0.005)
+    r = measure.time_ratio(lambda: a @ a, lambda: four @ a, rounds=15, min_block=0.005)
     assert r["ratio"] > 1.5  # four times the work, in thread CPU time on one thread
     assert r["reliable"] == (not r["iqr"][0] <= 1.0 <= r["iqr"][1])
+    assert (r.q1, r.ratio, r.q3) == (r["iqr"][0], r["ratio"], r["iqr"][1]) and r.rounds == 15
+    assert json.loads(json.dumps(r))["load"] == 0.0  # a plain dict: spread and load go into JSON as they are
+    assert str(r) == measure.fmt_ratio(r)
+    short = measure.time_ratio(lambda: a @ a, lambda: four @ a, rounds=5, min_block=0.005)
+    assert not short.reliable and "smoke" in short.why  # 5 rounds: not a result, however clear
+    assert min(short.calls) >= 3  # a block is several calls, never one
+
+
+def test_time_ratio_wall_clock_for_work_elsewhere():
+    import time
+
+    from fewkit import measure
+
+    # sleeping (like waiting on worker processes) costs this thread no CPU time: only the wall clock sees it
+    r = measure.time_ratio(lambda: time.sleep(0.002), lambda: time.sleep(0.006), rounds=15, min_block=0.02,
+                           clock="wall")
+    assert r.clock == "wall" and "wall time" in str(r) and 2 < r.ratio < 4, r
+    with pytest.raises(Exception, match="clock"):
+        measure.time_ratio(lambda: 0, lambda: 0, clock="process")
+
+
+def test_live_bytes_sees_what_checkpoints_keep():
+    from torch.utils.checkpoint import checkpoint
+
+    from fewkit.measure import live_bytes_step
+
+    n, c, layers = 3, 16, 5  # blocks Linear(c, c) -> tanh on x: (n, c), fp32
+    torch.manual_seed(0)
+    blocks = [nn.Sequential(nn.Linear(c, c), nn.Tanh()) for _ in range(layers)]
+    ps = [p for b in blocks for p in b.parameters()]
+    x = torch.randn(n, c, requires_grad=True)
+
+    def loss(mode):
+        h = x
+        for b in blocks:
+            h = b(h) if mode == "plain" else checkpoint(b, h, use_reentrant=mode == "reentrant")
+        return h.sum()
+
+    act, loss_bytes = n * c * 4, 4
+    plain = live_bytes_step(lambda: loss("plain"), ps, [x])
+    assert plain["forward"] == layers * act + loss_bytes  # every tanh output
+    for mode in ("reentrant", "non-reentrant"):  # the layers - 1 boundary activations, nothing else
+        assert live_bytes_step(lambda: loss(mode), ps, [x])["forward"] == (layers - 1) * act + loss_bytes, mode
+    assert all(p.grad is not None for p in ps)  # the step ran backward
