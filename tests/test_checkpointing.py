@@ -13,7 +13,7 @@ def setup():
     batch = _batch(vocab=300, B=2, T=16, seed=SEED + 1)
     return model, batch, grads_with(model, CheckpointSettings('none'), batch, seed=SEED)
 
-@pytest.mark.parametrize('impl', ['fewkit', 'torch', 'deepspeed'])
+@pytest.mark.parametrize('impl', ['fewkit', 'torch', 'torch_reentrant', 'deepspeed'])
 @pytest.mark.parametrize('policy', ['every', 'every_k', 'sqrt'])
 def test_grads_identical_with_dropout(setup, impl, policy):
     model, batch, ref = setup
@@ -63,7 +63,34 @@ def test_memory_target():
 def test_bench_quick(tmp_path):
     r = bench_checkpointing(tmp_path, quick=True)
     assert (tmp_path / 'checkpointing.png').exists() and r['summary']['every_target_ok']
-    assert set(r['impl_time_ratio']) == {'torch', 'deepspeed'}
+    assert set(r['impl_time_ratio']) == {'none', 'torch', 'torch_reentrant', 'deepspeed'}
+    assert r['smoke'] is True and {'start', 'end'} == set(r['load'])  # a --quick run says it is a smoke run
+    assert not any(t['reliable'] for t in r['impl_timing'].values())  # 3 rounds: never reported as a result
+
+
+@pytest.mark.parametrize('impl', ['fewkit', 'torch', 'torch_reentrant', 'deepspeed'])
+def test_live_meter_sees_every_implementations_boundary_bytes(impl):
+    "Per-layer checkpointing keeps one layer input (B, T, C) fp32 per layer: one more layer, exactly B*T*C*4 more bytes."
+    from fewkit.measure import live_bytes_step
+    B, T, H = 2, 16, 32
+    kept = []
+    for layers in (2, 3):
+        model = _tiny_model(layers=layers, vocab=300, hidden=H, seed=SEED).train()
+        batch, params = _batch(vocab=300, B=B, T=T, seed=SEED + 1), list(model.parameters())
+        apply_checkpointing(model, CheckpointSettings('every', impl=impl))
+        kept.append(live_bytes_step(lambda: _loss(model, batch), params)['forward'])
+    assert kept[1] - kept[0] == B * T * H * 4, (impl, kept)
+
+
+def test_impl_table_one_byte_count_for_all_and_the_hooks_blind_spots():
+    from fewkit.efficiency.checkpointing import impl_table
+    by = {r['impl']: r for r in impl_table(layers=3, B=2, T=16, hidden=32, vocab=300, rounds=0)}
+    ck = ['fewkit', 'torch', 'torch_reentrant', 'deepspeed']
+    assert len({by[i]['live_forward'] for i in ck}) == 1, by  # the same boundaries kept, whoever keeps them
+    assert by['none']['live_forward'] > 2 * by['fewkit']['live_forward']
+    assert by['deepspeed']['hooks_forward'] < by['deepspeed']['live_forward']  # ctx attribute: hooks miss it
+    assert by['torch']['hooks_peak'] == by['torch']['hooks_forward'] < by['torch']['live_peak']  # inner hooks
+    assert all(by[i]['live_peak'] > by[i]['live_forward'] for i in ck)  # the recompute is alive in backward
 
 def test_demo_section(tmp_path):
     md = demo_checkpointing(tmp_path, dict(device=torch.device('cpu')))

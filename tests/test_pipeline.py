@@ -39,7 +39,8 @@ def test_pipeline_2proc_and_libraries():
 @pytest.mark.multiproc
 def test_pipeline_4proc_bubble_and_activations():
     res = run_function('fewkit.testing:calls', 4, timeout_s=240, args=(
-        (P + 'pp_parity', {}), (P + 'bubble_sweep', dict(ms=(1, 4, 8))), (P + 'activation_peaks', dict(m=8))))
+        (P + 'pp_parity', {}), (P + 'bubble_sweep', dict(ms=(1, 4, 8))), (P + 'activation_peaks', dict(m=8)),
+        (P + 'bubble_compute', dict(ms=(1, 4, 8)))))
     _check_parity([r[0] for r in res])
     bub = res[0][1]  # measured on 2 shared cores: assert the trend, the tolerance lives in `fewkit bench parallel`
     assert all(x['measured'] > y['measured'] for x, y in zip(bub, bub[1:])), bub
@@ -47,3 +48,12 @@ def test_pipeline_4proc_bubble_and_activations():
     acts = [r[2] for r in res]
     # stage s holds 8 micro-batches under GPipe, p - s = 4, 3, 2, 1 under 1F1B (same bytes per micro-batch)
     for s, a in enumerate(acts[:-1]): assert a['1f1b'] * 8 == a['gpipe'] * (4 - s), (s, a)
+    # real transformer-layer stages, no sleep: the bubble on the virtual clock of thread CPU time follows the
+    # formula on a busy machine too (waiting for a core costs no CPU time); unequal stages (embeddings on the
+    # first, head + loss on the last) only add idle time, so the band is asymmetric
+    real = res[0][3]
+    assert [b['m'] for b in real] == [1, 4, 8] and all(b['p'] == 4 for b in real)
+    assert all(x['bubble'] > y['bubble'] for x, y in zip(real, real[1:])), real
+    for b in real:
+        assert -0.05 < b['bubble'] - b['formula'] < 0.15, real
+        assert len(b['stage_busy_ms']) == 4 and min(b['stage_busy_ms']) > 0, real

@@ -16,7 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from ..core import get_device, device_name, seed_everything
 from ..masking import mask_tokens, mlm_loss_sum, mlm_count
-from ..measure import env_info, figure, save_figure, median_time, time_ratio
+from ..measure import env_info, figure, save_figure, machine_load, median_time, time_ratio
 from ..model import BertConfig, BertForMaskedLM, mlm_loss
 from ..efficiency import checkpointing as ckpt
 from ..efficiency import grad_accum as ga
@@ -25,12 +25,20 @@ from ..efficiency import mixed_precision as amp
 from ..efficiency import fusion
 
 # %% auto #0
-__all__ = ['LAMB_RUNS', 'plot_checkpointing', 'bench_checkpointing', 'demo_checkpointing', 'plot_accumulation',
+__all__ = ['LAMB_RUNS', 'run_labels', 'plot_checkpointing', 'bench_checkpointing', 'demo_checkpointing', 'plot_accumulation',
            'bench_accumulation', 'lamb_parity', 'mlm_corpus', 'pretrain_curve', 'compare_optimizers', 'plot_lamb',
            'bench_lamb', 'amp_step', 'amp_stepper', 'amp_step_time', 'amp_step_ratio', 'amp_loss_curve', 'curve_gap',
            'bench_amp', 'plot_fusion', 'bench_fusion', 'demo_fusion']
 
 # %% ../../nbs/94_doors_efficiency.ipynb #44d70e08
+def run_labels(quick: bool, load_start: dict) -> dict:
+    "What every bench writes beside its numbers: smoke or measurement, and the machine's load at start and end."
+    labels = dict(smoke=quick, load=dict(start=load_start, end=machine_load()))
+    if quick:  # --quick checks that the bench runs: few rounds, tiny sizes
+        labels["note"] = "smoke run (--quick): checks the pipeline; no number in it is a figure"
+    return labels
+
+
 def plot_checkpointing(rows, path=None, device=None):
     "Peak saved-for-backward bytes vs number of layers, one line per policy."
     fig, ax = figure("activation checkpointing: peak saved bytes", device=device)
@@ -50,6 +58,7 @@ def bench_checkpointing(out: Path, quick: bool = False) -> dict:
     "fewkit bench checkpointing: bytes and step time vs layers and policy; writes out/checkpointing.png."
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    load0 = machine_load()
     cuda = get_device().type == "cuda"
     if quick:
         L, B, T, H = (1, 2), 2, 16, 64
@@ -59,18 +68,21 @@ def bench_checkpointing(out: Path, quick: bool = False) -> dict:
         L, B, T, H = (1, 2, 4, 8), 4, 64, 128
     rounds = 3 if quick else 21  # time_ratio rounds at the deepest model
     rows = ckpt.checkpoint_table(L, B=B, T=T, hidden=H, rounds=rounds)
-    impl_rows = []
-    for impl in ("torch", "deepspeed"):
-        impl_rows += ckpt.checkpoint_table(L[-1:], ("every",), impl=impl, B=B, T=T, hidden=H, rounds=rounds)
+    # fewkit's, torch's (non-reentrant, reentrant) and DeepSpeed's: exact bytes by both meters, time / fewkit's
+    impl_rows = ckpt.impl_table(L[-1], B=B, T=T, hidden=H, rounds=rounds, min_block=0.01 if quick else 0.1)
     plot_checkpointing(rows, out / "checkpointing.png")
+    timed = [r for r in impl_rows if "timing" in r]
     return dict(
         env=env_info(),
         sizes=dict(layers=L, B=B, T=T, hidden=H),
         rows=rows,
-        impl_time_ratio={r["impl"]: r["time_ratio"] for r in impl_rows},
-        impl_timing={r["impl"]: r["timing"] for r in impl_rows},  # median, spread, load, reliable
+        impl_rows=impl_rows,
+        impl_table=ckpt.fmt_impl_table(impl_rows),
+        impl_time_ratio={r["impl"]: r["timing"]["ratio"] for r in timed},  # medians; their spread is in impl_timing
+        impl_timing={r["impl"]: r["timing"] for r in timed},  # median, q1, q3, rounds, load, clock, reliable
         summary=ckpt.summarize(rows, B, T, H),
         png="checkpointing.png",
+        **run_labels(quick, load0),
     )
 
 
@@ -132,6 +144,7 @@ def bench_accumulation(out: Path, quick: bool = False) -> dict:
     "fewkit bench accumulation: activation bytes and step time for batch B in k micro-batches, parity; writes out/accumulation.png."
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    load0 = machine_load()
     cuda = get_device().type == "cuda"
     if quick:
         B, T, ks, H = 4, 16, (1, 2, 4), 64
@@ -155,6 +168,7 @@ def bench_accumulation(out: Path, quick: bool = False) -> dict:
         parity_rel_diff=parity,
         bytes_ratio_k_max=rows[-1]["bytes"] / rows[0]["bytes"],
         png="accumulation.png",
+        **run_labels(quick, load0),
     )
 
 # %% ../../nbs/94_doors_efficiency.ipynb #0defd919
@@ -281,6 +295,7 @@ def bench_lamb(out: Path, quick: bool = False) -> dict:
     "fewkit bench lamb: parity vs torch_optimizer.Lamb and AdamW/LAMB loss curves; writes out/lamb.png."
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    load0 = machine_load()
     cuda = get_device().type == "cuda"
     if quick:
         B, S, n, T, L, H = 4, 64, 200, 16, 1, 32
@@ -305,6 +320,7 @@ def bench_lamb(out: Path, quick: bool = False) -> dict:
         final_loss=final,
         curves=curves,
         png="lamb.png",
+        **run_labels(quick, load0),
     )
 
 # %% ../../nbs/94_doors_efficiency.ipynb #4d74e89a
@@ -352,6 +368,7 @@ def curve_gap(a: list, b: list, tail: int = 5) -> float:
 def bench_amp(out: Path, quick: bool = False) -> dict:
     "fewkit bench amp: bytes/param, activation bytes, step time and loss curves for fp32/bf16/fp16; writes amp.png."
     dev = get_device()
+    load0 = machine_load()
     cuda = dev.type == "cuda"
     kw = dict(preset="small", layers=4, vocab_size=8192) if cuda else dict(layers=2, vocab_size=128)
     if quick:
@@ -383,6 +400,7 @@ def bench_amp(out: Path, quick: bool = False) -> dict:
     a2.bar(list(dts), [res["step_seconds"][d] * 1e3 for d in dts])
     a2.set_ylabel("ms / step (median)")
     save_figure(fig, Path(out) / "amp.png")
+    res.update(run_labels(quick, load0))  # step_seconds are medians of one run: the ratios carry the spread and load
     return res
 
 # %% ../../nbs/94_doors_efficiency.ipynb #6715f4b3
@@ -416,6 +434,7 @@ def _device_bandwidth(dev, quick: bool) -> float:
 def bench_fusion(out: Path, quick: bool = False) -> dict:
     "fewkit bench fusion: time eager vs compile/jit/autograd over sizes, compile time, bandwidth; writes fusion.png."
     dev = get_device()
+    load0 = machine_load()
     if quick:
         sizes = [(256, 256), (1024, 512)]
     elif dev.type == "cuda":
@@ -442,6 +461,7 @@ def bench_fusion(out: Path, quick: bool = False) -> dict:
         largest={r["variant"]: r["speedup"] for r in rows if r["numel"] == biggest},
         largest_timing={r["variant"]: r["timing"] for r in rows if r["numel"] == biggest and "timing" in r},
         roofline_max_speedup=eager / fused,
+        **run_labels(quick, load0),
     )
 
 

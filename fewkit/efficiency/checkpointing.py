@@ -10,6 +10,7 @@ import math
 import warnings
 import weakref
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 import torch
 from torch import nn
@@ -17,12 +18,13 @@ from tqdm.auto import tqdm
 from ..core import Settings, FewkitError, seed_everything, get_device
 from ..model import BertConfig, BertForMaskedLM, mlm_loss
 from ..masking import mask_tokens
-from ..measure import time_ratio
+from ..measure import live_bytes_step, time_ratio
 from ..tokenizer import SPECIALS
 
 # %% auto #0
-__all__ = ['POLICIES', 'IMPLS', 'CheckpointFunction', 'checkpoint', 'segments', 'CheckpointSettings', 'CheckpointRunner',
-           'apply_checkpointing', 'grads_with', 'saved_bytes_peak', 'checkpoint_table', 'summarize']
+__all__ = ['POLICIES', 'IMPLS', 'TABLE_IMPLS', 'CheckpointFunction', 'checkpoint', 'segments', 'CheckpointSettings',
+           'CheckpointRunner', 'apply_checkpointing', 'grads_with', 'saved_bytes_peak', 'checkpoint_table', 'summarize',
+           'impl_table', 'fmt_impl_table']
 
 # %% ../../nbs/10_checkpointing.ipynb #2522aa9f
 def _rng_devices(tensors) -> list[int]:
@@ -78,7 +80,7 @@ def checkpoint(fn: Callable, *args, preserve_rng: bool = True):
 
 # %% ../../nbs/10_checkpointing.ipynb #77a8a6a7
 POLICIES = ("none", "every", "every_k", "sqrt")
-IMPLS = ("fewkit", "torch", "deepspeed")
+IMPLS = ("fewkit", "torch", "torch_reentrant", "deepspeed")
 
 
 def segments(n: int, policy: str = "every", k: int = 2) -> list[range]:
@@ -100,7 +102,7 @@ class CheckpointSettings(Settings):
 
     policy: str = "none"  # 'none' | 'every' | 'every_k' | 'sqrt'
     k: int = 2  # layers per segment for 'every_k'
-    impl: str = "fewkit"  # 'fewkit' | 'torch' (non-reentrant) | 'deepspeed'
+    impl: str = "fewkit"  # 'fewkit' | 'torch' (non-reentrant) | 'torch_reentrant' | 'deepspeed'
 
     def __post_init__(self):
         if self.policy not in POLICIES:
@@ -124,10 +126,10 @@ class CheckpointSettings(Settings):
         }
 
 # %% ../../nbs/10_checkpointing.ipynb #66f2f9c7
-def _torch_checkpoint(fn, *args):
+def _torch_checkpoint(fn, *args, reentrant: bool = False):
     from torch.utils.checkpoint import checkpoint as ckpt
 
-    return ckpt(fn, *args, use_reentrant=False, preserve_rng_state=True)
+    return ckpt(fn, *args, use_reentrant=reentrant, preserve_rng_state=True)
 
 
 def _deepspeed_checkpoint(fn, *args):
@@ -136,7 +138,12 @@ def _deepspeed_checkpoint(fn, *args):
     return deepspeed.checkpointing.checkpoint(fn, *args)
 
 
-_IMPL = dict(fewkit=checkpoint, torch=_torch_checkpoint, deepspeed=_deepspeed_checkpoint)
+_IMPL = dict(
+    fewkit=checkpoint,
+    torch=_torch_checkpoint,
+    torch_reentrant=partial(_torch_checkpoint, reentrant=True),
+    deepspeed=_deepspeed_checkpoint,
+)
 
 # %% ../../nbs/10_checkpointing.ipynb #6e1c0c39
 def _run_layers(layers, idx):
@@ -311,3 +318,74 @@ def summarize(rows, B, T, hidden) -> dict:
         every_time_ratio=ev.get("time_ratio"),
         every_timing=ev.get("timing"),
     )
+
+# %% ../../nbs/10_checkpointing.ipynb #6d6b5555
+TABLE_IMPLS = ("none", "fewkit", "torch", "torch_reentrant", "deepspeed")
+
+
+def impl_table(
+    layers: int = 4,
+    policy: str = "every",
+    B: int = 4,
+    T: int = 64,
+    hidden: int = 128,
+    vocab: int = 1000,
+    device=None,
+    rounds: int = 21,  # time_ratio rounds per implementation (against fewkit's); 0 = bytes only
+    min_block: float = 0.1,
+) -> list[dict]:
+    "Per implementation: bytes kept after forward and the step's peak by both meters, and step time / fewkit's."
+    device = get_device(device)
+    model = _tiny_model(layers=layers, vocab=vocab, hidden=hidden).to(device).train()
+    batch, params = _batch(vocab, B, T, device=device), list(model.parameters())
+
+    def settings(impl):
+        return CheckpointSettings("none") if impl == "none" else CheckpointSettings(policy, k=2, impl=impl)
+
+    def step(impl):
+        def run():
+            apply_checkpointing(model, settings(impl))
+            model.zero_grad(set_to_none=True)
+            _loss(model, batch).backward()
+
+        return run
+
+    rows = []
+    for impl in tqdm(TABLE_IMPLS, desc="checkpoint implementations", leave=False):
+        apply_checkpointing(model, settings(impl))
+        hooks = saved_bytes_peak(lambda: _loss(model, batch), exclude=params)
+        live = live_bytes_step(lambda: _loss(model, batch), params)
+        r = dict(
+            impl=impl,
+            policy="none" if impl == "none" else policy,
+            layers=layers,
+            hooks_forward=hooks["forward"],
+            hooks_peak=hooks["peak"],
+            live_forward=live["forward"],
+            live_peak=live["peak"],
+        )
+        if rounds and impl != "fewkit":  # b / a = this implementation's step time / fewkit's
+            r["timing"] = time_ratio(step("fewkit"), step(impl), device=device, rounds=rounds, min_block=min_block)
+        rows.append(r)
+    apply_checkpointing(model, CheckpointSettings("none"))
+    return rows
+
+
+def fmt_impl_table(rows: list[dict]) -> str:
+    "A markdown table of `impl_table` rows: exact bytes by both meters and the time ratio with its spread."
+    out = [
+        "| implementation | hooks: after forward | hooks: peak | live: after forward | live: peak | step time / fewkit |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        t = r.get("timing")
+        cell = "1 (reference)" if r["impl"] == "fewkit" else "-"
+        if t is not None:
+            cell = f"{t['ratio']:.3f} (IQR {t['q1']:.3f}-{t['q3']:.3f})"
+            if not t["reliable"]:  # a spread across 1.0 is a tie; a busy machine or few rounds: no result at all
+                cell += " tie" if "contains 1.0" in t["why"] else ""
+                cell += f" (not a result: {t['why']})"
+        out.append(
+            f"| {r['impl']} | {r['hooks_forward']:,} | {r['hooks_peak']:,} | {r['live_forward']:,} | {r['live_peak']:,} | {cell} |"
+        )
+    return "\n".join(out)

@@ -18,7 +18,8 @@ from .tensor_parallel import _device
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'stage_bounds', 'Stage', 'gpipe', 'one_f_one_b', 'in_flight', 'run_schedule', 'sync_tied',
-           'pipeline_step', 'pp_parity', 'deepspeed_pipe', 'torch_pipe', 'bubble_sweep', 'activation_peaks']
+           'pipeline_step', 'pp_parity', 'deepspeed_pipe', 'torch_pipe', 'bubble_sweep', 'bubble_compute',
+           'activation_peaks']
 
 # %% ../../nbs/24_pipeline_parallel.ipynb #05b3b45e
 def stage_bounds(n_layers: int, p: int) -> list[tuple[int, int]]:
@@ -85,33 +86,52 @@ def in_flight(schedule) -> int:
     return peak
 
 # %% ../../nbs/24_pipeline_parallel.ipynb #621f03c3
+def _send(t: torch.Tensor, clock: float, peer: int, sends: list):
+    "isend a tensor and the sender's virtual clock (tag 1) to `peer`; keep both alive until waited on."
+    stamp = torch.tensor([clock], dtype=torch.float64)
+    sends.append((dist.isend(t, peer), t))
+    sends.append((dist.isend(stamp, peer, tag=1), stamp))
+
+
+def _recv(t: torch.Tensor, peer: int) -> float:
+    "recv a tensor and the virtual clock of the stage that sent it."
+    stamp = torch.empty(1, dtype=torch.float64)
+    dist.recv(t, peer)
+    dist.recv(stamp, peer, tag=1)
+    return stamp.item()
+
+
 def run_schedule(
     stage: Stage, schedule, micro: list, prev: int | None, nxt: int | None, shape, norm: float, work_s: float = 0.0
 ) -> dict:
-    "Run `schedule` on this rank's `stage`; `micro` = [(ids, labels)]; returns loss, busy/start/end times, bytes."
+    "Run `schedule` on this rank's `stage`; `micro` = [(ids, labels)]; returns loss, wall and virtual-clock times, bytes."
     dev, params = _device(), list(stage.parameters())
     acts, saved, sends, busy, live, peak, loss = {}, {}, [], 0.0, 0, 0, 0.0
+    clock, cpu, timeline = 0.0, 0.0, []  # virtual clock (s), its busy part, [(kind, i, start, end)]
     t_start = time.perf_counter()
     for kind, i in schedule:
+        ready = 0.0  # virtual time the input arrived
         if kind == "F":
             if stage.first:
                 x = micro[i][0]
             else:
                 x = torch.empty(shape, device=dev)
-                dist.recv(x, prev)
+                ready = _recv(x, prev)
                 x.requires_grad_()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.thread_time()
             with SavedTensorMeter(exclude=params) as mt:
                 y = stage(x)
                 if stage.last:
                     y = mlm_loss(y, micro[i][1], "sum") / norm
                     loss += y.item()
+            cost = time.thread_time() - c0 + work_s  # this action's own compute (+ the emulated device work)
             if work_s:
                 time.sleep(work_s)
             busy += time.perf_counter() - t0
+            start = max(clock, ready)
+            clock = start + cost
             if not stage.last:
-                out = y.detach()
-                sends.append((dist.isend(out, nxt), out))
+                _send(y.detach(), clock, nxt, sends)
             acts[i], saved[i] = (x, y), mt.bytes
             live += mt.bytes
             peak = max(peak, live)
@@ -119,15 +139,20 @@ def run_schedule(
             x, y = acts.pop(i)
             if not stage.last:
                 g = torch.empty_like(y)
-                dist.recv(g, nxt)
-            t0 = time.perf_counter()
+                ready = _recv(g, nxt)
+            t0, c0 = time.perf_counter(), time.thread_time()
             y.backward() if stage.last else y.backward(g)
+            cost = time.thread_time() - c0 + 2 * work_s
             if work_s:
                 time.sleep(2 * work_s)
             busy += time.perf_counter() - t0
+            start = max(clock, ready)
+            clock = start + cost
             if not stage.first:
-                sends.append((dist.isend(x.grad, prev), x.grad))
+                _send(x.grad, clock, prev, sends)
             live -= saved.pop(i)
+        cpu += cost
+        timeline.append((kind, i, start, clock))
     for w, _ in sends:
         w.wait()
     return dict(
@@ -135,6 +160,9 @@ def run_schedule(
         busy=busy,
         start=t_start,
         end=time.perf_counter(),
+        vbusy=cpu,
+        vend=clock,
+        timeline=timeline,
         peak_act_bytes=peak,
         per_micro_bytes=max(saved.values(), default=0) if saved else None,
     )
@@ -203,6 +231,8 @@ def pp_parity(
         t = torch.tensor([r["start"], -r["end"]], dtype=torch.float64)
         dist.all_reduce(t, op=dist.ReduceOp.MIN)
         span = -t[1].item() - t[0].item()  # first start to last end, over all stages (one machine: one clock)
+        vspan = torch.tensor([r["vend"]], dtype=torch.float64)
+        dist.all_reduce(vspan, op=dist.ReduceOp.MAX)  # every virtual clock starts at 0
         out[name] = dict(
             loss=r["loss"],
             ref_loss=ref_loss.item(),
@@ -210,6 +240,7 @@ def pp_parity(
             busy=r["busy"],
             span=span,
             bubble=1 - r["busy"] / span,
+            vbubble=1 - r["vbusy"] / vspan.item(),
             peak_act_bytes=r["peak_act_bytes"],
         )
     return out
@@ -291,6 +322,47 @@ def bubble_sweep(ms=(1, 2, 4, 8), work_s: float = 0.05, schedule: str = "1f1b", 
         dist.all_reduce(b)
         out.append(dict(m=m, p=p, measured=b.item() / p, formula=(p - 1) / (m + p - 1)))
     return out
+
+
+def bubble_compute(
+    ms=(1, 2, 4, 8), schedule: str = "1f1b", rows_per_micro: int = 2, seq: int = 32, hidden: int = 64, repeats: int = 3
+) -> list[dict]:
+    "Run on p ranks: the bubble of real transformer-layer stages (one layer each) on the virtual clock, vs (p−1)/(m+p−1)."
+    p, s = dist.get_world_size(), dist.get_rank()
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # thread CPU time sees only this thread: no intra-op helpers
+    stage = Stage(tiny_bert(0, vocab=128, hidden=hidden, layers=p, heads=4).to(_device()), s, p)
+    tied = dist.new_group([0, p - 1])
+    out = []
+    try:
+        for m in (2, *ms):  # the first m = 2 is a warm-up (allocator, first calls), not reported
+            runs = []
+            for _ in range(repeats):
+                ids, labels = (t.to(_device()) for t in mlm_batch(m, m * rows_per_micro, seq, 128))
+                stage.zero_grad(set_to_none=True)
+                dist.barrier()
+                r = pipeline_step(stage, ids, labels, m, schedule, tied_group=tied)[1]
+                span = torch.tensor([r["vend"], r["end"], -r["start"]], dtype=torch.float64)
+                dist.all_reduce(span, op=dist.ReduceOp.MAX)
+                runs.append((1 - r["vbusy"] / span[0].item(), 1 - r["busy"] / (span[1] + span[2]).item(), r["vbusy"]))
+            runs.sort()
+            b = torch.tensor(runs[len(runs) // 2], dtype=torch.float64)  # the median run (by virtual bubble)
+            per_stage = [torch.zeros(3, dtype=torch.float64) for _ in range(p)]
+            dist.all_gather(per_stage, b)
+            out.append(
+                dict(
+                    m=m,
+                    p=p,
+                    formula=(p - 1) / (m + p - 1),
+                    bubble=sum(x[0].item() for x in per_stage) / p,  # mean over stages, virtual clock
+                    wall_bubble=sum(x[1].item() for x in per_stage) / p,  # the wall timeline, cores shared
+                    stage_bubble=[x[0].item() for x in per_stage],
+                    stage_busy_ms=[1e3 * x[2].item() for x in per_stage],
+                )
+            )
+    finally:
+        torch.set_num_threads(before)
+    return out[1:]
 
 
 def activation_peaks(m: int = 8, rows_per_micro: int = 1, seq: int = 32) -> dict:
