@@ -9,11 +9,13 @@ from __future__ import annotations
 import json, pickle
 from pathlib import Path
 import torch
+from torch import nn
 from .core import FewkitError, FewkitDataError, atomic_write, get_logger, read_json_object
 from .model import BertConfig, BertForMaskedLM
 
 # %% auto #0
-__all__ = ['load_config', 'from_hf', 'save_hf', 'check_fits', 'load_pretrained']
+__all__ = ['load_config', 'from_hf', 'save_hf', 'check_fits', 'load_pretrained', 'LibraryMLM', 'model_type', 'from_library',
+           'choose_impl', 'load_masked_lm']
 
 # %% ../nbs/04b_model_io.ipynb #e01c8b57
 _TIED = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
@@ -170,3 +172,96 @@ def load_pretrained(folder, max_len: int | None = None, allow_missing_head: bool
     tok = load_tokenizer(folder)
     check_fits(model.config, tok, max_len)
     return model, tok
+
+# %% ../nbs/04b_model_io.ipynb #a822c564
+_HEADS = {  # model_type -> the module names of its masked-LM head, applied in this order to hidden states
+    "electra": ("generator_predictions", "generator_lm_head")
+}
+_HEAD_NAMES = ("cls", "lm_head", "predictions")  # one module: BERT-like, RoBERTa-like, ALBERT
+
+
+class _Encoder(nn.Module):
+    "The library model's encoder, called as fewkit's `bert(ids, attention_mask, token_type_ids)`: (B, T, C)."
+
+    def __init__(self, base: nn.Module, type_vocab_size: int):
+        super().__init__()
+        self.base = base
+        self.segments = type_vocab_size > 1  # RoBERTa has 1 segment: its segment ids must be left out
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        tt = token_type_ids if self.segments else None
+        return self.base(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=tt).last_hidden_state
+
+
+class LibraryMLM(nn.Module):
+    "A transformers masked LM behind fewkit's interface: `.bert(ids, am, tt)` -> (B, T, C), `.cls(h)` -> (…, V)."
+
+    def __init__(self, hf: nn.Module):
+        super().__init__()
+        cfg = hf.config
+        names = _HEADS.get(cfg.model_type) or next(((n,) for n in _HEAD_NAMES if hasattr(hf, n)), None)
+        if names is None:
+            raise FewkitError(
+                f"model_type {cfg.model_type!r}: fewkit does not know its masked-LM head "
+                f"(modules {[n for n, _ in hf.named_children()]}); known: {list(_HEAD_NAMES)} or {list(_HEADS)}"
+            )
+        self.config = cfg
+        self.bert = _Encoder(hf.base_model, getattr(cfg, "type_vocab_size", 1) or 1)
+        self.cls = nn.Sequential(*[getattr(hf, n) for n in names])  # the tied decoder weight stays tied
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):  # -> (B, T, V) logits
+        return self.cls(self.bert(input_ids, attention_mask, token_type_ids))
+
+
+def model_type(folder) -> str:
+    "The `model_type` of a Hugging Face folder's config.json ('bert' when the key is absent)."
+    p = Path(folder) / "config.json"
+    if not p.is_file():
+        raise FewkitError(f"{folder}: not a Hugging Face model folder (no config.json)")
+    mt = read_json_object(p, "a JSON object of model settings (Hugging Face config.json)").get("model_type", "bert")
+    if not isinstance(mt, str):
+        raise FewkitDataError(p, None, "a string in 'model_type'", mt)
+    return mt
+
+
+def from_library(folder, allow_missing_head: bool = False) -> LibraryMLM:
+    "A masked LM of any architecture `transformers` knows, from a local folder; runs no code from the folder."
+    from transformers import AutoModelForMaskedLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a loading bar per folder would bury fewkit's own progress lines
+    folder = Path(folder)
+    model_type(folder)  # a folder without config.json is named before transformers is asked
+    try:
+        hf, info = AutoModelForMaskedLM.from_pretrained(
+            str(folder), output_loading_info=True, trust_remote_code=False, local_files_only=True
+        )
+    except Exception as e:  # transformers' message, with the folder it could not use
+        why = str(e).strip().split("\n")[0][:300]
+        raise FewkitError(
+            f"{folder}: transformers.AutoModelForMaskedLM could not load it ({type(e).__name__}: {why})"
+        ) from None
+    missing = [k for k in info["missing_keys"] if not (allow_missing_head and not k.startswith(hf.base_model_prefix))]
+    if missing:
+        raise FewkitError(
+            f"{folder}: checkpoint lacks {len(missing)} weights, e.g. {sorted(missing)[:3]} "
+            "(transformers would initialise them at random)"
+        )
+    return LibraryMLM(hf.float())
+
+
+def choose_impl(folder, impl: str = "auto") -> str:
+    "The implementation a folder loads with: 'fewkit' (model_type bert, or forced) or 'transformers'."
+    if impl not in ("auto", "fewkit", "transformers"):
+        raise FewkitError(f"impl {impl!r}: expected 'auto', 'fewkit' or 'transformers'")
+    if impl == "auto":
+        return "fewkit" if model_type(folder) == "bert" else "transformers"
+    return impl
+
+
+def load_masked_lm(folder, impl: str = "auto", allow_missing_head: bool = False):
+    "(model, impl used) of a folder: fewkit's BERT for `bert` folders or impl='fewkit', transformers otherwise."
+    impl = choose_impl(folder, impl)
+    if impl == "fewkit":
+        return from_hf(folder, allow_missing_head), impl
+    return from_library(folder, allow_missing_head), impl

@@ -54,7 +54,10 @@ def test_every_task_encodes_with_its_masks(tok):
                 assert [f["ids"][i] for i in f["mpos"]] == [tok.mask_token_id] * (4 if t == "chid" else 2)
                 assert 0 <= f["y"] < len(info.labels)
         feats = fc.encode_cls(tok, exs, info.labels, 40)
-        assert all(len(s) <= 40 for f in feats for s in (f["ids"] if t == "chid" else [f["ids"]]))
+        assert all(len(f["ids"]) <= 40 and f["ids"][0] == tok.cls_token_id for f in feats)
+        if t == "chid":  # one sequence with the blank masked, and the 7 candidates' ids (not 7 sequences)
+            assert all([f["ids"][i] for i in f["mpos"]] == [tok.mask_token_id] * 4 for f in feats)
+            assert all(len(f["cand"]) == 7 and all(len(c) == 4 for c in f["cand"]) for f in feats)
 
 
 def test_scoring_shapes_and_values(tok, backbone):
@@ -212,7 +215,7 @@ def test_finetune_is_seeded_before_its_head(tok, backbone):
 def test_backbone_loader(backbone, tmp_path):
     load, t, name = load_backbone(backbone)
     assert load() is not load() and name == backbone.name
-    with pytest.raises(FewkitError, match="no BERT checkpoint"):
+    with pytest.raises(FewkitError, match="no masked-LM checkpoint"):
         load_backbone(tmp_path)
     assert backbone_or_random(tmp_path)[2].startswith("RANDOM")
 

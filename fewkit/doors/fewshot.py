@@ -19,6 +19,7 @@ from matplotlib.ticker import MaxNLocator
 from ..core import FewkitError, atomic_write, get_logger, read_config_file, shipped_backbone, write_json
 from ..data import FEWCLUE_TASKS, load_fewclue, review_task, task_info
 from ..measure import env_info, figure, save_figure
+from ..model_io import choose_impl, model_type
 from fewkit.fewshot.pet import (
     FewShotSettings,
     PromptModel,
@@ -53,6 +54,7 @@ RUN_DEFAULTS = dict(
     method="fuzzy-pet",
     self_train=False,
     model=None,
+    impl="auto",
     data=None,
     out="runs/fewclue",
     splits=None,
@@ -66,6 +68,7 @@ FLAG_TO_SETTING = dict(  # `fewkit fewclue` flag -> FewShotSettings field
     batch_size="batch_size",
     seed="seed",
     select="n_evals",
+    bucket="bucket",
 )
 CLI_FEWSHOT = FewShotSettings(n_evals=2)  # the command's defaults: the library's, with 2 dev evaluations (best kept)
 
@@ -81,7 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     a("--task", help=f"all (default), or comma-separated of {', '.join(FEWCLUE_TASKS)}")
     a("--method", help="finetune | pet | fuzzy-pet (default; comma-separated for several)")
     a("--self-train", action="store_true", default=None, help="add iPET-style self-training (2 generations)")
-    a("--model", help="local Hugging Face BERT folder (default: the backbone shipped with fewkit)")
+    a("--model", help="local Hugging Face masked-LM folder (default: the backbone shipped with fewkit)")
+    a(
+        "--impl",
+        choices=["auto", "fewkit", "transformers"],
+        help="auto (default): fewkit's BERT for model_type bert, transformers.AutoModelForMaskedLM otherwise",
+    )
     a("--data", help="FewCLUE datasets/ folder (default: shared/fewclue, else data_samples)")
     a("--out", help="output folder (default runs/fewclue)")
     a("--splits", help="comma-separated splits (default: all 5, each must exist)")
@@ -171,16 +179,23 @@ def run_fewclue(conf: dict, argv: list[str]) -> int:
     splits = [int(k) for k in str(run["splits"]).split(",")] if run["splits"] not in (None, "") else None
     cfg = FewShotSettings.from_dict(conf["fewshot"])
     st = SelfTrainSettings.from_dict(conf["self_training"]) if conf["self_training"] else None
-    load, tok, name = load_backbone(run["model"])
+    load, tok, name = load_backbone(run["model"], run["impl"])
     folder = Path(run["model"]) if run["model"] else shipped_backbone()
-    weights = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.safetensors"))}
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin"))  # weights, sharded or not
+    weights = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
     out = Path(run["out"])
     out.mkdir(parents=True, exist_ok=True)
     # what made these results, written before the first step: `--config out/run.json` runs them again
     record = dict(
         conf,
         argv=argv,
-        backbone=dict(name=name, path=str(folder.resolve()), sha256=weights),
+        backbone=dict(
+            name=name,
+            path=str(folder.resolve()),
+            sha256=weights,
+            model_type=model_type(folder),
+            impl=choose_impl(folder, run["impl"]),
+        ),
         env=env_info(),
         tasks={t: task_settings(t, cfg).to_dict() for t in tasks},
         prompts={t: prompt_record(task_info(t, run["data"]), tok) for t in tasks},  # substitutions included
@@ -197,6 +212,7 @@ def run_fewclue(conf: dict, argv: list[str]) -> int:
         r["settings"] = record["tasks"][t]  # per split k the seed is settings.seed + k
         r["backbone"] = record["backbone"]
         r["prompts"] = record["prompts"][t]
+        r["fewkit"] = dict(version=record["env"]["fewkit"], commit=record["env"]["fewkit_commit"])
         log.info(f"{t} {r['method']}: dev {r['dev_mean']:.3f} ± {r['dev_std']:.3f} ({r['seconds']:.0f} s)")
         results.append(r)
     files = save_results(results, out, run["data"], name)

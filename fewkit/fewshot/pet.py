@@ -15,20 +15,20 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from ..core import FewkitError, Settings, shipped_backbone
+from ..core import FewkitError, Settings, get_logger, shipped_backbone
 from ..masking import BatchStream, mask_tokens, pad
 from ..model import BertConfig, BertForMaskedLM
-from ..model_io import from_hf
+from ..model_io import from_hf, load_masked_lm, model_type
 from ..tokenizer import default_tokenizer, load_tokenizer, normalise
 from ..train import TrainSettings, fit
 
 # %% auto #0
 __all__ = ['MASK', 'PATTERNS', 'WORDS', 'STEP_CAP', 'example_fields', 'text_ids', 'encode_pattern', 'char_id', 'word_ids',
-           'name_words', 'auto_words', 'verbalizer', 'encode_prompt', 'collate', 'hidden_states', 'mask_logits',
-           'word_scores', 'pet_scores', 'pet_loss', 'PromptModel', 'FewShotSettings', 'FewShotCollate', 'mlm_aux_loss',
-           'predict', 'accuracy', 'fewshot_steps', 'train_settings', 'train_fewshot', 'label_words', 'prompt_feats',
-           'LabelScoring', 'train_pet', 'predict_pet', 'ensemble', 'load_backbone', 'backbone_or_random',
-           'task_settings']
+           'name_words', 'auto_words', 'verbalizer', 'encode_prompt', 'collate', 'hidden_states', 'input_embeddings',
+           'mask_logits', 'word_scores', 'pet_scores', 'pet_loss', 'PromptModel', 'FewShotSettings', 'FewShotCollate',
+           'mlm_aux_loss', 'predict', 'accuracy', 'fewshot_steps', 'train_settings', 'train_fewshot', 'label_words',
+           'prompt_feats', 'LabelScoring', 'train_pet', 'predict_pet', 'ensemble', 'load_backbone',
+           'backbone_or_random', 'task_settings']
 
 # %% ../../nbs/50_pet.ipynb #b17b78e9
 MASK = "[MASK]"
@@ -190,10 +190,16 @@ def encode_prompt(tok, examples, labels: list[str], template: str, n_mask: int, 
     return feats
 
 
+def _ones(ids: list) -> list:
+    "1 for every real token of a (nested) id list."
+    return [_ones(x) for x in ids] if ids and isinstance(ids[0], list) else [1] * len(ids)
+
+
 def collate(feats: list[dict], device=None) -> dict:
     "Pad a list of features into tensors on `device`: ids, am (attention mask), tt, mpos, y, cand."
     b = dict(ids=pad([f["ids"] for f in feats]), y=torch.tensor([f["y"] for f in feats]))  # (B, T) or (B, K, T)
-    b["am"] = (b["ids"] != 0).long()  # [PAD] is id 0 in fewkit and in HF BERT vocabularies
+    # the attention mask from the lengths, not from id 0: a RoBERTa BPE vocabulary gives id 0 to <s>
+    b["am"] = pad([_ones(f["ids"]) for f in feats])
     b["tt"] = pad([f["tt"] for f in feats]) if "tt" in feats[0] else torch.zeros_like(b["ids"])
     if "mpos" in feats[0]:
         b["mpos"] = torch.tensor([f["mpos"] for f in feats])
@@ -203,9 +209,15 @@ def collate(feats: list[dict], device=None) -> dict:
 
 # %% ../../nbs/50_pet.ipynb #12ff1130
 def hidden_states(mlm, ids, am=None, tt=None):
-    "Last hidden states (B, T, C) of a fewkit or transformers BertForMaskedLM."
+    "Last hidden states (B, T, C) of fewkit's BertForMaskedLM or a `LibraryMLM` (any transformers masked LM)."
     h = mlm.bert(ids, attention_mask=am, token_type_ids=tt)
     return h if torch.is_tensor(h) else h[0]
+
+
+def input_embeddings(mlm) -> nn.Embedding:
+    "The token embedding table (V, C) of fewkit's BertForMaskedLM or a `LibraryMLM`."
+    enc = mlm.bert
+    return enc.embeddings.word_embeddings if hasattr(enc, "embeddings") else enc.base.get_input_embeddings()
 
 
 def mask_logits(mlm, b: dict) -> torch.Tensor:
@@ -274,6 +286,7 @@ class FewShotSettings(Settings):
     save_every: int = 0  # checkpoints every k steps into `out` (a long run on a large backbone can resume)
     out: str = ""  # "" = an in-memory run: fit writes no files
     progress: bool = False  # a tqdm bar over the training steps
+    bucket: int = 0  # > 0: training batches of similar length, from windows of `bucket` batches (less padding)
 
 # %% ../../nbs/50_pet.ipynb #88a98936
 class FewShotCollate:
@@ -363,7 +376,9 @@ def train_fewshot(
     "Train a PromptModel or ClsModel on features through `fewkit.train.fit`: (model, history)."
     s = train_settings(cfg, len(feats), select=bool(dev) and cfg.n_evals > 0)
     w = cfg.mlm_weight if cfg.mlm_weight > 0 and unlabeled else 0.0
-    batches = BatchStream(feats, s.batch_size, FewShotCollate(unlabeled if w else None, tok), seed=cfg.seed)
+    lengths = [len(f["ids"]) for f in feats]  # tokens per example: a batch is padded to its longest
+    collate = FewShotCollate(unlabeled if w else None, tok)
+    batches = BatchStream(feats, s.batch_size, collate, seed=cfg.seed, lengths=lengths, bucket=cfg.bucket)
 
     def loss_fn(m, b):  # fit divides the sum by the batch size: PET's (1 - w) * mean task loss
         return m.loss(b) * len(b["y"]) * (1 - w)
@@ -456,14 +471,18 @@ def ensemble(probs: list[torch.Tensor]) -> torch.Tensor:
 STEP_CAP = {"csldcp": 150, "iflytek": 150, "tnews": 100}
 
 
-def load_backbone(folder=None):
-    "(load_mlm, tok, name): fresh copies of a local HF BERT folder's MLM (default: fewkit's tiny backbone)."
+def load_backbone(folder=None, impl: str = "auto"):
+    "(load_mlm, tok, name): fresh copies of a local HF masked LM's folder (default: fewkit's tiny backbone)."
     folder = Path(folder) if folder else shipped_backbone()  # the pretrained tiny backbone that ships with fewkit
     if not (folder / "config.json").exists():
         raise FewkitError(
-            f"{folder}: no BERT checkpoint (config.json); pass --model DIR or build the tiny backbone first"
+            f"{folder}: no masked-LM checkpoint (config.json); pass --model DIR or build the tiny backbone first"
         )
-    base = from_hf(folder).eval()
+    # impl 'auto': fewkit's BERT for model_type 'bert', transformers.AutoModelForMaskedLM for the others
+    base, used = load_masked_lm(folder, impl)
+    base.eval()
+    how = "fewkit's own BERT" if used == "fewkit" else "transformers.AutoModelForMaskedLM (the library path)"
+    get_logger("fewkit.fewshot").info(f"{folder.name}: model_type {model_type(folder)!r}, loaded by {how}")
     return (lambda: copy.deepcopy(base)), load_tokenizer(folder), folder.name
 
 
