@@ -10,7 +10,7 @@ import importlib
 import sys
 
 # %% auto #0
-__all__ = ['COMMANDS', 'usage', 'main']
+__all__ = ['COMMANDS', 'FLAG_ROUTES', 'usage', 'main']
 
 # %% ../nbs/90_cli.ipynb #8fe686d2
 COMMANDS = {  # name: (module:function, one-line help)
@@ -19,7 +19,7 @@ COMMANDS = {  # name: (module:function, one-line help)
     "bench": ("fewkit.bench:cli_main", "run benchmarks: fewkit bench NAME|GROUP|all|list [--out DIR] [--quick]"),
     "pretrain": (
         "fewkit.doors.pretrain:cli_main",
-        "MLM-pretrain a Chinese BERT: fewkit pretrain --preset tiny [--out DIR]",
+        "MLM-pretrain a Chinese BERT: fewkit pretrain --preset tiny [--out DIR]; --knowledge: chapter 3.4",
     ),
     "fewclue": (
         "fewkit.doors.fewshot:cli_main",
@@ -30,6 +30,9 @@ COMMANDS = {  # name: (module:function, one-line help)
         "run a script on N processes: fewkit launch -n N [--deepspeed] script.py ...",
     ),
     "kg": ("fewkit.doors.knowledge:cli_main", "knowledge graph tools: fewkit kg align --kg FILE --text FILE"),
+}
+FLAG_ROUTES = {  # (command, flag): module:function that runs the command when the flag is given
+    ("pretrain", "--knowledge"): "fewkit.doors.knowledge:pretrain_main"
 }
 
 
@@ -62,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in cmds:
         print(f"fewkit: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    mod, fn = cmds[argv[0]][0].split(":")
+    target = cmds[argv[0]][0]
+    for (name, flag), alt in FLAG_ROUTES.items():  # e.g. `fewkit pretrain --knowledge` goes to another door
+        if argv[0] == name and flag in argv[1:]:
+            target = alt
+    mod, fn = target.split(":")
     rc = getattr(importlib.import_module(mod), fn)(argv[1:])
     return int(rc or 0)
 

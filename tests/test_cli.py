@@ -25,6 +25,14 @@ def test_every_subcommand_has_help(cmd):
     assert "usage" in r.stdout.lower()
 
 
+def test_pretrain_knowledge_flag_routes_to_the_knowledge_door():
+    k = run("pretrain", "--knowledge", "--help", timeout=180)
+    assert k.returncode == 0, k.stderr
+    assert "fewkit pretrain --knowledge" in k.stdout and "--arm" in k.stdout
+    plain = run("pretrain", "--help", timeout=180)  # without the flag: the plain MLM door, unchanged
+    assert plain.returncode == 0 and "--arm" not in plain.stdout
+
+
 def test_unknown_command_fails():
     r = run("frobnicate")
     assert r.returncode == 2 and "unknown command" in r.stderr

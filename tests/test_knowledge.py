@@ -189,6 +189,30 @@ def test_bench_quick(tmp_path):
     assert set(r["summary"]) == set(r["probe"]["arms"])
     assert [d["direction"] for d in r["alignment_tuned"]["directions"]] == ["A->B", "B->A"]
     assert (tmp_path / "knowledge.png").exists()
+    fs = r["few_shot"]  # fewkit fewclue on the saved backbones (smoke size: split 0, 2 steps)
+    assert set(fs["arms"]) == {"mlm_only", "knowledge_gcn"}
+    assert 0 <= fs["arms"]["knowledge_gcn"]["eprstmt"]["dev_mean"] <= 1
+    assert "knowledge_gcn - mlm_only, eprstmt" in fs["differences"]
+    steps = {a: v["steps"] for a, v in r["probe"]["arms"].items()}
+    assert steps["knowledge_gcn"] == 3 and steps["mlm_only"] > 3 * steps["knowledge_gcn"]  # equal FLOPs
+
+
+def test_fewkit_pretrain_knowledge_writes_hf_folder_and_logs(tmp_path):
+    from transformers import BertForMaskedLM as HF
+    from fewkit.cli import main
+
+    kg = data_samples() / "kg"
+    argv = ["pretrain", "--knowledge", "--triples", str(kg / "toy_triples.tsv"), "--dialogues", str(kg / "toy_dev.json")]
+    argv += ["--steps", "3", "--batch-size", "4", "--people-daily", "0", "--denoise", "none", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    rows = [json.loads(l) for l in open(tmp_path / "losses.jsonl")]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for r in rows:  # every loss part and the gate of the fused layer, per step
+        assert {"mlm", "mention", "joint_mask", "margin", "gain", "kg_gain"} <= set(r)
+        assert any(k.startswith("gate_L") and 0 < r[k] < 1 for k in r)
+    run = json.loads((tmp_path / "knowledge_run.json").read_text())
+    assert run["arm"] == "gcn" and run["corpus"]["pairs"] > 0
+    HF.from_pretrained(tmp_path)  # what fewkit fewclue --model loads
 
 
 # ---- knowledge pretraining through fewkit.train.fit ---------------------------------------------------

@@ -12,17 +12,28 @@ import time
 from pathlib import Path
 import torch
 import torch.nn.functional as F
+from ..core import shipped_backbone
 from ..model import BertForMaskedLM
-from ..masking import mask_tokens
+from ..model_io import save_hf
+from ..measure import flop_count, time_ratio
+from ..masking import mask_tokens, mlm_count, mlm_loss_sum
 from ..train import TrainSettings
 from .kg import load_triples
 from .distant_supervision import load_kdconv
-from .gcn_pretrain import data_graph, pretrain_gcn
+from fewkit.knowledge.gcn_pretrain import (
+    GatedKnowledgeModel,
+    GraphCollate,
+    data_graph,
+    gcn_losses,
+    gcn_mlm_loss_sum,
+    pretrain_gcn,
+)
 from fewkit.knowledge.tasks import (
     KnowledgeSettings,
     encode,
     fresh_backbone,
     knowledge_data,
+    knowledge_losses,
     knowledge_tensors,
     linearize,
     load_backbone,
@@ -31,7 +42,8 @@ from fewkit.knowledge.tasks import (
 )
 
 # %% auto #0
-__all__ = ['PROBE_RELATIONS', 'ARMS', 'probe_items', 'probe', 'mlm_accuracy', 'probe_report']
+__all__ = ['PROBE_RELATIONS', 'ARMS', 'ARM_STEP', 'probe_items', 'probe', 'mlm_accuracy', 'arm_loss', 'step_flops', 'step_time',
+           'probe_report']
 
 # %% ../../nbs/34_knowledge_probe.ipynb #a9e627d0
 PROBE_RELATIONS = ("门票", "建议游玩时间", "开放时间")
@@ -110,57 +122,128 @@ def mlm_accuracy(model, tok, texts: list[str], prob: float = 0.15, max_len: int 
 
 # %% ../../nbs/34_knowledge_probe.ipynb #be771263
 ARMS = ("backbone", "mlm_only", "knowledge", "knowledge_gcn")
+ARM_STEP = dict(mlm_only="mlm", knowledge="tasks", knowledge_gcn="gcn")  # arm -> what one of its steps computes
+
+
+def arm_loss(model: GatedKnowledgeModel, mb: dict, s: KnowledgeSettings, kind: str) -> torch.Tensor:
+    "What `fit` sums for one micro-batch of an arm: kind 'mlm' | 'tasks' (+ the three tasks) | 'gcn' (+ graph and gain)."
+    if kind == "gcn":
+        return gcn_mlm_loss_sum(model, mb) / mlm_count(mb) + sum(gcn_losses(model, mb, s).values())
+    loss = mlm_loss_sum(model, mb) / mlm_count(mb)
+    if kind == "tasks":
+        loss = loss + sum(knowledge_losses(model, mb, s).values())
+    return loss
+
+
+def step_flops(base, tok, tensors: dict, graph: dict, s: KnowledgeSettings, n: int = 4) -> dict:
+    """Mean FLOPs of one training step (forward + backward, FlopCounterMode: matmuls and attention; the GCN's
+    scatter-adds are not counted) of each kind on the same `n` batches: {mlm, tasks, gcn}."""
+    m = GatedKnowledgeModel(copy.deepcopy(base))  # one model: the same weights for every kind
+    collate = GraphCollate(tensors, graph, tok, s)
+    B = s.train.batch_size
+    batches = [collate(list(torch.arange(k * B, (k + 1) * B)), torch.Generator().manual_seed(k)) for k in range(n)]
+    return {
+        kind: sum(flop_count(lambda: arm_loss(m, mb, s, kind))["total"] for mb in batches) / n
+        for kind in ("mlm", "tasks", "gcn")
+    }
+
+
+def step_time(base, tok, tensors: dict, graph: dict, s: KnowledgeSettings, rounds: int = 7) -> dict:
+    "Thread time of one training step (forward + backward) of 'tasks' and 'gcn' over 'mlm', interleaved: {kind: time_ratio}."
+    m = GatedKnowledgeModel(copy.deepcopy(base))
+    mb = GraphCollate(tensors, graph, tok, s)(list(torch.arange(s.train.batch_size)), torch.Generator().manual_seed(0))
+
+    def step(kind):
+        def run():
+            m.zero_grad()
+            arm_loss(m, mb, s, kind).backward()
+
+        return run
+
+    return {kind: time_ratio(step("mlm"), step(kind), rounds=rounds, min_block=0.05) for kind in ("tasks", "gcn")}
 
 
 def probe_report(
-    kg_dir: Path, steps: int = 150, max_items: int | None = None, seed: int = 0, progress: bool = True, arms=ARMS
+    kg_dir: Path,
+    steps: int = 150,
+    max_items: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    arms=ARMS,
+    backbone: str | Path | None = None,
+    equal_compute: bool = True,
+    denoise: str = "none",
+    save: Path | None = None,
+    timing: bool = False,
 ) -> dict:
-    """Same backbone, same steps: MLM only vs MLM + knowledge tasks vs + gated GCN; attribute probe (seen, held-out)
-    and held-out MLM. The GCN arm is probed like the others, through its BERT alone (no graph at test time)."""
+    """MLM only vs MLM + knowledge tasks vs + gated GCN from one backbone (default: the shipped one; 'random': a
+    fresh tiny BERT), probed on seen and held-out facts, with MLM accuracy on held-out text. `equal_compute`: the
+    GCN arm trains `steps` steps and every other arm as many as the same FLOPs buy (else all `steps`). The GCN arm
+    is probed like the others, through its BERT alone (no graph at test time). `save`: each trained BERT as a
+    Hugging Face folder save/ARM (for `fewkit fewclue --model`); `timing`: also the measured time per step over MLM."""
     triples = load_triples(kg_dir / "kdconv_travel_triples.tsv")
     dialogues, _ = load_kdconv(kg_dir / "kdconv_travel" / "dev.json")
-    data = knowledge_data(triples, dialogues, seed=seed, people_daily=2000)
+    data = knowledge_data(triples, dialogues, seed=seed, people_daily=2000, denoise=denoise)
     seen_facts = {t for _, t in data["pairs"] if t[1] in PROBE_RELATIONS}
     held = probe_items(triples, data["held"], seed=seed)[:max_items]
     seen = probe_items(triples, {t[0] for t in seen_facts}, seed=seed)
     seen = [it for it in seen if it[:3] in seen_facts][:max_items]
-    bb = load_backbone()
-    if bb is None:
+    if backbone == "random":
         texts = data["sentences"] + [linearize(t) for t in triples if t[1] != "Information"] + ["的是"]
         bb = fresh_backbone(texts, seed=seed)
+    else:
+        bb = load_backbone(backbone or shipped_backbone())
     base, tok, source = bb
     s = KnowledgeSettings(train=TrainSettings(steps=steps, batch_size=16, lr=5e-4, out="", seed=seed))
-    tensors = knowledge_tensors(data, tok, s.max_len)  # once, for both trained arms
+    tensors = knowledge_tensors(data, tok, s.max_len)  # once, for every trained arm
+    graph = data_graph(data, tok, s)  # mentions and subgraphs, once
+    flops = step_flops(base, tok, tensors, graph, s)
+    budget = steps * flops["gcn"]  # the GCN arm's compute: the most expensive step
+    n_steps = {a: round(budget / flops[k]) if equal_compute else steps for a, k in ARM_STEP.items()}
     held_text = data["held_sentences"][: max_items or None]
     out = dict(
         backbone=source,
         steps=steps,
+        equal_compute=equal_compute,
+        flops_per_step=flops,
+        denoise=denoise,
         n_sentences=len(data["sentences"]),
+        n_aligned=data["n_aligned"],
         n_pairs=len(data["pairs"]),
         n_mentions=len(data["mentions"]),
         held_out_subjects=len(data["held"]),
         arms={},
     )
-    graph = data_graph(data, tok, s) if "knowledge_gcn" in arms else None  # mentions and subgraphs, once
+    if timing:
+        out["time_per_step"] = step_time(base, tok, tensors, graph, s)
     for name in arms:
         m = copy.deepcopy(base)
         t0 = time.time()
         last = None
         gate = None
+        curve = None
+        s_arm = s.replace(train=s.train.replace(steps=n_steps.get(name, 0)))
         if name in ("mlm_only", "knowledge"):
-            res = pretrain_knowledge(m, tok, tensors, s.mlm_only() if name == "mlm_only" else s, progress)
+            res = pretrain_knowledge(m, tok, tensors, s_arm.mlm_only() if name == "mlm_only" else s_arm, progress)
         elif name == "knowledge_gcn":
-            res, gates = pretrain_gcn(m, tok, tensors, graph, s, progress)  # trains `m` in place, like the others
-            gate = round(sum(next(v for k, v in g.items() if k.startswith("gate_")) for g in gates[-20:]) / 20, 4)
+            res, gates = pretrain_gcn(m, tok, tensors, graph, s_arm, progress)  # trains `m` in place, like the others
+            key = next(k for k in gates[-1] if k.startswith("gate_"))
+            gate = round(sum(g[key] for g in gates[-20:]) / len(gates[-20:]), 4)
+            curve = [dict(step=g["step"], gate=round(g[key], 4), gain=round(g["gain"], 4)) for g in gates[::10]]
         if name != "backbone":
-            tab = loss_table(res.history)[-20:]
-            last = {k: round(sum(r[k] for r in tab) / len(tab), 4) for k in tab[-1]}
+            tab = loss_table(res.history)
+            last = {k: round(sum(r[k] for r in tab[-20:]) / len(tab[-20:]), 4) for k in tab[-1]}
+            curve = dict(losses=tab[:: max(1, len(tab) // 30)], gates=curve)
+            if save is not None:
+                save_hf(m, Path(save) / name, tok)
         out["arms"][name] = dict(
+            steps=s_arm.train.steps,
             held_out=probe(m, tok, held),
             seen=probe(m, tok, seen),
             mlm_held_out=mlm_accuracy(m, tok, held_text, seed=seed),
             last_losses=last,
             gate=gate,
+            curve=curve,
             seconds=round(time.time() - t0, 1),
         )
     return out

@@ -21,7 +21,7 @@ from ..tokenizer import build_vocab, load_tokenizer, make_tokenizer
 from ..masking import BatchStream, mask_tokens, mlm_count, mlm_loss_sum
 from ..train import TrainSettings, fit
 from .kg import ENTITY_RELATIONS
-from .distant_supervision import Trie, aliases, align, build_matcher
+from .distant_supervision import Trie, aliases, align, build_matcher, denoise as denoise_pairs
 
 # %% auto #0
 __all__ = ['linearize', 'encode', 'mention_tensors', 'kg_mentions', 'joint_tensors', 'joint_mask', 'spo_tensors',
@@ -159,9 +159,18 @@ def split_sentences(text: str, min_len: int = 6, max_len: int = 60) -> list[str]
     return [x.strip()[:max_len] for x in _SPLIT.split(text) if x and len(x.strip()) >= min_len]
 
 
-def knowledge_data(triples, dialogues=None, holdout: float = 0.2, seed: int = 0, people_daily: int = 0) -> dict:
+def knowledge_data(
+    triples,
+    dialogues=None,
+    holdout: float = 0.2,
+    seed: int = 0,
+    people_daily: int = 0,
+    denoise: str = "none",
+    threshold: float = 0.5,
+) -> dict:
     """Training data for the knowledge tasks with a held-out fifth of the subjects: no sentence, dialogue or
-    triple about a held-out entity is kept. Sentences: the Information paragraphs (+ dialogues)."""
+    triple about a held-out entity is kept. Sentences: the Information paragraphs (+ dialogues). `denoise`
+    ('dsgan' | 'discriminator', chapter 3.1) keeps only the pairs scored >= `threshold`."""
     subjects = sorted({s for s, _, _ in triples})
     random.Random(seed).shuffle(subjects)
     held = set(subjects[: int(holdout * len(subjects))])
@@ -179,7 +188,10 @@ def knowledge_data(triples, dialogues=None, holdout: float = 0.2, seed: int = 0,
         for t in triples
         if t[0] not in held and t[1] != "Information" and not (t[1] in ENTITY_RELATIONS and t[2] in held)
     ]
-    pairs, _ = align(docs, train_t, context=None)
+    pairs, negs = align(docs, train_t, context=None)
+    n_aligned = len(pairs)
+    if denoise != "none":  # no gold here: the denoiser scores pairs against corrupted copies
+        pairs, _ = denoise_pairs(pairs, negs, denoise, threshold, seed)
     # in an Information doc the subject is its header; other context entities there are mostly noise
     pairs = [
         (p.sentence, (p.subject, p.relation, p.object))
@@ -198,6 +210,7 @@ def knowledge_data(triples, dialogues=None, holdout: float = 0.2, seed: int = 0,
         held=held,
         train_subjects={s for s, _, _ in train_t},
         held_sentences=[x for s, r, o in triples if r == "Information" and s in held for x in split_sentences(o)],
+        n_aligned=n_aligned,  # pairs before denoising (and before the Information-header filter)
     )
 
 # %% ../../nbs/33_knowledge_pretrain.ipynb #6fdcd080
