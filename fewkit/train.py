@@ -212,7 +212,10 @@ def deepspeed_setup(model: nn.Module, s: TrainSettings) -> Setup:
     cfg = deepspeed_config(s, dist.get_world_size())
     opt = None
     if "optimizer" not in cfg:  # fewkit's optimizer: the same update as the other engines
-        opt = build_optimizer(model, s.optim.replace(lr=s.lr, weight_decay=s.weight_decay))
+        # DeepSpeed's ZeRO flattens and partitions what it is given: it gets torch's default AdamW kernel (the one
+        # its engine tests ran with) unless fused=True is asked for
+        fused = bool(s.optim.fused)
+        opt = build_optimizer(model, s.optim.replace(lr=s.lr, weight_decay=s.weight_decay, fused=fused))
     sched = None
     if opt is not None and "scheduler" not in cfg:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: lr_factor(i, s.warmup, s.steps))
@@ -457,7 +460,17 @@ def fit(
         log.info(f"resumed from {last} at step {step}" + (f"; changed settings {changes}" if changes else ""))
     if main and out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        run = dict(settings=s.to_dict(), resumed_from=str(last) if last else None, changed=changes, world=world)
+        # the optimizer as built: optim.fused=None (auto) resolves per device, and a resumed run keeps the kernel
+        # of the checkpoint it continues (load_state_dict restores the saved param groups' flags)
+        kernel = {k: st.optimizer.param_groups[0].get(k) for k in ("fused", "foreach") if st.deepspeed is None}
+        built = dict(type=type(st.optimizer).__name__, **kernel)
+        run = dict(
+            settings=s.to_dict(),
+            optimizer=built,
+            resumed_from=str(last) if last else None,
+            changed=changes,
+            world=world,
+        )
         write_json(out / "train_settings.json", run)
         write_json(out / "log.json", history)
     stage3 = (st.zero is not None and st.zero.cfg.stage == 3) or (

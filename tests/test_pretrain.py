@@ -81,7 +81,8 @@ def test_bad_jsonl_line_is_named(tmp_path):
 def run(tok, tmp_path_factory):
     d = tmp_path_factory.mktemp("pre")
     ps = PretrainSettings(max_texts=2500, seq_len=64, n_eval=64, bias_init=False,  # from ln V: a clear drop in 20 steps
-                          model=dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=2, intermediate_size=128))
+                          model=dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=2, intermediate_size=128),
+                          flop_every=4)  # a GEMM replay every 4 steps: 4 rounds kept (the first warms up)
     ts = TrainSettings(steps=20, batch_size=16, lr=3e-3, warmup=2, eval_every=10, out=str(d / "run"), device="cpu")
     return pretrain(ps, ts, save_to=d / "bb", tok=tok, progress=False), d
 
@@ -94,6 +95,10 @@ def test_twenty_steps_reduce_loss(run):
     evals = [c["eval_acc"] for c in rep["curve"] if "eval_acc" in c]
     assert len(evals) == 2 and 0 <= evals[0] <= 1
     assert rep["flops_per_token"] > 0 and rep["tokens_per_s"] > 0
+    fr = rep["flop_rate"]  # the loop's FLOP/s against its own GEMMs' (a ratio of thread CPU times on 1 thread)
+    assert fr["rounds"] == 4 and 0.05 < fr["fraction"] < 1.5 and fr["fraction_iqr"][0] <= fr["fraction"]
+    assert fr["model_flops_per_s"] > 0 and fr["gemm_flops_per_s"] > 0 and len(fr["load"]) == 2
+    assert fr["clock"] == ("thread_time" if torch.get_num_threads() == 1 else "perf_counter")
 
 
 def test_saved_folder_loads_in_transformers_with_same_logits(run, tok):
@@ -296,3 +301,55 @@ def test_init_continues_pretraining_from_a_checkpoint(tmp_path):
     run = json.loads((tmp_path / "cont" / "run.json").read_text())
     assert run["pretrain"]["init"] == str(shipped_backbone())
     assert (tmp_path / "cont" / "vocab.txt").read_text() == (shipped_backbone() / "vocab.txt").read_text()
+
+
+def test_gemm_count_is_exact_and_the_replay_runs_the_same_gemms(tok):
+    # model FLOPs = the GEMMs of forward + backward at the real shapes, masked-position-only head: the formula,
+    # the recorded GEMMs and torch's FlopCounterMode give one number; the replay runs exactly the recorded GEMMs
+    from fewkit.masking import MLMCollate, mlm_loss_sum
+    from fewkit.measure import flop_count
+    from fewkit.model import BertConfig, BertForMaskedLM
+    from fewkit.pretrain.mlm import GemmReplay, _GemmRecorder, model_gemms, train_gemm_flops
+
+    torch.manual_seed(int(time.time()) % 1000)
+    L, H, A, I, B, T = 2, 48, 3, 96, 3, 20
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=H, num_hidden_layers=L, num_attention_heads=A, intermediate_size=I)
+    m = BertForMaskedLM(cfg)
+    ids = torch.randint(5, len(tok), (B, T))
+    b = MLMCollate(tok, 0.3)([(r, None) for r in ids], torch.Generator().manual_seed(1))
+    M = int((b["labels"] != -100).sum())
+    ops = model_gemms(m, b)
+    assert all(p.grad is None for p in m.parameters())  # recording leaves no gradients behind
+    total = sum(o["flops"] for o in ops)
+    assert total == train_gemm_flops(cfg, B, T, M) == flop_count(lambda: mlm_loss_sum(m, b))["total"]
+    assert len(ops) == 3 * (L * (6 + 2) + 2)  # per layer 6 linears + 2 attention products, the head's 2; x3
+    replay = GemmReplay(ops)
+    with _GemmRecorder() as again:
+        replay()
+    assert [(o["func"], o["args"]) for o in again.ops] == [(o["func"], o["args"]) for o in ops]
+    assert replay.flops == total
+
+
+def test_op_profile_books_the_step_by_class(tok):
+    from fewkit.masking import BatchStream, mlm_count, mlm_loss_sum
+    from fewkit.pretrain.mlm import build_data, build_model, op_profile
+
+    ps = PretrainSettings(max_texts=600, seq_len=32, n_eval=16, model=dict(num_hidden_layers=1, hidden_size=32,
+                                                                              intermediate_size=64))
+    rows, _, collate = build_data(ps, tok)
+    m = build_model(ps, tok)
+    ts = TrainSettings(batch_size=4, warmup=1, device="cpu")
+    p = op_profile(m, BatchStream(rows, 4, collate, seed=0), mlm_loss_sum, ts, mlm_count, steps=3)
+    ms = p["ms_per_step"]
+    assert {"GEMM", "optimizer", "data (batch, masking)", "layernorm", "GELU", "clip"} <= set(ms)
+    assert all(v >= 0 for v in ms.values()) and sum(ms.values()) <= p["profiled_ms_per_step"] * 1.05
+
+
+def test_cli_reports_the_flop_fraction(tmp_path, capsys):
+    args = ["--max-texts", "400", "--seq-len", "32", "--steps", "8", "--batch-size", "4", "--warmup", "1",
+            "--eval-every", "0", "--save-every", "0", "--flop-every", "2", "--out", str(tmp_path / "o")]
+    assert cli_main(args) == 0
+    out = capsys.readouterr().out
+    assert "its GEMMs reach at the model's shapes" in out and "load" in out
+    rep = json.loads((tmp_path / "o" / "pretrain_report.json").read_text())
+    assert rep["flop_rate"]["rounds"] == 3 and rep["pretrain"]["flop_every"] == 2

@@ -140,3 +140,17 @@ def test_extra_loss_parts_are_logged_and_change_the_gradient(tmp_path):
     assert not torch.equal(a.model.cls.predictions.bias, b.model.cls.predictions.bias) or not all(
         torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters())
     )
+
+
+def test_fused_adamw_is_the_default_records_itself_and_trains_as_the_unfused(tmp_path):
+    # OptimSettings.fused=None (the default): torch's fused AdamW wherever the device has it (CPU in torch 2.13);
+    # fit writes the kernel it built into train_settings.json; the losses equal the per-tensor kernel's to rounding
+    import json
+    from fewkit.efficiency.lamb import fused_supported
+
+    auto = _losses(run(tmp_path / "auto", steps=8))
+    built = json.loads((tmp_path / "auto" / "r" / "train_settings.json").read_text())["optimizer"]
+    assert built["type"] == "AdamW" and built["fused"] is fused_supported([torch.zeros(1)])
+    plain = _losses(run(tmp_path / "plain", steps=8, optim=dict(fused=False)))
+    assert not json.loads((tmp_path / "plain" / "r" / "train_settings.json").read_text())["optimizer"]["fused"]
+    assert max(abs(a - b) for a, b in zip(auto, plain)) < 1e-5, (auto, plain)

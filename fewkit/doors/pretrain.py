@@ -20,7 +20,16 @@ from ..measure import env_info, figure, save_figure
 from .launch import run_launch
 from ..parallel.distributed import close_distributed, init_distributed, launch_command
 from ..parallel.engine import deepspeed_config, plan
-from ..pretrain.mlm import PretrainSettings, build_data, build_model, flops_per_token, model_config, pretrain
+from ..masking import BatchStream, mlm_count, mlm_loss_sum
+from fewkit.pretrain.mlm import (
+    PretrainSettings,
+    build_data,
+    build_model,
+    flops_per_token,
+    model_config,
+    op_profile,
+    pretrain,
+)
 from ..pretrain.nli import EVAL_TASKS, TRANSFER_TASKS, compare, continue_pretrain, entailment_corpus, plot_compare
 from ..tokenizer import default_tokenizer
 from ..train import TrainSettings
@@ -104,6 +113,11 @@ def _parser() -> argparse.ArgumentParser:
         help="training masking rate (default: per preset; accuracy is always reported at 15%%)",
     )
     a("--eval-every", type=int, default=100)
+    a(
+        "--flop-every",
+        type=int,
+        help="one process: time a replay of the model's GEMMs every N steps, for the FLOP fraction (default 20; 0: off)",
+    )
     a("--save-every", type=int, default=100)
     a(
         "--resume",
@@ -134,6 +148,7 @@ _FLAGS = {  # flag -> where its value goes in {"pretrain": {...}, "train": {...}
     "max_texts": ("pretrain", "max_texts"),
     "mask_prob": ("pretrain", "mask_prob"),
     "init": ("pretrain", "init"),
+    "flop_every": ("pretrain", "flop_every"),
     "steps": ("train", "steps"),
     "batch_size": ("train", "batch_size"),
     "lr": ("train", "lr"),
@@ -250,9 +265,16 @@ def _report(rep: dict, out: Path):
     print(f"saved {out}")
     print(
         f"held-out MLM accuracy {ev['acc']:.3f} (loss {ev['loss']:.3f}, {ev['n']} tokens); "
-        f"{rep['tokens_per_s']:,.0f} tokens/s; {rep['flops_per_token'] / 1e6:.1f} MFLOP/token, "
-        f"~{rep['flop_utilisation']:.0%} of a {rep['matmul_peak_flops'] / 1e9:.0f} GFLOP/s matmul ({rep['device']})"
+        f"{rep['tokens_per_s']:,.0f} tokens/s; {rep['flops_per_token'] / 1e6:.1f} MFLOP/token ({rep['device']})"
     )
+    fr = rep.get("flop_rate")
+    if fr:  # one process: the loop's FLOP/s against what its own GEMMs reach, timed interleaved
+        print(
+            f"model {fr['model_flops_per_s'] / 1e9:.1f} GFLOP/s = {fr['fraction']:.1%} "
+            f"(quartiles {fr['fraction_iqr'][0]:.1%}-{fr['fraction_iqr'][1]:.1%}, {fr['rounds']} rounds) of the "
+            f"{fr['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s its GEMMs reach at the model's shapes; "
+            f"{fr['clock']}, {fr['threads']} thread(s), load {fr['load'][0]:.1f}-{fr['load'][-1]:.1f} on {fr['cores']} cores"
+        )
     for p, f in rep["fills"].items():
         print(f"  {p}: " + " ".join(f"{t}({x:.2f})" for t, x in f))
 
@@ -353,9 +375,15 @@ def bench(out: Path, quick: bool = False) -> dict:
     ps, ts, _ = settings_from_args(_parser().parse_args(flags))
     rep = pretrain(ps, ts, save_to=Path(out) / "pretrain-backbone")
     rep.pop("_model")
-    rep.pop("_tok")
+    tok = rep.pop("_tok")
     plot_curve(rep, Path(out) / "pretrain_curve.png")
-    return dict(env=env_info(), **rep)
+    # where a step's time goes, by op class (thread CPU time, 1 thread), on a fresh model of the same preset
+    rows, _, collate = build_data(ps.replace(max_texts=3000), tok, ts.seed)
+    torch.manual_seed(ts.seed)
+    stream = BatchStream(rows, ts.batch_size, collate, seed=ts.seed)
+    profile = op_profile(build_model(ps, tok), stream, mlm_loss_sum, ts, mlm_count, steps=5 if quick else 20)
+    smoke = "a --quick smoke run: its numbers are not results" if quick else None
+    return dict(env=env_info(), **rep, op_profile=profile, **({"smoke": smoke} if smoke else {}))
 
 
 def _fills_cell(fills: list) -> str:

@@ -13,18 +13,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import torch
 import torch.nn.functional as F
-from ..core import FewkitDataError, FewkitError, Settings, device_name, get_logger, seed_everything, write_json
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+from torch.utils._python_dispatch import TorchDispatchMode
+from ..core import FewkitDataError, FewkitError, Settings, device_name, get_device, get_logger, seed_everything
+from ..core import write_json
 from ..data import embedded_texts
 from ..masking import BatchStream, MLMCollate, mlm_count, mlm_loss_sum, word_starts
-from ..measure import flop_count, median_time
+from ..measure import flop_count, machine_load, quartiles
 from ..model import BertConfig, BertForMaskedLM
 from ..model_io import from_hf, save_hf
 from ..tokenizer import default_tokenizer, load_tokenizer, normalise
 from ..train import TrainSettings, fit, unwrap
 
 # %% auto #0
-__all__ = ['TEXT_KEYS', 'PROMPTS', 'jsonl_texts', 'read_corpus', 'pack', 'mlm_accuracy', 'top_fills', 'matmul_peak',
-           'flops_per_token', 'PretrainSettings', 'build_data', 'local_attention_init_', 'sinusoid_positions_',
+__all__ = ['TEXT_KEYS', 'PROMPTS', 'GEMMS', 'OP_CLASSES', 'jsonl_texts', 'read_corpus', 'pack', 'mlm_accuracy', 'top_fills',
+           'flops_per_token', 'gemm_flops', 'model_gemms', 'train_gemm_flops', 'GemmReplay', 'FlopMeter', 'OpProfile',
+           'op_profile', 'PretrainSettings', 'build_data', 'local_attention_init_', 'sinusoid_positions_',
            'model_config', 'build_model', 'init_output_bias', 'pretrain']
 
 # %% ../../nbs/40_pretrain.ipynb #61c9869a
@@ -132,12 +136,6 @@ def top_fills(model, tok, text: str, k: int = 5) -> list[list[tuple[str, float]]
     return [[(t, round(float(x), 3)) for t, x in zip(tok.convert_ids_to_tokens(i.tolist()), v)] for v, i in tops]
 
 # %% ../../nbs/40_pretrain.ipynb #cef054f0
-def matmul_peak(n: int = 1024, device=None) -> float:
-    "FLOP/s of one n×n fp32 matmul on `device`: the practical peak we compare against."
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    return 2 * n**3 / median_time(lambda: a @ b, device)
-
-
 def flops_per_token(model, batch: dict) -> float:
     "Training FLOPs (forward + backward) per input token of `mlm_loss_sum` on `batch`."
     m = unwrap(model)
@@ -145,6 +143,225 @@ def flops_per_token(model, batch: dict) -> float:
     fc = flop_count(lambda: mlm_loss_sum(m, {k: v.to(dev) for k, v in batch.items()}))
     m.zero_grad(set_to_none=True)
     return fc["total"] / batch["input_ids"].numel()
+
+
+_aten = torch.ops.aten
+GEMMS = (_aten.mm.default, _aten.addmm.default, _aten.bmm.default, _aten.baddbmm.default)  # every matmul lands on one
+
+
+def gemm_flops(func, shapes: list) -> int:
+    "2·M·K·N multiply-adds (times the batch for bmm) of one GEMM `func` whose tensor arguments have `shapes`."
+    a, b = shapes[-2:]  # addmm/baddbmm: (bias, A, B); mm/bmm: (A, B)
+    batch = a[0] if len(a) == 3 else 1
+    return 2 * batch * a[-2] * a[-1] * b[-1]
+
+
+class _GemmRecorder(TorchDispatchMode):
+    "Notes every GEMM that runs under it, forward and (autograd runs CPU backward on this thread) backward."
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in GEMMS:
+            layout = [(tuple(a.shape), a.stride(), a.dtype) if torch.is_tensor(a) else a for a in args]
+            self.ops.append(dict(func=func, args=layout, kwargs=kwargs))
+        return func(*args, **kwargs)
+
+
+def model_gemms(model, batch: dict, loss_fn=mlm_loss_sum) -> list[dict]:
+    "The GEMMs of one forward + backward of `loss_fn(model, batch)`: op, argument shapes/strides/dtypes, FLOPs."
+    m = unwrap(model)
+    dev = next(m.parameters()).device
+    with _GemmRecorder() as rec:
+        loss_fn(m, {k: v.to(dev) for k, v in batch.items()}).backward()
+    m.zero_grad(set_to_none=True)
+    for op in rec.ops:
+        op["flops"] = gemm_flops(op["func"], [a[0] for a in op["args"] if isinstance(a, tuple)])
+    return rec.ops
+
+# %% ../../nbs/40_pretrain.ipynb #04f0b4a0
+def train_gemm_flops(cfg: BertConfig, B: int, T: int, M: int) -> int:
+    "FLOPs of every GEMM of one training step (forward + backward) of BertForMaskedLM on (B, T) ids, M masked."
+    H, I, V, L = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.num_hidden_layers
+    N = B * T  # tokens through the encoder
+    per_layer = (
+        2 * N * H * 3 * H  # query, key, value: (N, H) @ (H, H), three times
+        + 2 * B * T * T * H  # scores q kᵀ: per head (T, d) @ (d, T), nh·d = H
+        + 2 * B * T * T * H  # context p v: per head (T, T) @ (T, d)
+        + 2 * N * H * H  # attention output projection
+        + 2 * N * H * I  # FFN up (N, H) @ (H, I)
+        + 2 * N * I * H  # FFN down (N, I) @ (I, H)
+    )
+    head = 2 * M * H * H + 2 * M * H * V  # transform and tied decoder, only at the M masked positions
+    # backward: each GEMM y = x w gives two of the same size, dx = dy wᵀ and dw = xᵀ dy (both operands of the
+    # attention bmm need gradients too; the first layer's dx feeds the embedding LayerNorm): 3x the forward.
+    # The 6·N_params·tokens rule is this with the T² attention terms dropped and the head over every token.
+    return 3 * (L * per_layer + head)
+
+# %% ../../nbs/40_pretrain.ipynb #e4b6dbb8
+class GemmReplay:
+    "The recorded GEMMs again, on random tensors of the same shapes, strides and dtypes: the model's own GEMM rate."
+
+    def __init__(self, ops: list[dict], device=None, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)  # its own generator: the training's random numbers stay untouched
+        cache = {}  # one input tensor per distinct layout (many GEMMs share one)
+        self.device = torch.device(device or "cpu")
+
+        def tensor(layout):
+            if layout not in cache:
+                shape, stride, dtype = layout
+                t = torch.empty_strided(shape, stride, dtype=torch.float32)
+                cache[layout] = t.copy_(torch.randn(shape, generator=g)).to(self.device, dtype)
+            return cache[layout]
+
+        self.calls = [
+            (op["func"], [tensor(a) if isinstance(a, tuple) else a for a in op["args"]], op["kwargs"]) for op in ops
+        ]
+        self.flops = sum(op["flops"] for op in ops)
+
+    def __call__(self):
+        for func, args, kwargs in self.calls:
+            func(*args, **kwargs)  # outputs are new tensors, as in the step
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+class FlopMeter:
+    "fit callback: model FLOP/s of the steps against GEMM FLOP/s of a replay of their GEMMs, interleaved in one run."
+
+    def __init__(self, replay: GemmReplay, cfg: BertConfig, B: int, T: int, every: int = 20, save_every: int = 0):
+        self.replay, self.cfg, self.B, self.T = replay, cfg, B, T
+        self.every, self.save_every = every, save_every
+        # thread CPU time on one CPU thread (a busy machine's other work is not counted); wall time otherwise
+        self.thread = replay.device.type == "cpu" and torch.get_num_threads() == 1
+        self.clock = time.thread_time if self.thread else time.perf_counter
+        self.prev = None
+        self.after_save = False
+        self.steps = []  # (seconds, model FLOPs) of the steps since the last replay
+        self.rounds = []  # (model FLOP/s, GEMM FLOP/s) per replay
+        self.load = [machine_load()["load"]]
+
+    def __call__(self, rec: dict):
+        now = self.clock()
+        if self.prev is not None and "eval" not in rec and not self.after_save:  # the time since the last call
+            self.steps.append((now - self.prev, train_gemm_flops(self.cfg, self.B, self.T, rec["count"])))
+        if rec["step"] % self.every == 0 and self.steps:
+            if rec["step"] > self.every:  # the first round warms the allocator and caches up: not kept
+                t = self.clock()
+                self.replay()
+                g = self.clock() - t
+                secs = sum(s for s, _ in self.steps)
+                self.rounds.append((sum(f for _, f in self.steps) / secs, self.replay.flops / g))
+            self.steps = []
+        # fit saves a checkpoint after the callbacks: that time falls into the next step's interval
+        self.after_save = bool(self.save_every) and rec["step"] % self.save_every == 0
+        self.prev = self.clock()
+
+    def result(self) -> dict | None:
+        "Medians and quartiles of model FLOP/s, GEMM FLOP/s and their ratio; the clock, threads and load."
+        if not self.rounds:
+            return None
+        self.load.append(machine_load()["load"])
+        frac = [m / g for m, g in self.rounds]
+        q1, med, q3 = quartiles(frac)
+        return dict(
+            model_flops_per_s=quartiles([m for m, _ in self.rounds])[1],
+            gemm_flops_per_s=quartiles([g for _, g in self.rounds])[1],
+            fraction=med,
+            fraction_iqr=[q1, q3],
+            rounds=len(frac),
+            every=self.every,
+            clock="thread_time" if self.thread else "perf_counter",
+            threads=torch.get_num_threads(),
+            load=self.load,
+            cores=machine_load()["cores"],
+        )
+
+# %% ../../nbs/40_pretrain.ipynb #68f9ab12
+OP_CLASSES = {  # aten op -> the class the per-op profile reports it under
+    "GEMM": ("mm", "addmm", "bmm", "baddbmm"),
+    "cross-entropy (M×V)": ("_log_softmax", "_log_softmax_backward_data", "nll_loss_forward", "nll_loss_backward"),
+    "attention softmax": ("_softmax", "_softmax_backward_data"),
+    "layernorm": ("native_layer_norm", "native_layer_norm_backward"),
+    "GELU": ("gelu", "gelu_backward"),
+    "embeddings, masked-row gather": ("embedding", "embedding_dense_backward", "index", "index_put_", "nonzero"),
+    "elementwise (bias, residual, scale, sums)": ("add", "add_", "mul", "mul_", "div", "sum", "sub", "ne"),
+    "copies": ("copy_", "clone", "_to_copy"),
+    "fill, alloc": ("fill_", "zero_", "empty", "empty_like", "zeros", "new_zeros", "new_empty_strided"),
+}
+_CLASS_OF = {op: c for c, ops in OP_CLASSES.items() for op in ops}
+
+
+class OpProfile(TorchDispatchMode):
+    "Thread CPU time per op class inside fit's steps; data (batch + masking), grad clip and optimizer by phase."
+
+    def __init__(self):
+        super().__init__()
+        self.phase = "other"  # data | step | clip | optimizer | other (fit's own work: .item(), the bar, ...)
+        self.secs = {}
+
+    def add(self, key: str, secs: float):
+        self.secs[key] = self.secs.get(key, 0.0) + secs
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.__name__.split(".")[0]
+        if self.phase == "step" and ("norm" in name and "layer_norm" not in name):
+            self.phase = "clip"  # clip_grad_norm_ starts after the backward, before the optimizer
+        t = time.thread_time()
+        out = func(*args, **(kwargs or {}))
+        secs = time.thread_time() - t
+        if self.phase == "step":
+            self.add(_CLASS_OF.get(name, "other ops"), secs)
+        elif self.phase in ("clip", "optimizer"):
+            self.add(self.phase, secs)
+        elif self.phase == "other":
+            self.add("fit's own ops", secs)
+        return out  # data-phase ops are inside the data time
+
+
+def op_profile(model, batches, loss_fn, ts: TrainSettings, count_fn=None, steps: int = 5) -> dict:
+    "ms per step by op class over `steps` steps of fit on 1 thread (the model trains); the per-op timing costs extra."
+    prof = OpProfile()
+
+    class Timed:  # the batch stream, its time booked as data
+        def __next__(self):
+            prof.phase = "data"
+            t = time.thread_time()
+            b = next(batches)
+            prof.add("data (batch, masking)", time.thread_time() - t)
+            prof.phase = "other"
+            return b
+
+    def timed_loss(m, mb):
+        prof.phase = "step"  # forward, then (until the grad clip) backward
+        return loss_fn(m, mb)
+
+    def opt_pre(opt, args, kwargs):
+        prof.phase = "optimizer"
+
+    def opt_post(opt, args, kwargs):
+        prof.phase = "other"
+
+    hooks = [register_optimizer_step_pre_hook(opt_pre), register_optimizer_step_post_hook(opt_post)]
+    t = time.thread_time()
+    try:
+        with prof:
+            fit(
+                model,
+                Timed(),
+                timed_loss,
+                ts.replace(steps=steps, out="", save_every=0, progress=False),
+                count_fn=count_fn,
+            )
+    finally:
+        for h in hooks:
+            h.remove()
+    total = time.thread_time() - t
+    ms = {k: 1e3 * v / steps for k, v in sorted(prof.secs.items(), key=lambda kv: -kv[1])}
+    return dict(ms_per_step=ms, profiled_ms_per_step=1e3 * total / steps, load=machine_load())
 
 # %% ../../nbs/40_pretrain.ipynb #ad8b5444
 @dataclass
@@ -174,6 +391,7 @@ class PretrainSettings(Settings):
     )
     finetune_dropout: float = 0.1  # what the saved config.json carries, for fine-tuning downstream
     init: str = ""  # a Hugging Face BERT folder to continue from (its weights and tokenizer); "": fresh weights
+    flop_every: int = 20  # one process: replay the model's GEMMs every k steps for the FLOP fraction (0: off)
     model: dict = field(default_factory=dict)  # BertConfig overrides, e.g. dict(num_hidden_layers=2)
 
 
@@ -315,10 +533,15 @@ def pretrain(
     multi = ts.parallel.engine != "none"  # under `fewkit pretrain --nproc N` / torchrun: each rank takes its rows
     r, w = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if multi else (0, 1)
     stream = BatchStream(train_rows, ts.batch_size, collate, seed=ts.seed, rank=r, world=w)
-    # FLOPs of the plain model before fit: afterwards an engine's gradient hooks (ZeRO) would call collectives
-    fpt = (
-        flops_per_token(model, collate(train_rows[: ts.batch_size], torch.Generator().manual_seed(0))) if r == 0 else 0
-    )
+    probe = collate(train_rows[: ts.batch_size], torch.Generator().manual_seed(0))  # (B, T) ids, labels
+    # the GEMMs of the plain model before fit: afterwards an engine's gradient hooks (ZeRO) would call collectives
+    gemms = model_gemms(model, probe) if r == 0 else []
+    fpt = sum(op["flops"] for op in gemms) / probe["input_ids"].numel()
+    meter = None
+    if ps.flop_every and not multi:  # one process: its steps against a replay of their GEMMs (no collectives)
+        replay = GemmReplay(gemms, get_device(ts.device or None))
+        B, T = probe["input_ids"].shape
+        meter = FlopMeter(replay, model.config, B, T, every=ps.flop_every, save_every=ts.save_every)
     res = fit(
         model,
         stream,
@@ -327,6 +550,7 @@ def pretrain(
         count_fn=mlm_count,
         eval_fn=lambda m: mlm_accuracy(m, evb),
         resume=resume,
+        callbacks=[meter] if meter else (),
     )
     if r != 0:
         return dict(rank=r, history=res.history)  # rank 0 reports and saves
@@ -335,7 +559,6 @@ def pretrain(
         trained = BertForMaskedLM(res.model.config)
         trained.load_state_dict(res.state_dict())
     h = res.history
-    peak = matmul_peak(device=ts.device or None) * w  # w ranks: w matmuls at once
     rep = dict(
         pretrain=ps.to_dict(),
         train=ts.to_dict(),
@@ -346,8 +569,8 @@ def pretrain(
         tokens_per_s=h[-1].get("tokens_per_s"),
         device=device_name(ts.device or None),
         flops_per_token=fpt,
-        matmul_peak_flops=peak,
-        flop_utilisation=fpt * h[-1]["tokens_per_s"] / peak,
+        # model FLOP/s of the loop against GEMM FLOP/s of its own GEMMs (None: several processes, or flop_every=0)
+        flop_rate=meter.result() if meter else None,
         fills={p: top_fills(trained, tok, p)[0] for p in PROMPTS},
         curve=[
             dict(step=rec["step"], loss=rec["loss"], **({"eval_acc": rec["eval"]["acc"]} if "eval" in rec else {}))
