@@ -20,16 +20,46 @@ def _check(res, stages, dtype='fp32', ref='ddp', tol=1e-5):
         assert len(r['losses']) == len(res[ref]['losses'])
         assert max(abs(a - b) for a, b in zip(r['losses'], res[ref]['losses'])) < tol, (st, r['losses'], res[ref]['losses'])
         assert r['bytes'] == r['formula'], (st, r['bytes'], r['formula'])
-        assert abs(r['comm_per_step'] - (3.0 if st == 3 else 2.0)) < 1e-9
+        # stage 3 gathers each module's units before its forward and again before its backward: 2Ψ + the
+        # reduce-scatter's Ψ; the MLM head uses the tied word embeddings, so their unit is gathered twice more
+        assert r['regathered'] == r['tied']
+        assert abs(r['comm_per_step'] - (3.0 + 2 * r['tied'] / r['psi_padded'] if st == 3 else 2.0)) < 1e-9
 
 @pytest.mark.multiproc
 def test_zero_parity_two_processes():
-    fp32, bf16 = run_function('fewkit.testing:calls', 2, timeout_s=240, args=(
+    fp32, bf16, uncapped = run_function('fewkit.testing:calls', 2, timeout_s=240, args=(
         (Z + 'zero_run', dict(stages=(1, 2, 3), steps=20, vocab=61)),  # odd vocab: padding is exercised
-        (Z + 'zero_run', dict(stages=(0, 1, 2, 3), dtype='bf16', steps=6, ddp=False))))[1]
+        (Z + 'zero_run', dict(stages=(0, 1, 2, 3), dtype='bf16', steps=6, ddp=False)),
+        (Z + 'zero_run', dict(stages=(2, 3), steps=20, vocab=61,  # no caps: every prefetch, many collectives in flight
+                              zero_kw=dict(live_numel=10**9, inflight_numel=10**9)))))[1]
     _check(fp32, (1, 2, 3))
+    _check(uncapped, (2, 3))
+    assert uncapped[3]['prefetches'] > 0 and fp32[3]['prefetches'] == 0   # tiny layers: the default cap allows none
     assert fp32[1]['psi_padded'] > fp32[1]['psi']
     _check(bf16, (1, 2, 3), ref=0, tol=1e-3)
+
+@pytest.mark.multiproc
+def test_zero_peaks_within_one_bucket_of_the_formula_and_below_plain_dp():
+    # peak bytes per rank held in forward, backward and step (2nd step, exact: every buffer the engine holds),
+    # one rank and two: never above plain DP's peak (stage 0), never below the formula, at most one bucket above it
+    rows = run_function(Z + 'zero_peaks', 2, kwargs=dict(ns=(1, 2)), timeout_s=240)[0]
+    assert len(rows) == 2 * 4 * 3
+    dp = {(r['n'], r['phase']): r['measured'] for r in rows if r['stage'] == 0}
+    for r in rows:
+        m, f, n = r['measured'], r['formula'], r['n']
+        assert m['total'] <= dp[n, r['phase']]['total'], r
+        if r['stage'] >= 2:   # staging buffers go once reduced: the end of backward holds the 1/N partitions
+            assert r['end_backward']['grads'] == f['grads'] < dp[n, 'backward']['grads'] or n == 1, r
+        assert m['optimizer'] == f['optimizer'], r
+        assert f['params'] <= m['params'] <= f['params'] + r['bucket_params'], r
+        assert f['grads'] <= m['grads'] <= f['grads'] + r['bucket_grads'] * (n + 1) // n, r
+        assert m['total'] <= r['bound']['total'], r
+        if n == 1:
+            assert m == dp[1, r['phase']], r                      # one rank: nothing to partition, DP's bytes
+    s3 = {r['phase']: r['measured'] for r in rows if r['stage'] == 3 and r['n'] == 2}
+    assert s3['step']['params'] == rows[0]['formula']['params'] // 2   # between uses only the shards stay
+    assert s3['forward']['params'] > s3['step']['params']              # ... and units are gathered while used
+
 
 @pytest.mark.multiproc
 def test_zero_parity_four_processes():

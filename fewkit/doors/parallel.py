@@ -21,7 +21,7 @@ from ..measure import env_info, figure, save_figure
 from ..model import mlm_loss
 from ..testing import tiny_bert, mlm_batch
 from ..parallel.distributed import DPSettings, data_parallel, new_group, run_function
-from ..parallel.zero import Zero, ZeroSettings, no_decay, zero_formula_bytes
+from ..parallel.zero import PHASES, Zero, ZeroSettings, no_decay, zero_formula_bytes, zero_peak_formula
 from ..parallel.tensor_parallel import apply_tensor_parallel, full_named, _device
 from ..parallel.pipeline import Stage, pipeline_step
 from ..parallel.grid import Grid, GridSettings
@@ -29,8 +29,9 @@ from ..parallel.deepspeed import _ds_engine, held_tensor_bytes, live_tensor_byte
 from ..parallel.scaling import A100, Shape, calibrate, predict_a100
 
 # %% auto #0
-__all__ = ['LAYOUTS4', 'SMALL', 'zero_run', 'zero_memory', 'adamw_reference', 'trainer_parity', 'offload_run', 'side_by_side',
-           'train_3d', 'grid_parity', 'throughput_run', 'measure_cpu', 'bench_zero', 'bench_parallel', 'bench_scaling']
+__all__ = ['LAYOUTS4', 'SMALL', 'zero_run', 'zero_memory', 'zero_peaks', 'adamw_reference', 'trainer_parity', 'offload_run',
+           'side_by_side', 'train_3d', 'grid_parity', 'throughput_run', 'measure_cpu', 'bench_zero', 'bench_parallel',
+           'bench_scaling']
 
 # %% ../../nbs/96_doors_parallel.ipynb #1740e172
 def _train(model, fwd, step, zero_grad, steps, rows, seed, dtype):
@@ -56,6 +57,7 @@ def zero_run(
     seed: int = 0,
     lr: float = 1e-3,
     ddp: bool = True,
+    zero_kw: dict | None = None,
     **model_kw,
 ) -> dict:
     "On every rank: DDP+Adam reference and ZeRO `stages`; loss trajectories, bytes vs formula, comm per step."
@@ -67,7 +69,7 @@ def zero_run(
         out["ddp"] = dict(losses=_train(m, d, opt.step, opt.zero_grad, steps, rows, seed, dtype))
     for st in stages:
         m = tiny_bert(seed, **model_kw)
-        z = Zero(m, ZeroSettings(stage=st, dtype=dtype, lr=lr))
+        z = Zero(m, ZeroSettings(stage=st, dtype=dtype, lr=lr, **(zero_kw or {})))
         c0 = z.comm
         losses = _train(m, m, z.step, z.zero_grad, steps, rows, seed, dtype)
         comm = (z.comm - c0) / steps
@@ -80,6 +82,11 @@ def zero_run(
             psi=psi,
             psi_padded=psi_p,
             comm_per_step=comm / psi_p,
+            prefetches=z.prefetches,
+            regathered=sum(u.padded for _, us in z.needs for u in us) - psi_p,  # stage 3: tied units gathered again
+            tied=next(
+                u.padded for u in z.units if any(p is m.bert.embeddings.word_embeddings.weight for p in u.params)
+            ),
         )
     return out
 
@@ -110,6 +117,45 @@ def zero_memory(ns=(1, 2, 4), stages=(0, 1, 2, 3), dtypes=("bf16", "fp32"), **mo
                     )
                 )
     return rows
+
+# %% ../../nbs/96_doors_parallel.ipynb #d2c0ffee
+def zero_peaks(ns=(1, 2, 4), stages=(0, 1, 2, 3), dtype: str = "fp32", rows: int = 4, seed: int = 0, **model_kw):
+    "Peak bytes per rank in forward, backward and step (2nd step), per group size in `ns` and stage; needs max(ns) ranks."
+    out, groups = [], {n: new_group(list(range(n))) for n in ns}
+    vocab = model_kw.get("vocab", 64)
+    for n, g in groups.items():
+        if dist.get_rank() >= n:
+            continue
+        for st in stages:
+            m = tiny_bert(seed, **model_kw)
+            z = Zero(m, ZeroSettings(stage=st, dtype=dtype), group=g)
+            for s in range(2):
+                if s == 1:  # after the first step: Adam's moments exist, the stage-3 trace is known
+                    z.track_peaks()
+                ids, labels = mlm_batch(s, rows * n, vocab=vocab, seed=seed)
+                mine = slice(dist.get_rank(g) * rows, (dist.get_rank(g) + 1) * rows)
+                mlm_loss(m(ids[mine]).float(), labels[mine]).backward()
+                z.step()
+                z.zero_grad()
+            bound = zero_peak_formula(z)
+            paper = zero_formula_bytes(z.numel(True), n, st, dtype)
+            for ph in PHASES:
+                out.append(
+                    dict(
+                        n=n,
+                        stage=st,
+                        phase=ph,
+                        measured=dict(z.peaks[ph]),
+                        end_backward=z.end_backward,
+                        formula=paper,
+                        bound=bound[ph],
+                        psi=z.numel(False),
+                        psi_padded=z.numel(True),
+                        bucket_params=z.live_cap * z.units[0].full.element_size(),
+                        bucket_grads=max(u.padded for u in z.units) * z.units[0].full.element_size(),
+                    )
+                )
+    return out
 
 # %% ../../nbs/96_doors_parallel.ipynb #08202a34
 def _loss_sum(model, ids, labels) -> torch.Tensor:

@@ -6,6 +6,7 @@ Docs: https://fewkit.github.io/fewkit/zero.html.md"""
 
 # %% ../../nbs/21_zero.ipynb #17c13fda
 from __future__ import annotations
+import weakref
 from dataclasses import dataclass
 from functools import partial
 import torch
@@ -19,7 +20,8 @@ from ..testing import tiny_bert, mlm_batch
 from .distributed import DPSettings, data_parallel, new_group
 
 # %% auto #0
-__all__ = ['DTYPES', 'ZeroSettings', 'zero_formula_bytes', 'no_decay', 'distinct_bytes', 'ZeroAdamW', 'Zero', 'zero_subgroup']
+__all__ = ['DTYPES', 'PHASES', 'ZeroSettings', 'zero_formula_bytes', 'no_decay', 'distinct_bytes', 'ZeroAdamW', 'Zero',
+           'zero_peak_formula', 'zero_subgroup']
 
 # %% ../../nbs/21_zero.ipynb #e5fae78d
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -38,6 +40,9 @@ class ZeroSettings(Settings):
     offload_optimizer: bool = False  # fp32 masters, Adam's moments and Adam's step on the host (ZeRO-Offload)
     offload_param: bool = False  # stage 3: parameters live on the host between uses (ZeRO-Infinity); DeepSpeed only
     overlap: bool = True  # start each unit's gradient collective during backward; False: all of them in `step`
+    inflight_numel: int = 0  # stages 1-3: gradient elements staged or in flight at once (0: the largest unit's)
+    live_numel: int = 0  # stage 3: parameter elements gathered at once, prefetch included (0: the largest module's)
+    prefetch: bool = True  # stage 3: start the next module's all-gather while this one computes (within live_numel)
 
     def to_deepspeed_config(self) -> dict:
         "The DeepSpeed config fragment for the same stage, precision and optimizer."
@@ -157,8 +162,21 @@ def _tensors(out) -> list:
     return [t for o in items for t in _tensors(o)]
 
 
+def _bytes(ts) -> int:
+    "Bytes of the distinct storages behind `ts` as they are now (a freed stage-3 buffer counts 0); None skipped."
+    seen = {}
+    for t in ts:
+        if t is not None:
+            s = t.untyped_storage()
+            seen[(s.data_ptr(), s.nbytes())] = s.nbytes()
+    return sum(seen.values())
+
+
+PHASES = ("forward", "backward", "step")
+
+
 class Zero:
-    "ZeRO-0/1/2/3 AdamW for `model` over `group`: units are `layers` (default `model.bert.encoder.layer`) + the root."
+    "ZeRO-0/1/2/3 AdamW for `model` over `group`: units are `layers` (default `model.bert.encoder.layer`) + the root's parts."
 
     def __init__(self, model: nn.Module, cfg: ZeroSettings = ZeroSettings(), layers=None, group=None):
         if cfg.dtype not in DTYPES:
@@ -173,6 +191,7 @@ class Zero:
         self.cfg = cfg
         self.group = group
         self.comm = 0  # elements moved by collectives (all-reduce counts 2x, as in the paper)
+        self.prefetches = 0  # stage 3: units whose all-gather started ahead of their module
         self.traffic = dict(to_host=0, to_device=0)  # offload: bytes that crossed between device and host
         ready = dist.is_available() and dist.is_initialized()
         self.n = dist.get_world_size(group) if ready else 1  # no process group: one rank (e.g. offload alone)
@@ -182,19 +201,30 @@ class Zero:
         self.offload = cfg.offload_optimizer
         self.separate = self.mixed or self.offload  # the master is its own fp32 tensor (else: the parameters)
         self.host = torch.device("cpu")
+        # one rank has nothing to partition: staging buffers and gathers would only add copies of what it holds
+        self.split_grads = cfg.stage >= 2 and self.n > 1
+        self.split_params = cfg.stage == 3 and self.n > 1
         layers = list(model.bert.encoder.layer if layers is None else layers)
-        self.units, self.modules = [], []  # modules: (module, its units), gathered around forward in stage 3
+        self.units = []  # in forward order: the root's parts and the layers as the model registers them
+        owned = []  # (module, the units it owns)
         self.handles = []  # every hook installed, so that `release` can remove them
         for mod, params in self._split(model, layers):
             us = self._make_units(params)
             self.units += us
-            self.modules.append((mod, us))
+            owned.append((mod, us))
         if not self.units:
             raise FewkitError("Zero: the model has no parameters that require gradients")
+        # what each module's forward needs gathered: its own units and those of parameters it shares (the tied head)
+        unit_of = {id(p): u for u in self.units for p in u.params}
+        self.needs = []
+        for mod, us in owned:
+            shared = [] if mod is model else [unit_of[id(p)] for p in mod.parameters() if id(p) in unit_of]
+            self.needs.append((mod, list({id(u): u for u in us + shared}.values())))
+        self.needs = [(m, us) for m, us in self.needs if us]
         self.device = self.units[0].full.device
         self._partition()
-        # backward finishes the last layer first and the root (embeddings + tied head) last
-        self.order = [u for _, us in self.modules[1:][::-1] for u in us] + self.modules[0][1]
+        # backward completes the units in reverse: the head first, the last layer, ..., the embeddings last
+        self.order = self.units[::-1]
         groups = [
             dict(
                 params=[m for u in self.units for m, d in zip(u.masters, u.decays) if d], weight_decay=cfg.weight_decay
@@ -203,26 +233,47 @@ class Zero:
         ]
         groups = [g for g in groups if g["params"]]
         self.opt = ZeroAdamW(self.units, groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+        # the two caps that keep the peak within one bucket of the formula
+        self.inflight_cap = cfg.inflight_numel or max(u.padded for u in self.units)
+        self.live_cap = cfg.live_numel or max(sum(u.padded for u in us) for _, us in self.needs)
         self.next = 0  # index into `order` of the next unit whose collective starts
-        self.inflight = []  # (unit, output, input kept alive, work)
+        self.inflight = []  # (unit, output, staging input or None, work, extra elements held)
         self.in_backward = False
+        self.in_step = False
         self.released = False
-        if cfg.stage == 3:
+        self.temps = []  # short-lived copies the step holds (counted by the meter)
+        self.peaks = None  # phase -> peak bytes by kind, once `track_peaks` is called
+        self.end_backward = None  # bytes held when the last backward ended (with `track_peaks`)
+        if self.split_params:
             self._install_gather_hooks()
 
     # ---- building: units, partitions, masters, hooks ----
     def _split(self, model, layers):
-        "(module, its trainable parameters): the root (what is outside the layers) first, then each layer."
-        inside = {id(p) for l in layers for p in l.parameters()}
-        seen, root = set(), []
-        for p in model.parameters():
-            if p.requires_grad and id(p) not in inside and id(p) not in seen:
-                seen.add(id(p))
-                root.append(p)
-        out = [(model, root)]
-        for l in layers:
-            out.append((l, list({id(p): p for p in l.parameters() if p.requires_grad}.values())))
-        return out
+        "(module, its trainable parameters first met there): parts of the root (modules with no layer inside) and layers."
+        layer_ids = {id(l) for l in layers}
+        seen = {id(p) for l in layers for p in l.parameters()}
+        out, rest = [], []
+
+        def fresh(params):
+            got = []
+            for p in params:
+                if p.requires_grad and id(p) not in seen:
+                    seen.add(id(p))
+                    got.append(p)
+            return got
+
+        def walk(m):
+            if id(m) in layer_ids:
+                out.append((m, list({id(p): p for p in m.parameters() if p.requires_grad}.values())))
+            elif not any(id(x) in layer_ids for x in m.modules()):
+                out.append((m, fresh(m.parameters())))  # e.g. the embeddings, the MLM head
+            else:
+                rest.extend(fresh(m.parameters(recurse=False)))  # a parameter held next to the layers
+                for c in m.children():
+                    walk(c)
+
+        walk(model)
+        return [(model, rest)] + out
 
     def _make_units(self, params) -> list:
         "One unit per module (none if it trains nothing): the parameters AdamW decays first, then the others."
@@ -242,12 +293,11 @@ class Zero:
     @torch.no_grad()
     def _partition(self):
         "Everyone starts from the group's first rank; each rank keeps its slice, its master and gradient buffers."
-        s = self.cfg.stage
         for u in self.units:
             if self.n > 1:
                 dist.broadcast(u.full, group=self.group, group_src=0)
-            u.shard = u.full[u.sl].clone() if s == 3 else None
-            u.part = u.shard if s == 3 else u.full[u.sl]  # this rank's slice of the parameters, (P,)
+            u.shard = u.full[u.sl].clone() if self.split_params else None
+            u.part = u.shard if self.split_params else u.full[u.sl]  # this rank's slice of the parameters, (P,)
             home = self.host if self.offload else self.device  # where Adam runs
             u.mflat = u.part.to(home, torch.float32, copy=True) if self.separate else u.part  # fp32 master, (P,)
             cut = min(max(u.decayed - u.sl.start, 0), u.P)  # where this rank's slice passes from decayed to not
@@ -256,76 +306,163 @@ class Zero:
             u.decays = [d for _, _, d in pieces]
             u.masters = [nn.Parameter(u.mflat[a:b]) for a, b in u.pieces]  # AdamW's parameters: views of the master
             u.mgrad = None  # the fp32 gradient of the partition while a step runs
-            host_grads = self.offload and s >= 2  # reduced gradient partitions accumulate on the host in fp32
+            host_grads = self.offload and self.split_grads  # reduced gradient partitions accumulate on the host in fp32
             u.grad = torch.zeros(
-                u.padded if s < 2 else u.P,
+                u.P if self.split_grads else u.padded,
                 dtype=torch.float32 if host_grads else self.dtype,
                 device=self.host if host_grads else self.device,
             )
-            u.host_grad = torch.zeros(u.P, dtype=torch.float32, device=self.host) if self.offload and s < 2 else None
+            u.host_grad = None
+            if self.offload and not self.split_grads:
+                u.host_grad = torch.zeros(u.P, dtype=torch.float32, device=self.host)
             for p in u.params:
-                if s < 2:  # gradients accumulate straight into the flat gradient buffer
+                if not self.split_grads:  # gradients accumulate straight into the flat gradient buffer
                     p.grad = u.view(u.grad, p)
                     self.handles.append(p.register_hook(partial(self._before_accumulate, u)))
                 self.handles.append(p.register_post_accumulate_grad_hook(partial(self._grad_ready, u)))
 
     def _install_gather_hooks(self):
-        "Stage 3: gather a module's units before its forward, free them after; the root also on direct use."
-        for mod, us in self.modules:
-            self.handles.append(mod.register_forward_pre_hook(partial(self._pre_forward, us)))
-            self.handles.append(mod.register_forward_hook(partial(self._post_forward, us)))
-        root = {id(p) for u in self.modules[0][1] for p in u.params}
-        for mod in self.model.modules():  # e.g. model.bert(...) called without model(...)
-            if any(id(p) in root for p in mod.parameters(recurse=False)):
-                self.handles.append(mod.register_forward_pre_hook(partial(self._pre_forward, self.modules[0][1])))
+        "Stage 3: gather what a module needs before its forward and free it after; the same around its backward."
+        self.trace = dict(fwd=[], bwd=[])  # module indices in the order the first step asked for them
+        self.traced = dict(fwd=False, bwd=False)
+        self.pos = dict(fwd=0, bwd=0)  # how far this pass is in the trace
+        self.ahead = []  # units prefetched for the next module
+        self.pending = {}  # unit -> its async all-gather
+        self.hooked = {}  # id(output tensor) -> (weakref, module index): where backward will gather again
+        self.first = {}  # module index k -> modules whose backward ends when k's begins (same tensor)
+        self.waiting = {}  # module index -> its inputs whose gradient backward has not reached yet
+        self.bwd_seen = set()
+        self.handles.append(self.model.register_forward_pre_hook(self._start_forward))
+        for j, (mod, us) in enumerate(self.needs):
+            self.handles.append(mod.register_forward_pre_hook(partial(self._pre_forward, j)))
+            self.handles.append(mod.register_forward_hook(partial(self._post_forward, j)))
         for u in self.units:
             self._free(u)
 
     # ---- stage 3: parameters exist only while a module computes ----
-    @torch.no_grad()
-    def _gather(self, u):
-        if u.gathered:
-            return
+    def _materialise(self, u):
         u.full.untyped_storage().resize_(u.padded * u.full.element_size())
-        if self.n > 1:
-            dist.all_gather_into_tensor(u.full, u.shard, group=self.group)
-            self.comm += u.padded
-        else:
-            u.full.copy_(u.shard)
         u.gathered = True
 
+    @torch.no_grad()
+    def _gather(self, u):
+        "Make `u.full` hold the whole unit: wait for its prefetch, or all-gather it now."
+        if u in self.pending:
+            self.pending.pop(u).wait()
+            return
+        if u.gathered:
+            return
+        self._materialise(u)
+        dist.all_gather_into_tensor(u.full, u.shard, group=self.group)
+        self.comm += u.padded
+
+    @torch.no_grad()
+    def _prefetch(self, us):
+        "Start the all-gathers of `us` (async) if they fit under `live_cap` beside what is gathered now."
+        todo = [u for u in us if not u.gathered]
+        live = sum(u.padded for u in self.units if u.gathered)
+        if not todo or live + sum(u.padded for u in todo) > self.live_cap:
+            return
+        for u in todo:
+            self._materialise(u)
+            self.pending[u] = dist.all_gather_into_tensor(u.full, u.shard, group=self.group, async_op=True)
+            self.comm += u.padded
+            self.prefetches += 1
+        self.ahead = list(us)
+        self._sample()
+
     def _free(self, u):
+        if not self.split_params or not u.gathered:
+            return
+        if u in self.pending:  # never drop a buffer a collective is still writing
+            self.pending.pop(u).wait()
         u.full.untyped_storage().resize_(0)
         u.gathered = False
 
-    def _pre_forward(self, us, mod, args):
-        for u in us:
+    def _use(self, phase: str, j: int):
+        "Gather module j's units (the `pos`-th request of this pass) and prefetch the next request's."
+        seq = self.trace[phase]
+        i = self.pos[phase]
+        if not self.traced[phase]:
+            seq.append(j)
+        elif i >= len(seq) or seq[i] != j:  # another path than the first step's: find j, else no prefetch
+            i = seq.index(j) if j in seq else len(seq)
+        self.pos[phase] = i + 1
+        self.ahead = []
+        for u in self.needs[j][1]:
             self._gather(u)
+        self._sample()
+        if self.cfg.prefetch and self.traced[phase] and i + 1 < len(seq):
+            self._prefetch(self.needs[seq[i + 1]][1])
 
-    def _post_forward(self, us, mod, args, out):
-        if self.in_backward:  # a recomputation (activation checkpointing): backward still needs the weights
+    def _release(self, j: int):
+        "Module j is done (its forward, or its backward): free its units, unless the next module was prefetched with them."
+        for u in self.needs[j][1]:
+            if u not in self.ahead:
+                self._free(u)
+
+    def _start_forward(self, mod, args):
+        if not self.in_backward:
+            self.pos["fwd"] = 0
+            self.hooked, self.first, self.waiting = {}, {}, {}
+
+    def _pre_forward(self, j, mod, args):
+        if self.in_backward:  # a recomputation (activation checkpointing): gather, keep until the unit's reduce
+            for u in self.needs[j][1]:
+                self._gather(u)
+            return
+        self._use("fwd", j)
+
+    def _post_forward(self, j, mod, args, out):
+        if self.in_backward:  # a recomputation: backward still needs the weights
             return
         if torch.is_grad_enabled():
+            ins = [t for t in _tensors(args) if t.requires_grad]
+            self.waiting[j] = len(ins)
+            for t in ins:
+                ref, k = self.hooked.get(id(t), (None, None))
+                if ref is not None and ref() is t:  # t is module k's output: j's backward ends where k's begins
+                    self.first.setdefault(k, []).append(j)
+                else:
+                    t.register_hook(partial(self._input_done, j))
             for t in _tensors(out):
                 if t.requires_grad:
-                    t.register_hook(partial(self._regather, us))  # backward reaches this module: gather again
-        for u in us:
-            self._free(u)
+                    t.register_hook(partial(self._regather, j))  # backward reaches this module: gather again
+                    self.hooked[id(t)] = (weakref.ref(t), j)
+        self._release(j)
 
-    def _regather(self, us, grad):
-        self._enter_backward()
-        for u in us:
-            self._gather(u)
+    def _input_done(self, j, grad=None):
+        "Backward reached one of module j's inputs; once it reached all of them, j's backward is over."
+        self.waiting[j] -= 1
+        if self.waiting[j] == 0:
+            self._release(j)
+
+    def _regather(self, j, grad):
+        if not self.in_backward:
+            self._enter_backward()
+        for k in self.first.pop(j, []):  # free what is done before gathering more
+            self._input_done(k)
+        if j in self.bwd_seen:  # a second output of the same module
+            for u in self.needs[j][1]:
+                self._gather(u)
+            return
+        self.bwd_seen.add(j)
+        self._use("bwd", j)
 
     # ---- gradients: one collective per unit and backward, in `order` on every rank ----
     def _enter_backward(self):
         if not self.in_backward:
             self.in_backward = True
+            if self.split_params:
+                self.traced["fwd"] = True  # the first forward is the trace of every later one
+                self.pos["bwd"] = 0
+                self.bwd_seen = set()
             Variable._execution_engine.queue_callback(self._end_backward)  # runs when this backward is done
+            self._sample()
 
     @torch.no_grad()
     def _before_accumulate(self, u, grad):
-        "Stages 0-1, before autograd adds a new gradient into `u.grad` (gradient accumulation)."
+        "Stages 0-1 (and one rank), before autograd adds a new gradient into `u.grad` (gradient accumulation)."
         self._enter_backward()
         if u.reduced:
             self._keep_own_sum(u)
@@ -343,9 +480,11 @@ class Zero:
     @torch.no_grad()
     def _grad_ready(self, u, p):
         self._enter_backward()
-        if self.cfg.stage >= 2:  # move the fresh gradient into the unit's temporary full-size buffer and drop it
+        self._poll()
+        if self.split_grads:  # move the fresh gradient into the unit's temporary full-size buffer and drop it
             if u.stage_buf is None:
-                u.stage_buf = torch.zeros(u.padded, dtype=self.dtype, device=self.device)
+                self._drain(self.inflight_cap - u.padded)  # room for it under the cap: finish older collectives
+                u.stage_buf = torch.zeros(u.padded, dtype=self.dtype, device=self.device)  # (padded,)
             u.view(u.stage_buf, p).add_(p.grad)
             p.grad = None
         else:
@@ -354,6 +493,7 @@ class Zero:
                 view.add_(p.grad)
                 p.grad = view
         u.missing -= 1
+        self._sample()
         if self.cfg.overlap:
             while self.next < len(self.order) and self.order[self.next].missing <= 0:
                 self._reduce(self.order[self.next])
@@ -363,57 +503,68 @@ class Zero:
         "Start the unit's gradient collective (async): all-reduce (stage 0) or reduce-scatter (stages 1-3)."
         s = self.cfg.stage
         self.next += 1
-        if s < 2 and u.reduced:
+        if self.n == 1:  # one rank: its gradient is the sum
+            return
+        if not self.split_grads and u.reduced:
             self._keep_own_sum(u)  # a unit this backward did not touch
         if s == 0:
-            work = None
-            if self.n > 1:
-                work = dist.all_reduce(u.grad, group=self.group, async_op=True)
-                self.comm += 2 * u.padded
-            self.inflight.append((u, None, None, work))
+            work = dist.all_reduce(u.grad, group=self.group, async_op=True)
+            self.comm += 2 * u.padded
+            self.inflight.append((u, None, None, work, 0))
             return
         src = u.grad if s == 1 else u.stage_buf
         if src is None:
             src = torch.zeros(u.padded, dtype=self.dtype, device=self.device)
+        staged = 0 if s == 1 else u.padded  # stage 1 reduces its persistent buffer: only `out` is extra
+        self._drain(self.inflight_cap - staged - u.P)
         u.stage_buf = None  # the next backward stages into a new buffer
-        out = torch.empty(u.P, dtype=self.dtype, device=self.device)
-        work = None
-        if self.n > 1:
-            work = dist.reduce_scatter_tensor(out, src, group=self.group, async_op=True)
-            self.comm += u.padded
-        else:
-            out.copy_(src)
-        self.inflight.append((u, out, src, work))
-        if s == 3:
+        out = torch.empty(u.P, dtype=self.dtype, device=self.device)  # (P,) this rank's summed slice
+        work = dist.reduce_scatter_tensor(out, src, group=self.group, async_op=True)
+        self.comm += u.padded
+        self.inflight.append((u, out, src if s >= 2 else None, work, staged + u.P))
+        self._sample()
+        if self.split_params and u not in self.ahead:
             self._free(u)  # the unit's backward is done
 
     @torch.no_grad()
-    def _wait(self):
-        "Wait for the collectives in flight; sums land in the partitions (divided by N only in `step`)."
-        s = self.cfg.stage
-        for u, out, src, work in self.inflight:
-            if work is not None:
-                work.wait()
-            if s == 1:
-                u.grad[u.sl].copy_(out)
-            elif s >= 2:
-                u.grad.add_(out.to(u.grad.device, u.grad.dtype))
-                if self.offload:
-                    self.traffic["to_host"] += out.numel() * out.element_size()
-            u.reduced = s < 2
-        self.inflight = []
+    def _complete(self, entry):
+        "Wait for one collective; its sum lands in the partition (divided by N only in `step`), its buffers go."
+        u, out, src, work, _ = entry
+        work.wait()
+        if self.cfg.stage == 1:
+            u.grad[u.sl].copy_(out)
+        elif self.cfg.stage >= 2:
+            u.grad.add_(out.to(u.grad.device, u.grad.dtype))
+            if self.offload:
+                self.traffic["to_host"] += out.numel() * out.element_size()
+        u.reduced = not self.split_grads
+
+    def _poll(self):
+        "Finish the collectives at the front that are already done: their staging buffers go at once."
+        while self.inflight and self.inflight[0][3].is_completed():
+            self._complete(self.inflight.pop(0))
+
+    def _drain(self, room: int = -1):
+        "Finish collectives, oldest first, until at most `room` extra elements are in flight (-1: all of them)."
+        while self.inflight and sum(e[4] for e in self.inflight) > room:
+            self._complete(self.inflight.pop(0))
 
     def _end_backward(self):
         "Runs once after each backward: start what is left (unused parameters), wait, reset the counters."
         if self.cfg.overlap:
             while self.next < len(self.order):
                 self._reduce(self.order[self.next])
-            self._wait()
+            self._drain()
             self.next = 0
         for u in self.units:
             u.missing = len(u.params)
-            if self.cfg.stage == 3 and u.gathered:
+        if self.split_params:
+            self.traced["bwd"] = True
+            self.ahead = []
+            for u in self.units:
                 self._free(u)
+        if self.peaks is not None:
+            self.end_backward = self.held()  # what the last backward left: the persistent buffers only
         self.in_backward = False
 
     def _finish(self):
@@ -422,15 +573,14 @@ class Zero:
             while self.next < len(self.order):
                 self._reduce(self.order[self.next])
             self.next = 0
-        self._wait()
+        self._drain()
 
     # ---- the step ----
     @torch.no_grad()
     def _grads_to_masters(self):
         "Mean gradient of this rank's partition, in fp32, where Adam runs (offload: copied to the host)."
-        s = self.cfg.stage
         for u in self.units:
-            g = u.grad[u.sl] if s < 2 else u.grad  # (P,) summed over ranks
+            g = u.grad if self.split_grads else u.grad[u.sl]  # (P,) summed over ranks
             if self.n > 1:
                 g.div_(self.n)
             if u.host_grad is not None:
@@ -460,15 +610,15 @@ class Zero:
         "Finish the gradient collectives, clip the global norm (if max_norm > 0), AdamW on this rank's partition, share it."
         if self.released:
             raise FewkitError("Zero.step after release(): the model has left the engine")
+        self.in_step = True
         self._finish()
-        s = self.cfg.stage
-        if s == 3:
-            for u in self.units:
-                if u.gathered:
-                    self._free(u)  # gathered outside a forward (e.g. a direct use): stale after the step
+        for u in self.units:
+            self._free(u)  # stage 3, gathered outside a forward (e.g. a direct use): stale after the step
         self._grads_to_masters()
+        self._sample()
         norm = self.clip_(max_norm) if max_norm > 0 else None
         self.opt.step()
+        self._sample()  # Adam's moments exist from the first step on
         for u in self.units:
             for m in u.masters:
                 m.grad = None
@@ -478,9 +628,13 @@ class Zero:
                 u.part.copy_(low)
                 if self.offload:
                     self.traffic["to_device"] += low.numel() * low.element_size()
-            if s in (1, 2) and self.n > 1:
-                dist.all_gather_into_tensor(u.full, u.part.clone(), group=self.group)
+            if self.cfg.stage in (1, 2) and self.n > 1:
+                self.temps = [u.part.clone()]  # (P,) gloo wants an input that is not a view of the output
+                self._sample()
+                dist.all_gather_into_tensor(u.full, self.temps[0], group=self.group)
+                self.temps = []
                 self.comm += u.padded
+        self.in_step = False
         return norm
 
     def zero_grad(self):
@@ -547,7 +701,7 @@ class Zero:
     # ---- bytes ----
     def state_bytes(self) -> dict:
         "Per-rank bytes of parameters, gradients and optimizer states between steps (`host`: what is offloaded)."
-        params = distinct_bytes([u.part if self.cfg.stage == 3 else u.full for u in self.units])
+        params = distinct_bytes([u.part if self.split_params else u.full for u in self.units])
         states = [t for st in self.opt.state.values() for t in st.values() if torch.is_tensor(t) and t.dim() > 0]
         masters = [u.mflat for u in self.units] if self.separate else []
         grads = [u.grad for u in self.units]
@@ -555,10 +709,40 @@ class Zero:
             opt = distinct_bytes(states + masters)
             g = distinct_bytes(grads)
             return dict(params=params, grads=g, optimizer=opt, total=params + g + opt)
-        host_grads = grads if self.cfg.stage >= 2 else [u.host_grad for u in self.units]
-        g = 0 if self.cfg.stage >= 2 else distinct_bytes(grads)
+        host_grads = grads if self.split_grads else [u.host_grad for u in self.units]
+        g = 0 if self.split_grads else distinct_bytes(grads)
         host = distinct_bytes(states + masters + host_grads)
         return dict(params=params, grads=g, optimizer=0, total=params + g, host=host)
+
+    def held(self) -> dict:
+        "Bytes of every tensor this engine holds right now, by kind, each storage once (what the peak meter samples)."
+        params = [u.full for u in self.units] + [u.shard for u in self.units] + self.temps
+        grads = [u.grad for u in self.units] + [u.stage_buf for u in self.units] + [u.host_grad for u in self.units]
+        grads += [u.mgrad for u in self.units] + [p.grad for u in self.units for p in u.params]
+        grads += [t for e in self.inflight for t in e[1:3]]
+        states = [t for st in self.opt.state.values() for t in st.values() if torch.is_tensor(t) and t.dim() > 0]
+        opt = states + ([u.mflat for u in self.units] if self.separate else [])
+        out = dict(params=_bytes(params), grads=_bytes(grads), optimizer=_bytes(opt))
+        out["total"] = _bytes(params + grads + opt)
+        return out
+
+    def track_peaks(self) -> dict:
+        "Record from now on the peak of `held()` in each phase (forward, backward, step); returns the dict it fills."
+        self.peaks = {ph: dict(params=0, grads=0, optimizer=0, total=0) for ph in PHASES}
+        self.handles.append(self.model.register_forward_pre_hook(lambda *a: self._sample()))
+        self.handles.append(self.model.register_forward_hook(lambda *a: self._sample()))
+        self._sample()
+        return self.peaks
+
+    def _sample(self):
+        "Update the peaks with what is held now (only when tracking: `held` walks every buffer)."
+        if self.peaks is None:
+            return
+        phase = "step" if self.in_step else "backward" if self.in_backward else "forward"
+        now = self.held()
+        peak = self.peaks[phase]
+        for k, v in now.items():
+            peak[k] = max(peak[k], v)
 
     def numel(self, padded: bool = True) -> int:
         "Ψ: number of parameters (padded: as stored, a multiple of N per unit)."
@@ -578,6 +762,30 @@ class Zero:
         self.handles = []
         self.released = True
         return self.model
+
+# %% ../../nbs/21_zero.ipynb #b7c0ffee
+def zero_peak_formula(z: Zero) -> dict:
+    "Per phase, the most bytes a rank may hold by design: the paper's formula plus one bucket of each working set."
+    if z.offload:
+        raise FewkitError("zero_peak_formula: device bytes only; with offload_optimizer the states live on the host")
+    b = z.units[0].full.element_size()  # bytes per parameter / gradient element
+    f = zero_formula_bytes(z.numel(True), z.n, z.cfg.stage, z.cfg.dtype)
+    most_p = max(u.P for u in z.units)  # the largest partition, (P,)
+    live = z.live_cap * b if z.split_params else 0  # stage 3: the modules gathered at once, prefetch included
+    staged = 0  # gradients staged or in flight beyond the persistent buffers
+    if z.split_grads:
+        staged = max(z.inflight_cap, max(u.padded + u.P for u in z.units)) * b  # full-size staging + the 1/N output
+    elif z.cfg.stage == 1 and z.n > 1:
+        staged = max(z.inflight_cap, most_p) * b  # the reduce-scatters' (P,) outputs
+    sent = most_p * b if z.cfg.stage in (1, 2) and z.n > 1 else 0  # the (P,) copy each all-gather of the step sends
+    fp32 = 4 * sum(u.P for u in z.units) if z.mixed else 0  # the step's fp32 copies of the gradient partitions
+    extra = dict(forward=(live, 0), backward=(live, staged), step=(sent, fp32))
+    out = {}
+    for phase, (p, g) in extra.items():
+        d = dict(params=f["params"] + p, grads=f["grads"] + g, optimizer=f["optimizer"])
+        d["total"] = d["params"] + d["grads"] + d["optimizer"]
+        out[phase] = d
+    return out
 
 # %% ../../nbs/21_zero.ipynb #3f7c22a7
 def zero_subgroup(stage: int = 3, dp: str = "bucketed") -> dict | None:
