@@ -105,3 +105,4 @@ def test_fewclue_cli_on_a_random_folder_records_its_recipe(tmp_path, kind):
         assert r["prompts"]["pattern"] and r["prompts"]["pet_words"]
     md = (out / "results.md").read_text()
     assert all(m in md for m in ("finetune", "pet", "fuzzy-pet", "selected on dev", "dev, last state"))
+    assert "### Recipe" in md and digest[:16] in md and f"model_type {kind}" in md  # the recipe beside the numbers

@@ -35,7 +35,7 @@ from .self_training import SelfTrainSettings, self_train, unlabeled_pool
 
 # %% auto #0
 __all__ = ['PREDICT_FILES', 'mark_wsc', 'encode_cls', 'ClsModel', 'train_finetune', 'predict_finetune', 'run_split', 'run_task',
-           'submission_rows', 'write_submission', 'validate_submission', 'results_table', 'plot_results',
+           'submission_rows', 'write_submission', 'validate_submission', 'results_table', 'recipe_md', 'plot_results',
            'save_results', 'paired_bootstrap', 'compare_methods', 'plot_comparisons', 'comparisons_table']
 
 # %% ../../nbs/53_fewclue.ipynb #c362883b
@@ -296,6 +296,32 @@ def results_table(results: list[dict]) -> str:
     return "\n".join(rows)
 
 
+def recipe_md(results: list[dict]) -> str:
+    "Markdown under the table: the backbone (path, type, weights' SHA-256), fewkit's version, each task's settings and prompts."
+    if not results or "backbone" not in results[0]:
+        return ""  # results made in a notebook, without the command's record
+    b, r0 = results[0]["backbone"], results[0]
+    sha = ", ".join(f"{k} {v[:16]}…" for k, v in b["sha256"].items())
+    lines = [
+        f"- backbone `{b['path']}`: model_type {b.get('model_type', 'bert')}, run by {b.get('impl', 'fewkit')}; SHA-256 {sha}"
+    ]
+    if "fewkit" in r0:
+        lines.append(f"- fewkit {r0['fewkit']['version']}, commit {r0['fewkit']['commit']}")
+    for t in dict.fromkeys(r["task"] for r in results):
+        r = next(x for x in results if x["task"] == t)
+        s, p = r.get("settings", {}), r.get("prompts", {})
+        line = (
+            f"- {t}: lr {s.get('lr')}, max_steps {s.get('max_steps')}, batch {s.get('batch_size')}, "
+            f"max_len {s.get('max_len')}, {s.get('n_evals')} dev evaluations, seed {s.get('seed')} + split; "
+            f"pattern `{p.get('pattern')}`, PET words {p.get('pet_words')}"
+        )
+        if p.get("changes"):
+            line += f"; vocabulary substitutions {p['changes']}"
+        lines.append(line)
+    lines.append("- everything else is in `run.json`: `fewkit fewclue --config run.json` runs it again")
+    return "\n### Recipe\n\n" + "\n".join(lines) + "\n"
+
+
 def plot_results(results: list[dict], path=None, device=None, comps: list[dict] | None = None):
     "Grouped bars: dev accuracy mean ± std per task, one bar per method; with `comps`, the paired differences."
     tasks = list(dict.fromkeys(r["task"] for r in results))
@@ -359,6 +385,7 @@ def save_results(results: list[dict], out, root=None, backbone: str = "") -> dic
             get_logger("fewkit.fewclue").warning(notes[-1].replace("**", ""))
     md = f"FewCLUE, backbone `{backbone}`, {device_name()}\n\n" + results_table(results) + "\n"
     md += "".join(f"\n{n}\n" for n in notes)
+    md += recipe_md(results)
     comps = compare_methods(results) if len({r["method"] for r in results}) > 1 else []
     if comps:  # several methods: which differences the dev splits can tell from noise
         md += "\n### Paired comparisons on dev\n\n" + comparisons_table(comps) + "\n"
