@@ -181,7 +181,8 @@ class LiveBytesMeter(TorchDispatchMode):
         self.log.append((seq, s.nbytes()))
         self.now += s.nbytes()
         self.peak = max(self.peak, self.now)
-        weakref.finalize(s, self._free, id(s))  # runs when the storage itself is freed (one PyObject per storage)
+        f = weakref.finalize(s, self._free, id(s))  # runs when the storage itself is freed (one PyObject per storage)
+        f.atexit = False  # a storage alive at exit (a gradient) needs no bookkeeping then
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))

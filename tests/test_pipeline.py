@@ -1,7 +1,7 @@
 "Chapter 2b: pipeline parallelism (GPipe, 1F1B) on 2 and 4 CPU processes; DeepSpeed and torch.distributed.pipelining."
 import pytest
 from fewkit.parallel.distributed import run_function
-from fewkit.parallel.pipeline import gpipe, one_f_one_b, in_flight, stage_bounds
+from fewkit.parallel.pipeline import gpipe, one_f_one_b, in_flight, stage_bounds, replay, SCHEDULES
 
 P = 'fewkit.parallel.pipeline:'
 
@@ -14,6 +14,15 @@ def test_schedules_are_valid(m, p):
             assert all(acts.index(('F', i)) < acts.index(('B', i)) for i in range(m))
     assert [in_flight(one_f_one_b(m, p, s)) for s in range(p)] == [min(p - s, m) for s in range(p)]
     assert all(in_flight(gpipe(m, p, s)) == m for s in range(p))
+
+@pytest.mark.parametrize('m,p', [(1, 4), (3, 4), (8, 4), (5, 2), (2, 5)])
+def test_replay_of_equal_stages_is_the_formula(m, p):
+    "Equal stages, backward = 2 forwards, free communication: the bubble is exactly (p-1)/(m+p-1) for both schedules."
+    for sch in SCHEDULES:
+        even = [[[1.0] * m, [2.0] * m] for _ in range(p)]
+        assert abs(replay(sch, even)['bubble'] - (p - 1) / (m + p - 1)) < 1e-12
+    slow = [[[1.0] * m, [2.0] * m] for _ in range(p - 1)] + [[[2.0] * m, [4.0] * m]]  # the last stage twice as slow
+    assert replay('1f1b', slow)['bubble'] > (p - 1) / (m + p - 1)
 
 def test_stage_bounds():
     assert stage_bounds(4, 4) == [(0, 1), (1, 2), (2, 3), (3, 4)]
@@ -56,4 +65,5 @@ def test_pipeline_4proc_bubble_and_activations():
     assert all(x['bubble'] > y['bubble'] for x, y in zip(real, real[1:])), real
     for b in real:
         assert -0.05 < b['bubble'] - b['formula'] < 0.15, real
+        assert abs(b['bubble'] - b['formula_stages']) < 0.06, real  # the formula with the stages' own times
         assert len(b['stage_busy_ms']) == 4 and min(b['stage_busy_ms']) > 0, real

@@ -18,7 +18,7 @@ from .tensor_parallel import _device
 
 # %% auto #0
 __all__ = ['SCHEDULES', 'stage_bounds', 'Stage', 'gpipe', 'one_f_one_b', 'in_flight', 'run_schedule', 'sync_tied',
-           'pipeline_step', 'pp_parity', 'deepspeed_pipe', 'torch_pipe', 'bubble_sweep', 'bubble_compute',
+           'pipeline_step', 'pp_parity', 'deepspeed_pipe', 'torch_pipe', 'replay', 'bubble_sweep', 'bubble_compute',
            'activation_peaks']
 
 # %% ../../nbs/24_pipeline_parallel.ipynb #05b3b45e
@@ -311,6 +311,35 @@ def torch_pipe(schedule: str = "1f1b", m: int = 4, rows: int = 8, seq: int = 8, 
     loss = torch.stack(losses).mean().item() if losses else None
     return dict(loss=loss, ref_loss=ref_loss.item(), grad_diff=_grad_diff(stage, ref, model))
 
+# %% ../../nbs/24_pipeline_parallel.ipynb #6759a94b
+def replay(schedule: str, cost: list) -> dict:
+    "Timeline of `schedule` on p stages whose actions take cost[s][0][i] (forward) / cost[s][1][i] (backward) seconds."
+    p, m = len(cost), len(cost[0][0])
+    acts = [SCHEDULES[schedule](m, p, s) for s in range(p)]
+    done, clock, pos = {}, [0.0] * p, [0] * p  # done[(kind, s, i)] = end time; each stage's clock and next action
+    while any(pos[s] < len(acts[s]) for s in range(p)):
+        moved = False
+        for s in range(p):
+            if pos[s] == len(acts[s]):
+                continue
+            kind, i = acts[s][pos[s]]
+            dep = ("F", s - 1, i) if kind == "F" else ("B", s + 1, i)  # the input comes from the neighbour
+            if (kind == "F" and s == 0) or (kind == "B" and s == p - 1):
+                dep = None
+            if dep is not None and dep not in done:
+                continue  # its input has not been computed yet
+            start = max(clock[s], done[dep] if dep else 0.0)
+            clock[s] = start + cost[s][kind == "B"][i]
+            done[(kind, s, i)] = clock[s]
+            pos[s] += 1
+            moved = True
+        if not moved:
+            raise FewkitError(f"schedule {schedule!r} deadlocks")
+    span = max(clock)
+    busy = [sum(c[0]) + sum(c[1]) for c in cost]
+    stage_bubble = [1 - b / span for b in busy]
+    return dict(span=span, stage_bubble=stage_bubble, bubble=sum(stage_bubble) / p)
+
 # %% ../../nbs/24_pipeline_parallel.ipynb #07b2c723
 def bubble_sweep(ms=(1, 2, 4, 8), work_s: float = 0.05, schedule: str = "1f1b", rows_per_micro: int = 1) -> list[dict]:
     "Run on p ranks: measured bubble (mean over stages) vs (p−1)/(m+p−1) for each m."
@@ -325,9 +354,9 @@ def bubble_sweep(ms=(1, 2, 4, 8), work_s: float = 0.05, schedule: str = "1f1b", 
 
 
 def bubble_compute(
-    ms=(1, 2, 4, 8), schedule: str = "1f1b", rows_per_micro: int = 2, seq: int = 32, hidden: int = 64, repeats: int = 3
+    ms=(1, 2, 4, 8), schedule: str = "1f1b", rows_per_micro: int = 2, seq: int = 32, hidden: int = 64, repeats: int = 5
 ) -> list[dict]:
-    "Run on p ranks: the bubble of real transformer-layer stages (one layer each) on the virtual clock, vs (p−1)/(m+p−1)."
+    "Run on p ranks: the bubble of real transformer-layer stages (one layer each) from their thread CPU time, vs (p−1)/(m+p−1)."
     p, s = dist.get_world_size(), dist.get_rank()
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # thread CPU time sees only this thread: no intra-op helpers
@@ -336,28 +365,41 @@ def bubble_compute(
     out = []
     try:
         for m in (2, *ms):  # the first m = 2 is a warm-up (allocator, first calls), not reported
-            runs = []
+            costs, walls = [], []
             for _ in range(repeats):
                 ids, labels = (t.to(_device()) for t in mlm_batch(m, m * rows_per_micro, seq, 128))
                 stage.zero_grad(set_to_none=True)
                 dist.barrier()
                 r = pipeline_step(stage, ids, labels, m, schedule, tied_group=tied)[1]
-                span = torch.tensor([r["vend"], r["end"], -r["start"]], dtype=torch.float64)
+                c = torch.zeros(2, m, dtype=torch.float64)  # this stage's seconds per action: [F, B] x micro-batch
+                for kind, i, t0, t1 in r["timeline"]:
+                    c[int(kind == "B"), i] = t1 - t0
+                costs.append(c)
+                span = torch.tensor([r["end"], -r["start"]], dtype=torch.float64)
                 dist.all_reduce(span, op=dist.ReduceOp.MAX)
-                runs.append((1 - r["vbusy"] / span[0].item(), 1 - r["busy"] / (span[1] + span[2]).item(), r["vbusy"]))
-            runs.sort()
-            b = torch.tensor(runs[len(runs) // 2], dtype=torch.float64)  # the median run (by virtual bubble)
-            per_stage = [torch.zeros(3, dtype=torch.float64) for _ in range(p)]
-            dist.all_gather(per_stage, b)
+                walls.append(1 - r["busy"] / span.sum().item())
+            # per action, the median over the runs: one slow call (another job took the cache) does not
+            # stretch the whole timeline
+            mine = torch.stack(costs).median(dim=0).values
+            every = [torch.zeros_like(mine) for _ in range(p)]
+            dist.all_gather(every, mine)
+            cost = [[x[0].tolist(), x[1].tolist()] for x in every]
+            rp = replay(schedule, cost)
+            wall = torch.tensor([sorted(walls)[len(walls) // 2]], dtype=torch.float64)
+            dist.all_reduce(wall)
+            t = [sum(c[0]) + sum(c[1]) for c in cost]  # busy seconds per stage
+            tm = [x / m for x in t]  # per micro-batch (F + B)
+            span_est = sum(tm) + (m - 1) * max(tm)  # fill through every stage, then the slowest sets the pace
             out.append(
                 dict(
                     m=m,
                     p=p,
                     formula=(p - 1) / (m + p - 1),
-                    bubble=sum(x[0].item() for x in per_stage) / p,  # mean over stages, virtual clock
-                    wall_bubble=sum(x[1].item() for x in per_stage) / p,  # the wall timeline, cores shared
-                    stage_bubble=[x[0].item() for x in per_stage],
-                    stage_busy_ms=[1e3 * x[2].item() for x in per_stage],
+                    formula_stages=1 - m * sum(tm) / p / span_est,  # the same, with the stages' unequal times
+                    bubble=rp["bubble"],  # mean over stages, the timeline of the measured compute
+                    wall_bubble=wall.item() / p,  # the wall-clock timeline, 4 processes sharing the cores
+                    stage_bubble=rp["stage_bubble"],
+                    stage_busy_ms=[1e3 * x for x in t],
                 )
             )
     finally:
