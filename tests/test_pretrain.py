@@ -353,3 +353,25 @@ def test_cli_reports_the_flop_fraction(tmp_path, capsys):
     assert "its GEMMs reach at the model's shapes" in out and "load" in out
     rep = json.loads((tmp_path / "o" / "pretrain_report.json").read_text())
     assert rep["flop_rate"]["rounds"] == 3 and rep["pretrain"]["flop_every"] == 2
+
+
+def test_sdpa_attention_trains_as_eager_and_is_refused_when_unknown(tok):
+    # PretrainSettings.attention='sdpa' (the default) only changes the kernel: the losses of a short run equal the
+    # explicit-softmax path's to float rounding, and the GEMMs recorded for the FLOP count are the same
+    from fewkit.core import FewkitError
+    from fewkit.pretrain.mlm import build_model, model_gemms
+    from fewkit.masking import MLMCollate
+
+    ps = PretrainSettings(max_texts=600, seq_len=32, n_eval=16, model=dict(num_hidden_layers=2, hidden_size=32,
+                                                                              intermediate_size=64))
+    ts = TrainSettings(steps=6, batch_size=4, lr=3e-3, warmup=1, eval_every=0, out="", device="cpu")
+    runs = {a: pretrain(ps.replace(attention=a), ts, tok=tok, progress=False) for a in ("eager", "sdpa")}
+    assert runs["sdpa"]["model"]["attn_impl"] == "sdpa" and runs["eager"]["model"]["attn_impl"] == "eager"
+    le, ls = ([c["loss"] for c in runs[a]["curve"]] for a in ("eager", "sdpa"))
+    assert max(abs(a - b) for a, b in zip(le, ls)) < 1e-4, (le, ls)
+    b = MLMCollate(tok)([(torch.randint(5, len(tok), (32,)), None)] * 3, torch.Generator().manual_seed(0))
+    shapes = [[(o["func"], o["args"]) for o in model_gemms(build_model(ps.replace(attention=a), tok), b)]
+              for a in ("eager", "sdpa")]
+    assert shapes[0] == shapes[1]
+    with pytest.raises(FewkitError, match="attention"):
+        build_model(ps.replace(attention="flash"), tok)

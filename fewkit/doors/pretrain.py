@@ -114,6 +114,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     a("--eval-every", type=int, default=100)
     a(
+        "--attention",
+        choices=["sdpa", "eager"],
+        help="attention kernel while pretraining (default sdpa, torch's fused kernel; eager: explicit softmax)",
+    )
+    a(
         "--flop-every",
         type=int,
         help="one process: time a replay of the model's GEMMs every N steps, for the FLOP fraction (default 20; 0: off)",
@@ -149,6 +154,7 @@ _FLAGS = {  # flag -> where its value goes in {"pretrain": {...}, "train": {...}
     "mask_prob": ("pretrain", "mask_prob"),
     "init": ("pretrain", "init"),
     "flop_every": ("pretrain", "flop_every"),
+    "attention": ("pretrain", "attention"),
     "steps": ("train", "steps"),
     "batch_size": ("train", "batch_size"),
     "lr": ("train", "lr"),

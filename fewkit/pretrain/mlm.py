@@ -20,7 +20,7 @@ from ..core import write_json
 from ..data import embedded_texts
 from ..masking import BatchStream, MLMCollate, mlm_count, mlm_loss_sum, word_starts
 from ..measure import flop_count, machine_load, quartiles
-from ..model import BertConfig, BertForMaskedLM
+from ..model import BertConfig, BertForMaskedLM, BertSelfAttention
 from ..model_io import from_hf, save_hf
 from ..tokenizer import default_tokenizer, load_tokenizer, normalise
 from ..train import TrainSettings, fit, unwrap
@@ -175,8 +175,17 @@ def model_gemms(model, batch: dict, loss_fn=mlm_loss_sum) -> list[dict]:
     "The GEMMs of one forward + backward of `loss_fn(model, batch)`: op, argument shapes/strides/dtypes, FLOPs."
     m = unwrap(model)
     dev = next(m.parameters()).device
-    with _GemmRecorder() as rec:
-        loss_fn(m, {k: v.to(dev) for k, v in batch.items()}).backward()
+    # a fused attention kernel (sdpa) runs its two products inside one op: record them as the eager path's bmm,
+    # the same FLOPs at the same shapes (what the step's FLOPs count, whichever kernel runs them)
+    fused = [a for a in m.modules() if getattr(a, "impl", None) == "sdpa"]
+    for a in fused:
+        a.impl = "eager"
+    try:
+        with _GemmRecorder() as rec:
+            loss_fn(m, {k: v.to(dev) for k, v in batch.items()}).backward()
+    finally:
+        for a in fused:
+            a.impl = "sdpa"
     m.zero_grad(set_to_none=True)
     for op in rec.ops:
         op["flops"] = gemm_flops(op["func"], [a[0] for a in op["args"] if isinstance(a, tuple)])
@@ -392,6 +401,15 @@ class PretrainSettings(Settings):
     finetune_dropout: float = 0.1  # what the saved config.json carries, for fine-tuning downstream
     init: str = ""  # a Hugging Face BERT folder to continue from (its weights and tokenizer); "": fresh weights
     flop_every: int = 20  # one process: replay the model's GEMMs every k steps for the FLOP fraction (0: off)
+    # attention kernel while pretraining: 'sdpa' (torch's fused scaled_dot_product_attention: no (B, nh, T, T) scale,
+    # softmax and layout copies of its own; on this CPU +8-9 points of the FLOP fraction, the same losses to 1e-5)
+    # | 'eager' (explicit softmax, what the shipped backbone was trained with). Saved folders are plain BERT either way.
+    attention: str = "sdpa"
+
+    def __post_init__(self):
+        if self.attention not in ("sdpa", "eager"):
+            raise FewkitError(f"PretrainSettings.attention: expected sdpa | eager, got {self.attention!r}")
+
     model: dict = field(default_factory=dict)  # BertConfig overrides, e.g. dict(num_hidden_layers=2)
 
 
@@ -470,7 +488,7 @@ def sinusoid_positions_(w: torch.Tensor, std: float = 0.02) -> torch.Tensor:
 
 def model_config(ps: PretrainSettings, tok) -> BertConfig:
     "The BertConfig `build_model` builds: preset `ps.preset` sized for `tok`, with the run's dropout and overrides."
-    cfg = BertConfig.preset(ps.preset, vocab_size=len(tok))
+    cfg = BertConfig.preset(ps.preset, vocab_size=len(tok), attn_impl=ps.attention)
     if ps.dropout is not None:
         cfg = cfg.replace(hidden_dropout_prob=ps.dropout, attention_probs_dropout_prob=ps.dropout)
     cfg = cfg.replace(**(ps.model or {}))
@@ -530,6 +548,11 @@ def pretrain(
     model = from_hf(ps.init) if ps.init else build_model(ps, tok)  # --init: continued pretraining
     if ps.bias_init and not ps.init:
         init_output_bias(model, train_rows, len(tok))
+    if ps.init:  # a loaded folder's config.json names no kernel: the run's choice
+        model.config = model.config.replace(attn_impl=ps.attention)
+        for a in model.modules():
+            if isinstance(a, BertSelfAttention):
+                a.impl = ps.attention
     multi = ts.parallel.engine != "none"  # under `fewkit pretrain --nproc N` / torchrun: each rank takes its rows
     r, w = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if multi else (0, 1)
     stream = BatchStream(train_rows, ts.batch_size, collate, seed=ts.seed, rank=r, world=w)
