@@ -1,4 +1,4 @@
-"""`fewkit kg align` (Sentence-SPO pairs by distant supervision) and `fewkit bench knowledge` (alignment P/R and the knowledge probe), exported to `fewkit.doors.knowledge`.
+"""`fewkit kg align` (Sentence-SPO pairs by distant supervision), `fewkit pretrain --knowledge` (knowledge pretraining with the gated GCN) and `fewkit bench knowledge` (alignment P/R, the knowledge probe at equal compute, the few-shot effect), exported to `fewkit.doors.knowledge`.
 
 Docs: https://fewkit.github.io/fewkit/doors_knowledge.html.md"""
 
