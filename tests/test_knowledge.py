@@ -418,3 +418,24 @@ def test_gcn_pretraining_runs_through_fit_and_logs_parts_and_gates(toy):
     ddp = s.replace(train=s.train.replace(parallel=ParallelSettings(engine="ddp")))
     with pytest.raises(FewkitError, match="one process"):
         pretrain_gcn(tiny_bert(seed=0, vocab=len(tok)), tok, tensors, graph, ddp)
+
+
+def test_knowledge_gain_pairs_dropout_masks(toy):
+    "With dropout on and the gate shut, L_plain == L_kg exactly: the gain's plain forward replays the same masks."
+    import torch
+    from fewkit.core import seed_everything
+    from fewkit.model import BertConfig, BertForMaskedLM
+    from fewkit.knowledge.gcn_pretrain import GatedKnowledgeModel, GraphCollate, gcn_losses, gcn_mlm_loss_sum
+
+    tok, tensors, graph, s, _ = _gcn_setup(toy)
+    seed_everything(0)
+    m = GatedKnowledgeModel(BertForMaskedLM(BertConfig.preset("tiny", vocab_size=len(tok)))).train()
+    assert m.mlm.config.hidden_dropout_prob > 0
+    mb = GraphCollate(tensors, graph, tok, s)(list(torch.arange(4)), torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        m.gated.gate.bias.fill_(-float("inf"))
+    before = torch.get_rng_state()
+    gcn_mlm_loss_sum(m, mb)
+    gcn_losses(m, mb, s)
+    assert m.last["gain"] == 0.0
+    assert not torch.equal(torch.get_rng_state(), before)  # the stream moved on (by the knowledge forward's draws)

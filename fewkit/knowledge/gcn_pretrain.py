@@ -115,6 +115,7 @@ class GatedKnowledgeModel(KnowledgeModel):
         self.heads = KnowledgeHeads(mlm.bert.embeddings.word_embeddings.embedding_dim)
         self.last = {}  # what the last knowledge forward saw: mean gate over its mention tokens (and the gain)
         self.last_loss = None  # its summed MLM loss, reused by the knowledge-gain hinge (see gcn_losses)
+        self.last_rng = None  # the RNG state its dropout started from: the gain's plain forward replays it
 
     @property
     def mlm(self):
@@ -123,6 +124,8 @@ class GatedKnowledgeModel(KnowledgeModel):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None, head="mlm", kg=None):
         if kg is None or head != "mlm":
             return super().forward(input_ids, attention_mask, token_type_ids, labels, head)
+        cuda = torch.cuda.get_rng_state(input_ids.device) if input_ids.is_cuda else None
+        self.last_rng = (torch.get_rng_state(), cuda)
         h = self.gated.hidden(input_ids, attention_mask, kg)  # (B, T, C), knowledge fused after layer fuse_at
         has = kg["token_node"] >= 0  # (B, T) mention tokens
         gate = self.gated.last_gate[has]  # (M, C)
@@ -151,7 +154,14 @@ def gcn_losses(model, mb: dict, s: KnowledgeSettings) -> dict:
     if s.gain_weight and inner.last_loss is not None:
         n = max(mlm_count(mb), 1)
         l_kg = inner.last_loss / n  # this micro-batch's knowledge forward, run by gcn_mlm_loss_sum just before
-        l_plain = model(mb["input_ids"], mb["attention_mask"], labels=mb["labels"]) / n  # the same BERT, no graph
+        ids = mb["input_ids"]
+        # the same BERT without the graph, with the same dropout masks (the GCN draws no random numbers), so the gain
+        # is the graph's effect on this batch, not the difference of two dropout draws; fork_rng restores the stream
+        with torch.random.fork_rng(devices=[ids.device] if ids.is_cuda else []):
+            torch.set_rng_state(inner.last_rng[0])
+            if ids.is_cuda:
+                torch.cuda.set_rng_state(inner.last_rng[1], ids.device)
+            l_plain = model(ids, mb["attention_mask"], labels=mb["labels"]) / n
         total, gain = knowledge_gain_loss(l_kg, l_plain, s.gain_margin, s.gain_weight)
         out["gain"] = total - l_kg  # gain_weight * relu(margin - gain)
         inner.last["gain"] = float(gain)
