@@ -36,7 +36,7 @@ from ..train import TrainSettings
 
 # %% auto #0
 __all__ = ['PRESET_RUN', 'SIZE_SHAPES', 'read_config', 'given_flags', 'settings_from_args', 'torchrun_command', 'cli_main',
-           'dry_run', 'plot_curve', 'bench', 'demo_section', 'bench_sizes', 'bench_nli']
+           'run_nli', 'dry_run', 'plot_curve', 'bench', 'demo_section', 'bench_sizes', 'bench_nli']
 
 # %% ../../nbs/98_doors_pretrain.ipynb #210936a7
 # steps/batch/lr per preset: chosen so that `tiny` finishes in <= 20 minutes on a 2-core CPU
@@ -73,6 +73,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="continue pretraining a Hugging Face BERT folder (its weights and tokenizer), e.g. on --corpus task/unlabeled.json",
     )
+    a(
+        "--nli",
+        metavar="TASKS",
+        help="with --init: continue on these FewCLUE tasks recast as entailment pairs (chapter 4), e.g. "
+        f"{','.join(TRANSFER_TASKS)}; MLM + entailment loss, train splits only",
+    )
+    a("--nli-data", metavar="DIR", help="FewCLUE folder for --nli (default: shared/fewclue, else data_samples)")
     a("--nproc", type=int, default=1, help="data-parallel processes on this machine (torchrun + DDP; 1 thread each)")
     a("--port", type=int, default=29511, help="rendezvous port with --nproc")
     a(
@@ -278,7 +285,8 @@ def _report(rep: dict, out: Path):
         print(
             f"model {fr['model_flops_per_s'] / 1e9:.1f} GFLOP/s = {fr['fraction']:.1%} "
             f"(quartiles {fr['fraction_iqr'][0]:.1%}-{fr['fraction_iqr'][1]:.1%}, {fr['rounds']} rounds) of the "
-            f"{fr['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s its GEMMs reach at the model's shapes; "
+            f"{fr['gemm_flops_per_s'] / 1e9:.1f} GFLOP/s its GEMMs reach at the model's shapes (a step "
+            f"{fr['step_ms']:.0f} ms, its GEMMs alone {fr['replay_ms']:.0f} ms); "
             f"{fr['clock']}, {fr['threads']} thread(s), load {fr['load'][0]:.1f}-{fr['load'][-1]:.1f} on {fr['cores']} cores"
         )
     for p, f in rep["fills"].items():
@@ -302,6 +310,8 @@ def cli_main(argv: list[str] | None = None) -> int:
         if a.dry_run:
             dry_run(ps, ts)
             return 0
+        if a.nli:
+            return run_nli(a, ps, ts, out, argv)
         if a.nproc > 1 and not group:  # start this same command on N processes (torchrun)
             # supervised: a wall-clock limit, the first failing rank named, every rank ended on SIGINT/SIGTERM
             rest = _without_nproc(argv)
@@ -329,6 +339,21 @@ def cli_main(argv: list[str] | None = None) -> int:
     if "rank" in rep:
         return 0  # ranks > 0: rank 0 saves and reports
     _report(rep, out)
+    return 0
+
+# %% ../../nbs/98_doors_pretrain.ipynb #5a158b76
+def run_nli(a, ps: PretrainSettings, ts: TrainSettings, out: Path, argv: list[str]) -> int:
+    "`fewkit pretrain --init DIR --nli TASKS`: continued MLM + entailment pretraining on tasks recast as pairs."
+    if not a.init:
+        raise FewkitError("--nli needs --init DIR: the Hugging Face folder whose pretraining continues")
+    tasks = [t for t in a.nli.split(",") if t]
+    pairs = entailment_corpus(tasks, "train_few_all", a.nli_data, seed=ts.seed)  # train splits only
+    print(f"entailment pairs from {', '.join(tasks)}: {len(pairs):,} ({sum(p[2] for p in pairs):,} entailed)")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "run.json", dict(argv=argv, nli_tasks=tasks, pairs=len(pairs), train=ts.to_dict(), env=env_info()))
+    continue_pretrain(a.init, pairs, ts, out, mask_prob=ps.mask_prob, max_len=ps.seq_len)
+    rep = json.loads((out / "nli_report.json").read_text())
+    print(f"saved {out}: loss {rep['curve'][0]:.3f} -> {rep['curve'][-1]:.3f} over {len(rep['curve'])} steps")
     return 0
 
 # %% ../../nbs/98_doors_pretrain.ipynb #f62bf75d
