@@ -402,7 +402,7 @@ def bench(out: Path, quick: bool = False) -> dict:
     "`fewkit bench pretrain`: the preset run (quick: 20 steps on 3000 texts); tokens/s, FLOP use, accuracy, curve."
     flags = ["--out", str(Path(out) / "pretrain-backbone"), "--save-every", "0"]
     if quick:
-        flags += ["--steps", "20", "--max-texts", "3000", "--eval-every", "10"]
+        flags += ["--steps", "20", "--max-texts", "3000", "--eval-every", "10", "--flop-every", "4"]
     ps, ts, _ = settings_from_args(_parser().parse_args(flags))
     rep = pretrain(ps, ts, save_to=Path(out) / "pretrain-backbone")
     rep.pop("_model")
