@@ -20,8 +20,8 @@ from ..testing import tiny_bert, mlm_batch
 from .distributed import DPSettings, data_parallel, new_group
 
 # %% auto #0
-__all__ = ['DTYPES', 'PHASES', 'ZeroSettings', 'zero_formula_bytes', 'no_decay', 'distinct_bytes', 'ZeroAdamW', 'Zero',
-           'zero_peak_formula', 'zero_subgroup']
+__all__ = ['DTYPES', 'PHASES', 'ZeroSettings', 'zero_formula_bytes', 'no_decay', 'distinct_bytes', 'ZeroAdamW', 'split_units',
+           'bucket_numels', 'Zero', 'zero_peak_formula', 'zero_subgroup']
 
 # %% ../../nbs/21_zero.ipynb #e5fae78d
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -172,6 +172,47 @@ def _bytes(ts) -> int:
     return sum(seen.values())
 
 
+def split_units(model: nn.Module, layers: list) -> list:
+    "(module, its trainable parameters first met there): parts of the root (modules with no layer inside) and layers."
+    layer_ids = {id(l) for l in layers}
+    seen = {id(p) for l in layers for p in l.parameters()}
+    out, rest = [], []
+
+    def fresh(params):
+        got = []
+        for p in params:
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                got.append(p)
+        return got
+
+    def walk(m):
+        if id(m) in layer_ids:
+            out.append((m, list({id(p): p for p in m.parameters() if p.requires_grad}.values())))
+        elif not any(id(x) in layer_ids for x in m.modules()):
+            out.append((m, fresh(m.parameters())))  # e.g. the embeddings, the MLM head
+        else:
+            rest.extend(fresh(m.parameters(recurse=False)))  # a parameter held next to the layers
+            for c in m.children():
+                walk(c)
+
+    walk(model)
+    return [(model, rest)] + out
+
+
+def bucket_numels(model: nn.Module, layers=None) -> dict:
+    "Elements of the largest unit and of the largest module's units (what one collective / one gather moves at most)."
+    layers = list(model.bert.encoder.layer if layers is None else layers)
+    parts = [(m, ps) for m, ps in split_units(model, layers) if ps]
+    unit = max(sum(p.numel() for p in ps) for _, ps in parts)
+    owner = {id(p): i for i, (_, ps) in enumerate(parts) for p in ps}
+    sizes = [sum(p.numel() for p in ps) for _, ps in parts]
+    mods = [m for m, _ in parts if m is not model]  # the model itself holds only what sits next to the layers
+    needs = [{owner[id(p)] for p in m.parameters() if id(p) in owner} for m in mods]
+    module = max((sum(sizes[i] for i in ix) for ix in needs), default=unit)
+    return dict(unit=unit, module=max(module, unit))
+
+
 PHASES = ("forward", "backward", "step")
 
 
@@ -208,7 +249,7 @@ class Zero:
         self.units = []  # in forward order: the root's parts and the layers as the model registers them
         owned = []  # (module, the units it owns)
         self.handles = []  # every hook installed, so that `release` can remove them
-        for mod, params in self._split(model, layers):
+        for mod, params in split_units(model, layers):
             us = self._make_units(params)
             self.units += us
             owned.append((mod, us))
@@ -248,33 +289,6 @@ class Zero:
             self._install_gather_hooks()
 
     # ---- building: units, partitions, masters, hooks ----
-    def _split(self, model, layers):
-        "(module, its trainable parameters first met there): parts of the root (modules with no layer inside) and layers."
-        layer_ids = {id(l) for l in layers}
-        seen = {id(p) for l in layers for p in l.parameters()}
-        out, rest = [], []
-
-        def fresh(params):
-            got = []
-            for p in params:
-                if p.requires_grad and id(p) not in seen:
-                    seen.add(id(p))
-                    got.append(p)
-            return got
-
-        def walk(m):
-            if id(m) in layer_ids:
-                out.append((m, list({id(p): p for p in m.parameters() if p.requires_grad}.values())))
-            elif not any(id(x) in layer_ids for x in m.modules()):
-                out.append((m, fresh(m.parameters())))  # e.g. the embeddings, the MLM head
-            else:
-                rest.extend(fresh(m.parameters(recurse=False)))  # a parameter held next to the layers
-                for c in m.children():
-                    walk(c)
-
-        walk(model)
-        return [(model, rest)] + out
-
     def _make_units(self, params) -> list:
         "One unit per module (none if it trains nothing): the parameters AdamW decays first, then the others."
         if not params:
