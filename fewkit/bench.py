@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import os
 import sys
 import time
 import traceback
@@ -77,13 +78,16 @@ def run_bench(name: str, out="runs/bench", quick: bool = False, **narrow) -> dic
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    load0 = os.getloadavg()[0]  # a busy machine stretches every time below: the load goes beside them
     res = fn(out, quick=quick, **narrow)
     rec = dict(
         name=name,
         quick=quick,
+        smoke=quick,
         kind="smoke run (--quick): checks the pipeline; its numbers are not figures" if quick else "measurement",
         **narrow,
         wall_s=round(time.perf_counter() - t0, 2),
+        load=dict(start=round(load0, 2), end=round(os.getloadavg()[0], 2), cores=os.cpu_count()),
         env=env_info(),
         pngs=sorted(p.name for p in out.glob(f"{name}*.png")),
         results=res,

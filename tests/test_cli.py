@@ -57,6 +57,7 @@ def test_bench_memory_quick(tmp_path):
     row = rec["results"]["rows"][0]
     assert row["grads"] == row["params"] and row["optimizer"] > 2 * row["params"] - 1
     assert "device" in json.dumps(rec["env"]).lower() and rec["pngs"] == ["memory.png"]
+    assert rec["smoke"] is True and rec["load"]["cores"] >= 1  # a --quick run says it is one, with the load
 
 
 def test_demo_foundation_section(tmp_path):
