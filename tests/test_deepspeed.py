@@ -2,7 +2,9 @@
 import os, subprocess, sys, textwrap
 import pytest
 from fewkit.parallel.distributed import run_function
-from fewkit.parallel.deepspeed import ds_config
+from fewkit.parallel.deepspeed import ds_config, ds_config_like
+from fewkit.parallel.zero import bucket_numels
+from fewkit.testing import tiny_bert
 from fewkit.parallel.zero import ZeroSettings
 
 SBS = 'fewkit.doors.parallel:side_by_side'
@@ -11,6 +13,20 @@ def test_ds_config_from_settings():
     c = ds_config(ZeroSettings(stage=3, lr=3e-4), rows=2, n=4)
     assert c['zero_optimization'] == {'stage': 3} and c['train_batch_size'] == 8
     assert c['optimizer']['type'] == 'Adam' and c['optimizer']['params']['lr'] == 3e-4
+
+def test_ds_config_like_fewkit():
+    # DeepSpeed's knobs set to what fewkit's Zero does: every tensor partitioned, one unit per collective,
+    # at most one module's units gathered (prefetch included), freed after every use, the same overlap
+    m = tiny_bert(0, vocab=8000, hidden=128, layers=4)
+    b = bucket_numels(m)
+    assert b['unit'] == 8000 * 128 + 64 * 128 + 2 * 128 + 2 * 128   # the embeddings with the tied word embeddings
+    assert b['module'] == b['unit'] + 128 * 128 + 128 + 2 * 128 + 8000   # the MLM head needs it too
+    zo = ds_config_like(ZeroSettings(stage=3, overlap=False), rows=2, n=2, model=m)['zero_optimization']
+    assert zo['stage3_param_persistence_threshold'] == 0 and zo['stage3_max_reuse_distance'] == 0
+    assert zo['reduce_bucket_size'] == zo['allgather_bucket_size'] == b['unit']
+    assert zo['stage3_prefetch_bucket_size'] == zo['stage3_max_live_parameters'] == b['module']
+    assert zo['overlap_comm'] is False
+    assert 'stage3_param_persistence_threshold' not in ds_config_like(ZeroSettings(stage=2), 2, 2, m)['zero_optimization']
 
 def _check(res, stages):
     for st in stages:
@@ -26,8 +42,15 @@ def _check(res, stages):
 
 @pytest.mark.multiproc
 def test_deepspeed_matches_fewkit_zero():
-    res = run_function(SBS, 2, kwargs=dict(stages=(2, 3), steps=5, rounds=1, k=1), timeout_s=300)[0]
+    res = run_function(SBS, 2, kwargs=dict(stages=(2, 3), steps=5, rounds=1, k=1, like=True), timeout_s=300)[0]
     _check(res, (2, 3))
+    assert res[3]['deepspeed_zero']['param_persistence_threshold'] == 0      # DeepSpeed parsed the like-for-like knobs
+    # the CPU accelerator forks `numactl` to count local ranks unless LOCAL_SIZE is set (as the deepspeed launcher does)
+    assert res[3]['deepspeed_spawns_per_step'] == 0 and res[3]['without_local_size']['spawns_per_step'] >= 1
+    for st in (2, 3):   # the interleaved timing reports its spread and the load, and calls 1 round a smoke number
+        r = res[st]
+        assert r['q1'] <= r['ratio'] <= r['q3'] and r['rounds'] == 1 and r['load'] >= 0
+        assert not r['reliable'] and 'smoke' in r['why']
 
 @pytest.mark.slow
 @pytest.mark.multiproc

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from ..measure import env_info, figure, save_figure
+from ..measure import MIN_ROUNDS, env_info, figure, machine_load, quartiles, save_figure
 from ..model import mlm_loss
 from ..testing import tiny_bert, mlm_batch
 from ..parallel.distributed import DPSettings, data_parallel, new_group, run_function
@@ -25,13 +25,20 @@ from ..parallel.zero import PHASES, Zero, ZeroSettings, no_decay, zero_formula_b
 from ..parallel.tensor_parallel import apply_tensor_parallel, full_named, _device
 from ..parallel.pipeline import Stage, pipeline_step
 from ..parallel.grid import Grid, GridSettings
-from ..parallel.deepspeed import _ds_engine, held_tensor_bytes, live_tensor_bytes
+from fewkit.parallel.deepspeed import (
+    _ds_engine,
+    count_collectives,
+    count_spawns,
+    held_tensor_bytes,
+    live_tensor_bytes,
+    local_size,
+)
 from ..parallel.scaling import A100, Shape, calibrate, predict_a100
 
 # %% auto #0
-__all__ = ['LAYOUTS4', 'SMALL', 'zero_run', 'zero_memory', 'zero_peaks', 'adamw_reference', 'trainer_parity', 'offload_run',
-           'side_by_side', 'train_3d', 'grid_parity', 'throughput_run', 'measure_cpu', 'bench_zero', 'bench_parallel',
-           'bench_scaling']
+__all__ = ['LAYOUTS4', 'SMALL', 'TINY', 'zero_run', 'zero_memory', 'zero_peaks', 'adamw_reference', 'trainer_parity',
+           'offload_run', 'side_by_side', 'train_3d', 'grid_parity', 'throughput_run', 'measure_cpu', 'bench_zero',
+           'bench_parallel', 'bench_scaling']
 
 # %% ../../nbs/96_doors_parallel.ipynb #1740e172
 def _train(model, fwd, step, zero_grad, steps, rows, seed, dtype):
@@ -289,11 +296,11 @@ def offload_run(cfg: ZeroSettings, steps: int = 10, rows: int = 4, seed: int = 0
     return losses, z
 
 # %% ../../nbs/96_doors_parallel.ipynb #d8502556
-def _stepper(fwd, backward, step, zero, rows, seed, vocab):
+def _stepper(fwd, backward, step, zero, rows, seed, vocab, seq=8):
     "One training step on this rank's rows of global batch `s`; returns the loss tensor."
 
     def one(s):
-        ids, labels = mlm_batch(s, rows * dist.get_world_size(), vocab=vocab, seed=seed)
+        ids, labels = mlm_batch(s, rows * dist.get_world_size(), seq=seq, vocab=vocab, seed=seed)  # (rows·N, seq)
         mine = slice(dist.get_rank() * rows, (dist.get_rank() + 1) * rows)
         loss = mlm_loss(fwd(ids[mine]).float(), labels[mine])
         backward(loss)
@@ -310,13 +317,60 @@ def _global(loss):
     return l.item() / dist.get_world_size()
 
 
-def _timed(one, k, start):
-    t = time.perf_counter()
+def _cpu_block(one, k, start) -> tuple[float, float]:
+    "k steps: (CPU seconds per step summed over the ranks, every thread of each process; wall seconds, slowest rank)."
+    dist.barrier()
+    c, w = time.process_time(), time.perf_counter()
     for s in range(k):
         one(start + s)
-    t = torch.tensor([time.perf_counter() - t])
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return t.item() / k
+    t = torch.tensor([time.process_time() - c, time.perf_counter() - w], dtype=torch.float64)
+    cpu = t[:1].clone()
+    dist.all_reduce(cpu)  # CPU time is work: it adds up over the ranks
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)  # wall time: the slowest rank
+    return cpu.item() / k, t[1].item() / k
+
+
+def _interleaved(f, d, rounds: int, k: int, start: int) -> dict:
+    "fewkit's and DeepSpeed's steps in ABBA rounds: per-round CPU ratios f/d, their quartiles, the load."
+    tf, td, wf, wd, ratios, loads = [], [], [], [], [], []
+    for r in range(rounds):
+        got = {}
+        for which in ("f", "d") if r % 2 == 0 else ("d", "f"):
+            got[which] = _cpu_block(f if which == "f" else d, k, start + 2 * r * k + len(got) * k)
+        tf.append(got["f"][0])
+        td.append(got["d"][0])
+        wf.append(got["f"][1])
+        wd.append(got["d"][1])
+        ratios.append(got["f"][0] / got["d"][0])
+        loads.append(os.getloadavg()[0])  # the 1-minute average, after every round
+    q1, med, q3 = quartiles(ratios)
+    load, cores = round(max(loads), 2), machine_load()["cores"]
+    why = []
+    if load > cores:
+        why.append(f"machine busy (load {load:.1f} above {cores} cores)")
+    if q1 <= 1.0 <= q3:
+        why.append("spread contains 1.0")
+    if rounds < MIN_ROUNDS:
+        why.append(f"{rounds} rounds (< {MIN_ROUNDS}): a smoke number")
+    return dict(
+        ratio=med,
+        q1=q1,
+        q3=q3,
+        rounds=rounds,
+        steps_per_block=k,
+        ratios=ratios,
+        fewkit_step_s=median(tf),  # CPU s per step, both ranks together
+        deepspeed_step_s=median(td),
+        fewkit_wall_s=median(wf),
+        deepspeed_wall_s=median(wd),
+        wall_ratio=median(wf) / median(wd),
+        clock="process CPU time, summed over ranks (wall: slowest rank)",
+        load=load,
+        loads=loads,
+        cores=cores,
+        reliable=not why,
+        why="; ".join(why),
+    )
 
 
 def side_by_side(
@@ -327,10 +381,14 @@ def side_by_side(
     seed: int = 0,
     rounds: int = 4,
     k: int = 3,
+    seq: int = 8,
+    like: bool = False,
     **model_kw,
 ) -> dict:
-    "Per stage: fewkit ZeRO and DeepSpeed from one ZeroSettings; losses, live bytes, step-time ratio fewkit/DeepSpeed."
+    "Per stage: fewkit ZeRO and DeepSpeed from one ZeroSettings; losses, bytes, interleaved CPU-time ratio fewkit/DeepSpeed."
     out, vocab = {}, model_kw.get("vocab", 64)
+    if like:  # what the `deepspeed` launcher exports; without it the CPU accelerator forks `numactl` to count ranks
+        local_size(int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size())))
     for st in stages:
         z = ZeroSettings(stage=st, offload_optimizer=offload)
         res = {}
@@ -338,27 +396,41 @@ def side_by_side(
         b0 = live_tensor_bytes()
         fm = tiny_bert(seed, **model_kw)
         fz = Zero(fm, z)
-        f = _stepper(fm, lambda l: l.backward(), fz.step, fz.zero_grad, rows, seed, vocab)
-        res["fewkit"] = [_global(f(s)) for s in range(steps)]
+        f = _stepper(fm, lambda l: l.backward(), fz.step, fz.zero_grad, rows, seed, vocab, seq)
+        warm = min(2, steps - 1)  # DeepSpeed traces its module order in its first steps: count after them
+        res["fewkit"] = [_global(f(s)) for s in range(warm)]
+        with count_collectives(dist) as cf:
+            res["fewkit"] += [_global(f(s)) for s in range(warm, steps)]
+        cf["all_reduce"] = cf.get("all_reduce", 0) - (steps - warm)  # `_global`'s loss average is not the engine's
+        res["fewkit_collectives_per_step"] = {k: v / (steps - warm) for k, v in cf.items() if v}
         gc.collect()
         b1 = live_tensor_bytes()
         res["fewkit_bytes"] = b1 - b0
         res["fewkit_exact"] = fz.state_bytes()
         res["fewkit_held"] = held_tensor_bytes(fm, fz)
         try:
-            eng = _ds_engine(z, rows, seed, **model_kw)
-            d = _stepper(eng, eng.backward, eng.step, lambda: None, rows, seed, vocab)
-            res["deepspeed"] = [_global(d(s)) for s in range(steps)]
+            eng = _ds_engine(z, rows, seed, like=like, **model_kw)
+            res["deepspeed_zero"] = eng._config.zero_config.model_dump(mode="json")  # what DeepSpeed parsed
+            d = _stepper(eng, eng.backward, eng.step, lambda: None, rows, seed, vocab, seq)
+            import deepspeed.comm.comm as dcomm
+
+            res["deepspeed"] = [_global(d(s)) for s in range(warm)]
+            with count_spawns() as sp, count_collectives(dcomm.cdb) as cd:
+                res["deepspeed"] += [_global(d(s)) for s in range(warm, steps)]
+            res["deepspeed_collectives_per_step"] = {k: v / (steps - warm) for k, v in cd.items() if v}
+            res["deepspeed_spawns_per_step"] = sp["n"] / (steps - warm)
             gc.collect()
             res["deepspeed_bytes"] = live_tensor_bytes() - b1
             res["deepspeed_held"] = held_tensor_bytes(eng)
             res["deepspeed_optimizer"] = type(eng.optimizer).__name__
-            tf, td = [], []
-            for r in range(rounds):  # ABBA: fewkit, DS, DS, fewkit, ...
-                for which in (0, 1) if r % 2 == 0 else (1, 0):
-                    (tf if which == 0 else td).append(_timed(f if which == 0 else d, k, steps + r * k))
-            res.update(fewkit_step_s=median(tf), deepspeed_step_s=median(td), ratio=median(tf) / median(td))
+            res.update(_interleaved(f, d, rounds, k, steps))
             res["max_loss_diff"] = max(abs(a - b) for a, b in zip(res["fewkit"], res["deepspeed"]))
+            if like and st == 3:  # the same steps as torchrun starts them: no LOCAL_SIZE
+                local_size(None)
+                with count_spawns() as sp:
+                    cpu, wall = _cpu_block(d, k, steps + 2 * rounds * k)
+                res["without_local_size"] = dict(spawns_per_step=sp["n"] / k, cpu_s=cpu, wall_s=wall)
+                local_size(int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size())))
         except Exception as e:  # say plainly what DeepSpeed cannot do here
             res["deepspeed_error"] = f"{type(e).__name__}: {str(e)[:300]}"
         out[st] = res
@@ -532,12 +604,21 @@ def _zero_plots(mem, sbs, comm, out: Path):
     save_figure(fig, out / "zero_deepspeed.png")
 
 
+TINY = dict(vocab=8000, hidden=128, layers=4, heads=2)  # the tiny preset's shape (64 positions, tiny_bert's)
+
+
 def bench_zero(out: Path, quick: bool = False) -> dict:
-    "`fewkit bench zero`: measured vs formula bytes per stage and N, loss parity vs DDP, fewkit/DeepSpeed step-time ratio."
+    "`fewkit bench zero`: bytes after the step and at the peak vs formula, parity vs DDP, fewkit/DeepSpeed CPU time, like for like."
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    load0 = dict(machine_load(), loadavg=os.getloadavg())
     steps, ns, Z = (5 if quick else 20), ((1, 2) if quick else (1, 2, 4)), "fewkit.doors.parallel:"
     mem = run_function(Z + "zero_memory", max(ns), kwargs=dict(ns=ns, vocab=61), timeout_s=900)[0]
+    pk_ns = (1, 2) if quick else (1, 2, 3, 4)
+    peaks = run_function(Z + "zero_peaks", max(pk_ns), kwargs=dict(ns=pk_ns, **({} if quick else TINY)), timeout_s=900)[
+        0
+    ]
+    dp = {(r["n"], r["phase"]): r["measured"]["total"] for r in peaks if r["stage"] == 0}
     parity, comm = {}, None
     for n in (2,) if quick else (2, 4):
         res = run_function(Z + "zero_run", n, kwargs=dict(stages=(0, 1, 2, 3), steps=steps), timeout_s=900)[0]
@@ -545,34 +626,46 @@ def bench_zero(out: Path, quick: bool = False) -> dict:
             str(st): max(abs(a - b) for a, b in zip(res[st]["losses"], res["ddp"]["losses"])) for st in range(4)
         }
         comm = comm or [res[st]["comm_per_step"] for st in range(4)]
+    # like for like: DeepSpeed configured as fewkit's Zero, the tiny preset's shape, 16 x 64 tokens per rank
+    batch = dict(rows=2, seq=8) if quick else dict(rows=16, seq=64, **TINY)
     sbs = run_function(
-        "fewkit.doors.parallel:side_by_side",
+        Z + "side_by_side",
         2,
-        timeout_s=1800,
-        kwargs=dict(steps=steps, rounds=2 if quick else 6, k=2 if quick else 5),
+        timeout_s=3600,
+        kwargs=dict(like=True, steps=steps, rounds=3 if quick else 15, k=1 if quick else 2, **batch),
     )[0]
     offload = {}
     if not quick:  # DeepSpeedCPUAdam: JIT build on first use
         try:
             offload = run_function(
-                "fewkit.doors.parallel:side_by_side",
+                Z + "side_by_side",
                 2,
                 timeout_s=1800,
-                kwargs=dict(stages=(1, 2, 3), offload=True, steps=steps, rounds=2, k=3),
+                kwargs=dict(stages=(1, 2, 3), offload=True, like=True, steps=steps, rounds=2, k=3),
             )[0]
         except Exception as e:
             offload = {"error": str(e)[-1000:]}
     _zero_plots(mem, sbs, comm, out)
-    ratios = {str(s): r.get("ratio") for s, r in sbs.items()}
+    keys = ("ratio", "q1", "q3", "rounds", "steps_per_block", "fewkit_step_s", "deepspeed_step_s", "wall_ratio")
+    keys += ("load", "cores", "reliable", "why", "deepspeed_spawns_per_step", "without_local_size", "max_loss_diff")
+    timing = {str(s): {k: r.get(k) for k in keys} for s, r in sbs.items()}
     return dict(
+        kind="smoke run (--quick): checks the pipeline; its numbers are not figures" if quick else "measurement",
+        load_start=load0,
+        load_end=dict(machine_load(), loadavg=os.getloadavg()),
         env=env_info(),
         memory=mem,
         memory_exact=all(r["total"] == r["formula"] for r in mem),
+        peaks=peaks,
+        peaks_within_bound=all(r["formula"]["total"] <= r["measured"]["total"] <= r["bound"]["total"] for r in peaks),
+        peaks_at_most_dp=all(r["measured"]["total"] <= dp[r["n"], r["phase"]] for r in peaks),
         parity_vs_ddp_max_abs=parity,
         comm_per_step_over_psi=comm,
+        deepspeed_batch=dict(batch, ranks=2),
         deepspeed={str(s): r for s, r in sbs.items()},
         deepspeed_offload={str(s): r for s, r in offload.items()},
-        ratio_fewkit_over_deepspeed=ratios,
+        deepspeed_timing=timing,
+        ratio_fewkit_over_deepspeed={str(s): r.get("ratio") for s, r in sbs.items()},
         target_ratio=1.2,
         pngs=["zero_memory.png", "zero_deepspeed.png"],
     )

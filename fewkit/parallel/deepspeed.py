@@ -8,15 +8,20 @@ Docs: https://fewkit.github.io/fewkit/deepspeed.html.md"""
 from __future__ import annotations
 import gc
 import logging
+import os
+import subprocess
 import types
+from contextlib import contextmanager
 import torch
 import torch.distributed as dist
+from torch import nn
 from ..measure import storage_bytes
 from ..testing import tiny_bert
-from .zero import ZeroSettings
+from .zero import ZeroSettings, bucket_numels
 
 # %% auto #0
-__all__ = ['ds_config', 'live_tensor_bytes', 'held_tensor_bytes', 'ds_try']
+__all__ = ['COLLECTIVES', 'ds_config', 'live_tensor_bytes', 'held_tensor_bytes', 'ds_config_like', 'count_spawns',
+           'count_collectives', 'local_size', 'ds_try']
 
 # %% ../../nbs/26_deepspeed.ipynb #5fb818b4
 def ds_config(z: ZeroSettings, rows: int, n: int) -> dict:
@@ -80,8 +85,84 @@ def held_tensor_bytes(*roots, max_depth: int = 16) -> int:
         stack.extend((k, d + 1) for k in kids)
     return sum(b for (ptr, b) in storages if ptr)
 
+# %% ../../nbs/26_deepspeed.ipynb #f2c0ffee
+def ds_config_like(z: ZeroSettings, rows: int, n: int, model: nn.Module) -> dict:
+    "`ds_config` with DeepSpeed's ZeRO knobs set to what fewkit's `Zero` does for `model` (persistence 0, per-unit buckets)."
+    b = bucket_numels(model)
+    unit = z.inflight_numel or b["unit"]  # fewkit: at most one unit's gradient staged or in flight
+    live = z.live_numel or b["module"]  # fewkit: at most one module's units gathered, prefetch included
+    c = ds_config(z, rows, n)
+    zo = c["zero_optimization"]
+    zo["overlap_comm"] = z.overlap  # fewkit starts each unit's collective during backward
+    zo["contiguous_gradients"] = True  # fewkit stages a unit's gradients in one flat buffer
+    zo["reduce_scatter"] = True  # stages 1-2 reduce-scatter the gradients (not all-reduce)
+    zo["reduce_bucket_size"] = unit
+    zo["allgather_bucket_size"] = unit  # stages 1-2: the all-gathers after the step, per unit in fewkit
+    if z.stage == 3:
+        zo["stage3_param_persistence_threshold"] = 0  # partition every tensor, as fewkit does
+        zo["stage3_prefetch_bucket_size"] = live
+        zo["stage3_max_live_parameters"] = live
+        zo["stage3_max_reuse_distance"] = 0  # free after every use, as fewkit does
+    return c
+
+
+@contextmanager
+def count_spawns():
+    "Count the child processes `subprocess` starts inside the block: `with count_spawns() as c: ...; c['n']`."
+    got = dict(n=0)
+    orig = subprocess.Popen._execute_child
+
+    def counted(self, *a, **kw):
+        got["n"] += 1
+        return orig(self, *a, **kw)
+
+    subprocess.Popen._execute_child = counted
+    try:
+        yield got
+    finally:
+        subprocess.Popen._execute_child = orig
+
+
+COLLECTIVES = ("all_reduce", "all_gather", "all_gather_into_tensor", "reduce_scatter", "reduce_scatter_tensor")
+COLLECTIVES += ("broadcast", "reduce", "all_reduce_coalesced", "all_to_all_single")
+
+
+@contextmanager
+def count_collectives(owner):
+    """Count the collectives called on `owner` inside the block: `torch.distributed` for fewkit, DeepSpeed's comm
+    backend (`deepspeed.comm.comm.cdb`, which holds torch's functions it looked up at start) for DeepSpeed."""
+    got = {}
+    saved = []
+    for name in COLLECTIVES:
+        f = getattr(owner, name, None)
+        if f is None:
+            continue
+
+        def counted(*a, _f=f, _name=name, **kw):
+            got[_name] = got.get(_name, 0) + 1
+            return _f(*a, **kw)
+
+        saved.append((name, name in vars(owner), vars(owner).get(name)))
+        setattr(owner, name, counted)
+    try:
+        yield got
+    finally:
+        for name, own, f in saved:
+            if own:
+                setattr(owner, name, f)
+            else:
+                delattr(owner, name)  # an instance attribute shadowed the class's method
+
+
+def local_size(n: int | None):
+    "Set (or with None remove) `LOCAL_SIZE`, the local rank count the `deepspeed` launcher exports."
+    if n is None:
+        os.environ.pop("LOCAL_SIZE", None)
+    else:
+        os.environ["LOCAL_SIZE"] = str(n)
+
 # %% ../../nbs/26_deepspeed.ipynb #2716e282
-def _ds_engine(z: ZeroSettings, rows: int, seed: int, extra: dict | None = None, **model_kw):
+def _ds_engine(z: ZeroSettings, rows: int, seed: int, extra: dict | None = None, like: bool = False, **model_kw):
     import deepspeed
 
     deepspeed.utils.logger.setLevel(logging.WARNING)
@@ -89,11 +170,10 @@ def _ds_engine(z: ZeroSettings, rows: int, seed: int, extra: dict | None = None,
     # behind a file lock); gloo does our collectives, so we switch that op off.
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     m = tiny_bert(seed, **model_kw)
+    n = dist.get_world_size()
+    cfg = ds_config_like(z, rows, n, m) if like else ds_config(z, rows, n)
     eng, *_ = deepspeed.initialize(
-        model=m,
-        model_parameters=m.parameters(),
-        config={**ds_config(z, rows, dist.get_world_size()), **(extra or {})},
-        dist_init_required=False,
+        model=m, model_parameters=m.parameters(), config={**cfg, **(extra or {})}, dist_init_required=False
     )
     return eng
 
