@@ -328,6 +328,8 @@ def test_gemm_count_is_exact_and_the_replay_runs_the_same_gemms(tok):
         replay()
     assert [(o["func"], o["args"]) for o in again.ops] == [(o["func"], o["args"]) for o in ops]
     assert replay.flops == total
+    first = [call[1][1] for call in replay.calls[:3]]  # query, key, value: (N, H) inputs of three addmm
+    assert first[0] is first[1] is first[2]  # one h in the step, one tensor in the replay
 
 
 def test_op_profile_books_the_step_by_class(tok):

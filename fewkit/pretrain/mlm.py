@@ -167,7 +167,10 @@ class _GemmRecorder(TorchDispatchMode):
         kwargs = kwargs or {}
         if func in GEMMS:
             layout = [(tuple(a.shape), a.stride(), a.dtype) if torch.is_tensor(a) else a for a in args]
-            self.ops.append(dict(func=func, args=layout, kwargs=kwargs))
+            # which memory each operand was: the replay shares tensors where the step did (Q, K, V read one h;
+            # freed blocks come back from the allocator), so its cache reuse is the step's, not more, not less
+            where = [(a.untyped_storage().data_ptr(), a.storage_offset()) if torch.is_tensor(a) else None for a in args]
+            self.ops.append(dict(func=func, args=layout, kwargs=kwargs, where=where))
         return func(*args, **kwargs)
 
 
@@ -212,23 +215,25 @@ def train_gemm_flops(cfg: BertConfig, B: int, T: int, M: int) -> int:
 
 # %% ../../nbs/40_pretrain.ipynb #e4b6dbb8
 class GemmReplay:
-    "The recorded GEMMs again, on random tensors of the same shapes, strides and dtypes: the model's own GEMM rate."
+    "The recorded GEMMs again, on random tensors of the same shapes, strides, dtypes and sharing: the model's own GEMM rate."
 
     def __init__(self, ops: list[dict], device=None, seed: int = 0):
         g = torch.Generator().manual_seed(seed)  # its own generator: the training's random numbers stay untouched
-        cache = {}  # one input tensor per distinct layout (many GEMMs share one)
+        cache = {}  # one tensor per (layout, memory it was in the step): shared where the step's operands were
         self.device = torch.device(device or "cpu")
 
-        def tensor(layout):
-            if layout not in cache:
+        def tensor(layout, where):
+            key = (layout, where)
+            if key not in cache:
                 shape, stride, dtype = layout
                 t = torch.empty_strided(shape, stride, dtype=torch.float32)
-                cache[layout] = t.copy_(torch.randn(shape, generator=g)).to(self.device, dtype)
-            return cache[layout]
+                cache[key] = t.copy_(torch.randn(shape, generator=g)).to(self.device, dtype)
+            return cache[key]
 
-        self.calls = [
-            (op["func"], [tensor(a) if isinstance(a, tuple) else a for a in op["args"]], op["kwargs"]) for op in ops
-        ]
+        self.calls = []
+        for op in ops:
+            args = [tensor(a, w) if isinstance(a, tuple) else a for a, w in zip(op["args"], op["where"])]
+            self.calls.append((op["func"], args, op["kwargs"]))
         self.flops = sum(op["flops"] for op in ops)
 
     def __call__(self):
