@@ -319,7 +319,6 @@ def bench(out: Path, quick: bool = False, seeds=(0, 1, 2), steps: int = 100) -> 
                 steps=3 if quick else steps,
                 max_items=20 if quick else None,
                 seed=seed,
-                progress=not quick,
                 denoise="dsgan",
                 save=out / "knowledge" / "backbones" if seed == seeds[0] else None,
                 timing=seed == seeds[0] and not quick,

@@ -168,17 +168,15 @@ def probe_report(
     steps: int = 150,
     max_items: int | None = None,
     seed: int = 0,
-    progress: bool = True,
     arms=ARMS,
     backbone: str | Path | None = None,
-    equal_compute: bool = True,
     denoise: str = "none",
     save: Path | None = None,
     timing: bool = False,
 ) -> dict:
     """MLM only vs MLM + knowledge tasks vs + gated GCN from one backbone (default: the shipped one; 'random': a
-    fresh tiny BERT), probed on seen and held-out facts, with MLM accuracy on held-out text. `equal_compute`: the
-    GCN arm trains `steps` steps and every other arm as many as the same FLOPs buy (else all `steps`). The GCN arm
+    fresh tiny BERT), probed on seen and held-out facts, with MLM accuracy on held-out text, at equal compute: the
+    GCN arm trains `steps` steps and every other arm as many as the same FLOPs buy. The GCN arm
     is probed like the others, through its BERT alone (no graph at test time). `save`: each trained BERT as a
     Hugging Face folder save/ARM (for `fewkit fewclue --model`); `timing`: also the measured time per step over MLM."""
     triples = load_triples(kg_dir / "kdconv_travel_triples.tsv")
@@ -199,12 +197,12 @@ def probe_report(
     graph = data_graph(data, tok, s)  # mentions and subgraphs, once
     flops = step_flops(base, tok, tensors, graph, s)
     budget = steps * flops["gcn"]  # the GCN arm's compute: the most expensive step
-    n_steps = {a: round(budget / flops[k]) if equal_compute else steps for a, k in ARM_STEP.items()}
+    n_steps = {a: round(budget / flops[k]) for a, k in ARM_STEP.items()}
     held_text = data["held_sentences"][: max_items or None]
     out = dict(
         backbone=source,
         steps=steps,
-        equal_compute=equal_compute,
+        equal_compute=True,
         flops_per_step=flops,
         denoise=denoise,
         n_sentences=len(data["sentences"]),
@@ -224,9 +222,9 @@ def probe_report(
         curve = None
         s_arm = s.replace(train=s.train.replace(steps=n_steps.get(name, 0)))
         if name in ("mlm_only", "knowledge"):
-            res = pretrain_knowledge(m, tok, tensors, s_arm.mlm_only() if name == "mlm_only" else s_arm, progress)
+            res = pretrain_knowledge(m, tok, tensors, s_arm.mlm_only() if name == "mlm_only" else s_arm)
         elif name == "knowledge_gcn":
-            res, gates = pretrain_gcn(m, tok, tensors, graph, s_arm, progress)  # trains `m` in place, like the others
+            res, gates = pretrain_gcn(m, tok, tensors, graph, s_arm)  # trains `m` in place, like the others
             key = next(k for k in gates[-1] if k.startswith("gate_"))
             gate = round(sum(g[key] for g in gates[-20:]) / len(gates[-20:]), 4)
             curve = [dict(step=g["step"], gate=round(g[key], 4), gain=round(g["gain"], 4)) for g in gates[::10]]
