@@ -242,8 +242,9 @@ class Zero:
         self.offload = cfg.offload_optimizer
         self.separate = self.mixed or self.offload  # the master is its own fp32 tensor (else: the parameters)
         self.host = torch.device("cpu")
-        # one rank has nothing to partition: staging buffers and gathers would only add copies of what it holds
-        self.split_grads = cfg.stage >= 2 and self.n > 1
+        # one rank has nothing to partition: staging buffers and gathers would only add copies of what it holds;
+        # but with offload (ZeRO-Offload on one device) each gradient still leaves the device as its unit finishes
+        self.split_grads = cfg.stage >= 2 and (self.n > 1 or self.offload)
         self.split_params = cfg.stage == 3 and self.n > 1
         layers = list(model.bert.encoder.layer if layers is None else layers)
         self.units = []  # in forward order: the root's parts and the layers as the model registers them
@@ -518,6 +519,8 @@ class Zero:
         s = self.cfg.stage
         self.next += 1
         if self.n == 1:  # one rank: its gradient is the sum
+            if self.split_grads:
+                self._to_host(u)  # offload: no collective, the staged gradient goes to the host now
             return
         if not self.split_grads and u.reduced:
             self._keep_own_sum(u)  # a unit this backward did not touch
@@ -539,6 +542,15 @@ class Zero:
         self._sample()
         if self.split_params and u not in self.ahead:
             self._free(u)  # the unit's backward is done
+
+    @torch.no_grad()
+    def _to_host(self, u):
+        "One rank with offload: add the unit's staged gradient (padded,) into its fp32 host buffer and drop it."
+        src = u.stage_buf if u.stage_buf is not None else torch.zeros(u.padded, dtype=self.dtype, device=self.device)
+        u.stage_buf = None
+        u.grad.add_(src.to(u.grad.device, u.grad.dtype))
+        self.traffic["to_host"] += src.numel() * src.element_size()
+        u.reduced = False
 
     @torch.no_grad()
     def _complete(self, entry):
