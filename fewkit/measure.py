@@ -21,8 +21,8 @@ from .core import FewkitError, atomic_write, device_name, get_device
 # %% auto #0
 __all__ = ['MIN_ROUNDS', 'CLOCKS', 'CJK_FONTS', 'dtype_str', 'tensor_bytes', 'storage_bytes', 'model_state_bytes',
            'SavedTensorMeter', 'LiveBytesMeter', 'live_bytes_step', 'peak_memory', 'median_time', 'machine_load',
-           'quartiles', 'Ratio', 'time_ratio', 'fmt_ratio', 'flop_count', 'git_commit', 'env_info', 'cjk_font',
-           'figure', 'save_figure', 'fmt_bytes']
+           'quartiles', 'Ratio', 'ratio_verdict', 'time_ratio', 'fmt_ratio', 'flop_count', 'git_commit', 'env_info',
+           'cjk_font', 'figure', 'save_figure', 'fmt_bytes']
 
 # %% ../nbs/01_measure.ipynb #b8ab62de
 def dtype_str(dtype: torch.dtype) -> str:
@@ -364,7 +364,7 @@ def _calls(f, dev, clock, min_block: float, min_calls: int) -> int:
     return n
 
 
-def _verdict(q1: float, q3: float, rounds: int, load: float, cores: int) -> str:
+def ratio_verdict(q1: float, q3: float, rounds: int, load: float, cores: int) -> str:
     "Why a ratio is not a result ('' when it is one)."
     why = []
     if load > cores:
@@ -412,7 +412,7 @@ def time_ratio(
     ratios = [y / x if x > 0 else math.inf for x, y in zip(*res)]
     q1, med, q3 = quartiles(ratios)
     load, cores = round(max(loads), 2), machine_load()["cores"]
-    why = _verdict(q1, q3, rounds, load, cores)
+    why = ratio_verdict(q1, q3, rounds, load, cores)
     return Ratio(
         a=median(res[0]),
         b=median(res[1]),

@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
-from ..measure import MIN_ROUNDS, env_info, figure, machine_load, quartiles, save_figure
+from ..measure import env_info, figure, machine_load, quartiles, ratio_verdict, save_figure
 from ..model import mlm_loss
 from ..testing import tiny_bert, mlm_batch
 from ..parallel.distributed import DPSettings, data_parallel, new_group, run_function
@@ -345,13 +345,7 @@ def _interleaved(f, d, rounds: int, k: int, start: int) -> dict:
         loads.append(os.getloadavg()[0])  # the 1-minute average, after every round
     q1, med, q3 = quartiles(ratios)
     load, cores = round(max(loads), 2), machine_load()["cores"]
-    why = []
-    if load > cores:
-        why.append(f"machine busy (load {load:.1f} above {cores} cores)")
-    if q1 <= 1.0 <= q3:
-        why.append("spread contains 1.0")
-    if rounds < MIN_ROUNDS:
-        why.append(f"{rounds} rounds (< {MIN_ROUNDS}): a smoke number")
+    why = ratio_verdict(q1, q3, rounds, load, cores)  # the same rule as fewkit.measure.time_ratio
     return dict(
         ratio=med,
         q1=q1,
@@ -369,7 +363,7 @@ def _interleaved(f, d, rounds: int, k: int, start: int) -> dict:
         loads=loads,
         cores=cores,
         reliable=not why,
-        why="; ".join(why),
+        why=why,
     )
 
 
