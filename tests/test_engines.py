@@ -63,7 +63,8 @@ def test_deepspeed_zero3_resumes_exactly_after_sigkill_and_exports_a_transformer
     out = tmp_path / "killed" / "deepspeed_3"
     torchrun = Path(sys.executable).parent / "torchrun"
     cmd = [str(torchrun), "--nproc-per-node", "2", "--standalone", str(SCRIPT), "deepspeed:3", str(tmp_path / "killed"), "8"]
-    p = subprocess.Popen(cmd, env=_env(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # rank 0 stops after step 5 (step 4's checkpoint written, step 6's not yet): the kill always lands mid-run
+    p = subprocess.Popen(cmd, env=_env(ENGINE_PAUSE_AT="5"), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t0 = time.time()
     while not (out / "checkpoints" / "step_00000004").exists() and time.time() - t0 < 300 and p.poll() is None:
         time.sleep(0.05)
@@ -71,6 +72,7 @@ def test_deepspeed_zero3_resumes_exactly_after_sigkill_and_exports_a_transformer
     os.killpg(p.pid, signal.SIGKILL)  # every rank and torchrun, mid-run
     p.wait()
     assert not (out / "result.json").exists()  # it really died before the end
+    assert not (out / "checkpoints" / "step_00000006").exists()
     resumed = run(tmp_path / "killed", ["deepspeed:3"], steps=8, resume="auto")["deepspeed:3"]
     assert resumed["losses"] == full["losses"]  # bit-identical on CPU
     from transformers import BertForMaskedLM

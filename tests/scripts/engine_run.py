@@ -3,6 +3,7 @@
 import json
 import os
 import sys
+import time
 
 import torch
 import torch.distributed as dist
@@ -23,6 +24,17 @@ def rows(n=64, seq=12, vocab=64, seed=0):
 
 def collate(items, g):
     return dict(input_ids=torch.stack([a for a, _ in items]), labels=torch.stack([b for _, b in items]))
+
+
+def _pause():
+    "ENGINE_PAUSE_AT=K: rank 0 stops for good after step K (its checkpoint is on disk), so a test can kill the run mid-way for sure."
+    at = int(os.environ.get("ENGINE_PAUSE_AT", "0"))
+
+    def cb(rec):
+        if rec["step"] == at:
+            time.sleep(3600)
+
+    return (cb,) if at else ()
 
 
 def main(engine: str, stage: int, out: str, steps: int, resume: str, offload: int):
@@ -49,7 +61,7 @@ def main(engine: str, stage: int, out: str, steps: int, resume: str, offload: in
     )
     model = tiny_bert(seed=0)
     stream = BatchStream(rows(), 8, collate, seed=0, rank=rank, world=world)
-    res = fit(model, stream, mlm_loss_sum, s, count_fn=mlm_count, resume=resume or False)
+    res = fit(model, stream, mlm_loss_sum, s, count_fn=mlm_count, resume=resume or False, callbacks=_pause())
     if rank == 0:
         state = res.state_dict()
         digest = float(sum(v.double().abs().sum() for v in state.values() if v.is_floating_point()))
