@@ -61,6 +61,19 @@ def test_zero_peaks_within_one_bucket_of_the_formula_and_below_plain_dp():
     assert s3['forward']['params'] > s3['step']['params']              # ... and units are gathered while used
 
 
+
+def test_zero3_frees_a_units_weights_before_its_reduce_scatter():
+    # the tiny preset's shape, where the embeddings' unit is 55 % of the parameters: holding its gathered weights
+    # through its own reduce-scatter put stage 3's backward peak above stage 2's (25,131,520 vs 24,701,824 B at N = 2)
+    shape = dict(vocab=8000, hidden=128, layers=4, heads=2)
+    rows = run_function(Z + 'zero_peaks', 2, kwargs=dict(ns=(2,), stages=(2, 3), **shape), timeout_s=240)[0]
+    peak = {r['stage']: r['measured']['total'] for r in rows if r['phase'] == 'backward'}
+    unit = 4 * max(r['bucket_grads'] for r in rows) // 4  # the largest unit's full-size bytes
+    assert peak[3] < peak[2], peak
+    formula = {r['stage']: r['formula']['total'] for r in rows if r['phase'] == 'backward'}
+    assert peak[3] - formula[3] <= 2 * unit, (peak, formula, unit)  # its weights + its gradient, nothing more
+
+
 @pytest.mark.multiproc
 def test_zero_parity_four_processes():
     res = run_function(Z + 'zero_run', 4, kwargs=dict(stages=(1, 2, 3), steps=20), timeout_s=300)

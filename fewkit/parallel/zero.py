@@ -532,6 +532,8 @@ class Zero:
         src = u.grad if s == 1 else u.stage_buf
         if src is None:
             src = torch.zeros(u.padded, dtype=self.dtype, device=self.device)
+        if self.split_params and u not in self.ahead:
+            self._free(u)  # the unit's backward is done: its gathered weights go before `out` is allocated
         staged = 0 if s == 1 else u.padded  # stage 1 reduces its persistent buffer: only `out` is extra
         self._drain(self.inflight_cap - staged - u.P)
         u.stage_buf = None  # the next backward stages into a new buffer
@@ -540,8 +542,6 @@ class Zero:
         self.comm += u.padded
         self.inflight.append((u, out, src if s >= 2 else None, work, staged + u.P))
         self._sample()
-        if self.split_params and u not in self.ahead:
-            self._free(u)  # the unit's backward is done
 
     @torch.no_grad()
     def _to_host(self, u):
