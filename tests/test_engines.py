@@ -43,6 +43,21 @@ def results(tmp_path_factory):
     return ref, run(tmp_path_factory.mktemp("engines"), RUNS)
 
 
+def _ranks_left(out: Path) -> list[int]:
+    "Pids of engine_run.py processes still writing to `out`'s parent folder."
+    left = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            argv = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(a.endswith(b"engine_run.py") for a in argv) and str(out.parent).encode() in argv:
+            left.append(int(d.name))
+    return left
+
+
 def _close(a, b, rel=1e-5):
     return len(a) == len(b) and all(abs(x - y) <= rel * abs(y) for x, y in zip(a, b))
 
@@ -73,6 +88,10 @@ def test_deepspeed_zero3_resumes_exactly_after_sigkill_and_exports_a_transformer
     p.wait()
     assert not (out / "result.json").exists()  # it really died before the end
     assert not (out / "checkpoints" / "step_00000006").exists()
+    t0 = time.time()
+    while _ranks_left(out) and time.time() - t0 < 30:
+        time.sleep(0.1)
+    assert not _ranks_left(out)  # no rank outlives the kill
     resumed = run(tmp_path / "killed", ["deepspeed:3"], steps=8, resume="auto")["deepspeed:3"]
     assert resumed["losses"] == full["losses"]  # bit-identical on CPU
     from transformers import BertForMaskedLM

@@ -3,6 +3,7 @@
 import json
 import os
 import sys
+import threading
 import time
 
 import torch
@@ -29,12 +30,24 @@ def collate(items, g):
 def _pause():
     "ENGINE_PAUSE_AT=K: rank 0 stops for good after step K (its checkpoint is on disk), so a test can kill the run mid-way for sure."
     at = int(os.environ.get("ENGINE_PAUSE_AT", "0"))
+    if not at:
+        return ()
+    # torchrun starts its workers in their own session, so killing torchrun's group does not reach them: every rank
+    # watches its parent and leaves as soon as torchrun is gone (no rank outlives the kill)
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.05)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
     def cb(rec):
         if rec["step"] == at:
             time.sleep(3600)
 
-    return (cb,) if at else ()
+    return (cb,)
 
 
 def main(engine: str, stage: int, out: str, steps: int, resume: str, offload: int):
