@@ -68,7 +68,7 @@ def test_zero3_frees_a_units_weights_before_its_reduce_scatter():
     shape = dict(vocab=8000, hidden=128, layers=4, heads=2)
     rows = run_function(Z + 'zero_peaks', 2, kwargs=dict(ns=(2,), stages=(2, 3), **shape), timeout_s=240)[0]
     peak = {r['stage']: r['measured']['total'] for r in rows if r['phase'] == 'backward'}
-    unit = 4 * max(r['bucket_grads'] for r in rows) // 4  # the largest unit's full-size bytes
+    unit = max(r['bucket_grads'] for r in rows)  # the largest unit's full-size bytes (4,130,816 here)
     assert peak[3] < peak[2], peak
     formula = {r['stage']: r['formula']['total'] for r in rows if r['phase'] == 'backward'}
     assert peak[3] - formula[3] <= 2 * unit, (peak, formula, unit)  # its weights + its gradient, nothing more

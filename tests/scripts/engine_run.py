@@ -3,13 +3,13 @@
 import json
 import os
 import sys
-import threading
 import time
 
 import torch
 import torch.distributed as dist
 
 from fewkit.masking import BatchStream, mlm_count, mlm_loss_sum
+from fewkit.parallel.distributed import _die_with_parent
 from fewkit.testing import tiny_bert
 from fewkit.train import TrainSettings, fit
 
@@ -30,24 +30,12 @@ def collate(items, g):
 def _pause():
     "ENGINE_PAUSE_AT=K: rank 0 stops for good after step K (its checkpoint is on disk), so a test can kill the run mid-way for sure."
     at = int(os.environ.get("ENGINE_PAUSE_AT", "0"))
-    if not at:
-        return ()
-    # torchrun starts its workers in their own session, so killing torchrun's group does not reach them: every rank
-    # watches its parent and leaves as soon as torchrun is gone (no rank outlives the kill)
-    parent = os.getppid()
-
-    def watch():
-        while os.getppid() == parent:
-            time.sleep(0.05)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
 
     def cb(rec):
         if rec["step"] == at:
             time.sleep(3600)
 
-    return (cb,)
+    return (cb,) if at else ()
 
 
 def main(engine: str, stage: int, out: str, steps: int, resume: str, offload: int):
@@ -98,6 +86,12 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     multi = any(not r.startswith("none") for r in runs)
     if multi:
+        # torchrun starts its workers in their own session, so killing torchrun (a test's SIGKILL, a timeout) does not
+        # reach them: the kernel kills each rank when its parent dies, as fewkit's own launcher arranges
+        launcher = os.getppid()
+        _die_with_parent()
+        if os.getppid() != launcher:  # torchrun died before prctl took effect
+            os._exit(1)
         dist.init_process_group("nccl" if os.environ.get("ENGINE_DEVICE", "cpu").startswith("cuda") else "gloo")
         if os.environ.get("ENGINE_DEVICE", "cpu").startswith("cuda"):
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
