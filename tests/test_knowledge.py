@@ -161,6 +161,81 @@ def test_gradients_reach_gcn_when_gate_open(toy):
     assert m.gate.weight.grad.abs().sum() > 0
 
 
+def test_one_fused_layer_is_the_single_gate_model_bit_for_bit(toy):
+    "fuse_at=l (int) or (l,): the seeded weights of the one-gate model (GCN, then gate, then projection) and its formula."
+    import torch.nn as nn
+    from fewkit.testing import tiny_bert
+    from fewkit.knowledge.gated_gcn import GatedKnowledgeBert, KnowledgeEncoder
+
+    m0, text, kg = _gated(toy)
+    V = m0.mlm.config.vocab_size
+    for at in (0, 1):
+        ma, mb_, mlm = (tiny_bert(seed=0, vocab=V) for _ in range(3))  # tiny_bert seeds the global RNG itself
+        torch.manual_seed(5)
+        a = GatedKnowledgeBert(ma, at).eval()
+        torch.manual_seed(5)
+        b = GatedKnowledgeBert(mb_, (at,)).eval()
+        torch.manual_seed(5)  # the single-gate model drew these, in this order
+        kenc = KnowledgeEncoder(mlm.bert.embeddings.word_embeddings, 32)
+        gate, proj = nn.Linear(64, 32), nn.Linear(32, 32)
+        assert a.fuse_at == b.fuse_at == (at,) and list(a.state_dict()) == list(b.state_dict())
+        for x, y in zip(a.state_dict().values(), b.state_dict().values()):
+            assert torch.equal(x, y)
+        assert torch.equal(a.gate.weight, gate.weight) and torch.equal(a.proj.bias, proj.bias)
+        assert torch.equal(a.kenc.gcn[0].lin.weight, kenc.gcn[0].lin.weight)
+        ids, am = text["input_ids"], text["attention_mask"]
+        with torch.no_grad():
+            h, mb = mlm.bert.embeddings(ids), mlm.bert.extended_mask(am, torch.float32)
+            node_h = kenc(kg["node_ids"], kg["node_mask"], kg["edge_index"])
+            for i, layer in enumerate(mlm.bert.encoder.layer):
+                h = layer(h, mb)
+                if i == at:  # the single-gate formula, written out
+                    has = (kg["token_node"] >= 0).unsqueeze(-1)
+                    hk = node_h[kg["token_node"].clamp(min=0)] * has
+                    h = h + torch.sigmoid(gate(torch.cat([h, hk], -1))) * has * proj(hk)
+            ref = mlm.cls(h)
+            assert torch.equal(a(ids, am, kg), ref) and torch.equal(b(ids, am, kg), ref)
+            assert list(a.last_gates) == [at]
+
+
+def test_several_fused_layers_one_gate_each(toy):
+    from fewkit.core import FewkitError
+    from fewkit.testing import tiny_bert
+    from fewkit.knowledge.gated_gcn import GatedKnowledgeBert
+    from fewkit.knowledge.gcn_pretrain import fuse_layers
+
+    m0, text, kg = _gated(toy)
+    V = m0.mlm.config.vocab_size
+    ids, am = text["input_ids"], text["attention_mask"]
+    m = GatedKnowledgeBert(tiny_bert(seed=0, vocab=V, layers=3), (2, 0)).eval()
+    assert m.fuse_at == (0, 2) and len(m.gates) == len(m.projs) == 2
+    assert m.gates[0].weight.data_ptr() != m.gates[1].weight.data_ptr()
+    with torch.no_grad():
+        plain = m.mlm(ids, am)
+        for g, p in zip(m.gates, m.projs):
+            g.bias.fill_(-float("inf"))
+            torch.nn.init.normal_(p.weight)
+        assert torch.equal(m(ids, am, kg), plain)  # every gate shut: exactly the plain BERT
+        assert sorted(m.last_gates) == [0, 2] and all(float(g.max()) == 0 for g in m.last_gates.values())
+        outs = []
+        for j in (0, 1):  # opening either gate alone changes the logits, differently
+            m.gates[j].bias.fill_(0.0)
+            outs.append(m(ids, am, kg))
+            assert not torch.equal(outs[-1], plain)
+            m.gates[j].bias.fill_(-float("inf"))
+        assert not torch.equal(outs[0], outs[1])
+        for g in m.gates:
+            g.bias.fill_(0.0)
+    m(ids, am, kg).logsumexp(-1).mean().backward()
+    assert all(g.weight.grad.abs().sum() > 0 for g in m.gates)
+    with pytest.raises(ValueError, match="0..2"):
+        GatedKnowledgeBert(tiny_bert(seed=0, vocab=V, layers=3), (1, 3))
+    assert fuse_layers((-1,), 4) is None and fuse_layers(-1, 4) is None and fuse_layers((3, 1), 4) == (3, 1)
+    for bad in ((-2,), (0, -1), (), (4,)):
+        with pytest.raises(FewkitError, match="fuse_at"):
+            fuse_layers(bad, 4)
+
+
 def test_denoiser_scores_are_probabilities_and_deterministic(toy):
     from fewkit.knowledge.distant_supervision import dsgan_scores, featurize
 
@@ -213,6 +288,21 @@ def test_fewkit_pretrain_knowledge_writes_hf_folder_and_logs(tmp_path):
     run = json.loads((tmp_path / "knowledge_run.json").read_text())
     assert run["arm"] == "gcn" and run["corpus"]["pairs"] > 0
     HF.from_pretrained(tmp_path)  # what fewkit fewclue --model loads
+
+
+def test_fewkit_pretrain_knowledge_fuse_at_a_comma_list_logs_a_gate_per_layer(tmp_path, capsys):
+    from fewkit.cli import main
+
+    kg = data_samples() / "kg"
+    argv = ["pretrain", "--knowledge", "--triples", str(kg / "toy_triples.tsv")]
+    argv += ["--dialogues", str(kg / "toy_dev.json"), "--steps", "2", "--batch-size", "4", "--people-daily", "0", "--denoise", "none", "--out", str(tmp_path)]
+    assert main(argv + ["--fuse-at", "3,1"]) == 0  # the shipped backbone has 4 layers
+    rows = [json.loads(l) for l in open(tmp_path / "losses.jsonl")]
+    assert all({"gate_L1", "gate_L3"} <= set(r) and not {"gate_L0", "gate_L2"} & set(r) for r in rows)
+    assert json.loads((tmp_path / "knowledge_run.json").read_text())["settings"]["fuse_at"] == [3, 1]
+    assert main(argv + ["--fuse-at", "1,4"]) == 2 and "0..3" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(argv + ["--fuse-at", "1;3"])
 
 
 # ---- knowledge pretraining through fewkit.train.fit ---------------------------------------------------
@@ -409,7 +499,7 @@ def test_gcn_pretraining_runs_through_fit_and_logs_parts_and_gates(toy):
     res, gates = pretrain_gcn(tiny_bert(seed=0, vocab=len(tok)), _NoCalls(tok), tensors, graph, s)
     assert len(res.history) == s.train.steps == len(gates)
     assert all(set(r["parts"]) == {"mention", "joint_mask", "margin", "gain"} for r in res.history)
-    layer = res.model.gated.fuse_at
+    (layer,) = res.model.gated.fuse_at  # the default: one layer, the middle one
     assert all(0 < g[f"gate_L{layer}"] < 1 and "gain" in g for g in gates)
     for layer in res.model.gated.kenc.gcn:  # the GCN trained: its biases start at 0
         assert layer.bias.abs().sum() > 0

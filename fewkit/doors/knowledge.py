@@ -21,7 +21,7 @@ from ..measure import env_info
 from ..model_io import save_hf
 from ..train import TrainSettings
 from ..knowledge.kg import load_triples
-from ..knowledge.gcn_pretrain import data_graph, pretrain_gcn
+from ..knowledge.gcn_pretrain import data_graph, fuse_layers, pretrain_gcn
 from fewkit.knowledge.tasks import (
     KnowledgeSettings,
     knowledge_data,
@@ -131,9 +131,23 @@ def _parser() -> argparse.ArgumentParser:
     a("--people-daily", type=int, default=2000, help="People's Daily sentences added to mention detection")
     for k in ("mention_weight", "joint_weight", "margin_weight", "gain_weight", "gain_margin", "margin"):
         a(f"--{k.replace('_', '-')}", type=float, default=getattr(d, k), help=f"KnowledgeSettings.{k}")
-    for k in ("hops", "max_nodes", "max_edges", "fuse_at", "gcn_layers"):
+    for k in ("hops", "max_nodes", "max_edges", "gcn_layers"):
         a(f"--{k.replace('_', '-')}", type=int, default=getattr(d, k), help=f"KnowledgeSettings.{k}")
+    a(
+        "--fuse-at",
+        type=_layers,
+        default=d.fuse_at,
+        help="BERT layers the graph is fused after, one gate each: a comma list such as 1,3 (default -1: the middle one)",
+    )
     return ap
+
+
+def _layers(text: str) -> tuple[int, ...]:
+    "`--fuse-at 1,3` -> (1, 3)."
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: layers as a comma list of integers, such as 1,3") from None
 
 
 def step_rows(history: list[dict], gates: list[dict]) -> list[dict]:
@@ -169,6 +183,7 @@ def pretrain_main(argv: list[str] | None = None) -> int:
         )
         if a.arm == "mlm":
             s = s.mlm_only()
+        fuse_layers(s.fuse_at, len(model.bert.encoder.layer))  # a wrong --fuse-at: a clear error, no traceback
     except FewkitError as e:
         print(f"fewkit pretrain --knowledge: error: {e}", file=sys.stderr)
         return 2

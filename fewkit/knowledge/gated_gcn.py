@@ -78,22 +78,41 @@ class KnowledgeEncoder(nn.Module):
 
 # %% ../../nbs/32_gated_gcn.ipynb #20d41d22
 class GatedKnowledgeBert(nn.Module):
-    "A `BertForMaskedLM` plus a GCN knowledge encoder fused through a per-token gate after layer `fuse_at`."
+    "A `BertForMaskedLM` plus a GCN knowledge encoder fused through a per-token gate after each layer in `fuse_at`."
 
-    def __init__(self, mlm: BertForMaskedLM, fuse_at: int | None = None, gcn_layers: int = 2):
+    def __init__(self, mlm: BertForMaskedLM, fuse_at: int | tuple[int, ...] | None = None, gcn_layers: int = 2):
         super().__init__()
         c = mlm.bert.embeddings.word_embeddings.embedding_dim
-        self.mlm, self.fuse_at = mlm, (len(mlm.bert.encoder.layer) // 2 - 1 if fuse_at is None else fuse_at)
+        at = len(mlm.bert.encoder.layer) // 2 - 1 if fuse_at is None else fuse_at
+        self.mlm = mlm
+        self.fuse_at = (at,) if isinstance(at, int) else tuple(sorted(set(at)))  # the layers knowledge flows in after
+        n = len(mlm.bert.encoder.layer)
+        if not self.fuse_at or not all(0 <= l < n for l in self.fuse_at):  # a layer past the top would never fuse
+            raise ValueError(f"fuse_at {fuse_at}: layers must be in 0..{n - 1}")
         self.kenc = KnowledgeEncoder(mlm.bert.embeddings.word_embeddings, c, gcn_layers)
-        self.gate, self.proj = nn.Linear(2 * c, c), nn.Linear(c, c)
-        self.last_gate = None  # (B, T, C) gate values of the last forward, for inspection
+        # one gate and one projection per fused layer: each layer decides for itself how much of the graph it takes
+        self.gates = nn.ModuleList(nn.Linear(2 * c, c) for _ in self.fuse_at)
+        self.projs = nn.ModuleList(nn.Linear(c, c) for _ in self.fuse_at)
+        self.last_gates = {}  # fused layer -> (B, T, C) gate values of the last forward, for inspection
 
-    def fuse(self, h, node_h, token_node):  # h (B, T, C), node_h (N, C), token_node (B, T)
+    @property
+    def gate(self):  # the first fused layer's gate (the only one by default)
+        return self.gates[0]
+
+    @property
+    def proj(self):
+        return self.projs[0]
+
+    @property
+    def last_gate(self):  # (B, T, C) the last fused layer's gate values
+        return self.last_gates[self.fuse_at[-1]] if self.last_gates else None
+
+    def fuse(self, h, node_h, token_node, j: int = 0):  # h (B, T, C), node_h (N, C), token_node (B, T); j: which gate
         has = (token_node >= 0).unsqueeze(-1)
         hk = node_h[token_node.clamp(min=0)] * has  # (B, T, C), zero where no mention
-        g = torch.sigmoid(self.gate(torch.cat([h, hk], -1))) * has
-        self.last_gate = g.detach()
-        return h + g * self.proj(hk)
+        g = torch.sigmoid(self.gates[j](torch.cat([h, hk], -1))) * has
+        self.last_gates[self.fuse_at[j]] = g.detach()
+        return h + g * self.projs[j](hk)
 
     def hidden(self, input_ids, attention_mask=None, kg=None):  # -> (B, T, C)
         b = self.mlm.bert
@@ -101,8 +120,8 @@ class GatedKnowledgeBert(nn.Module):
         node_h = self.kenc(kg["node_ids"], kg["node_mask"], kg["edge_index"]) if kg is not None else None
         for i, layer in enumerate(b.encoder.layer):
             h = layer(h, mb)
-            if i == self.fuse_at and kg is not None:
-                h = self.fuse(h, node_h, kg["token_node"])
+            if i in self.fuse_at and kg is not None:  # the same node states feed every fused layer
+                h = self.fuse(h, node_h, kg["token_node"], self.fuse_at.index(i))
         return h
 
     def forward(self, input_ids, attention_mask=None, kg=None):  # -> (B, T, V) MLM logits

@@ -26,7 +26,7 @@ from fewkit.knowledge.tasks import (
 
 # %% auto #0
 __all__ = ['graph_index', 'data_graph', 'segments', 'batch_graph', 'GraphCollate', 'GatedKnowledgeModel', 'graph_of',
-           'gcn_mlm_loss_sum', 'gcn_losses', 'GateLog', 'pretrain_gcn']
+           'gcn_mlm_loss_sum', 'gcn_losses', 'GateLog', 'fuse_layers', 'pretrain_gcn']
 
 # %% ../../nbs/34_gcn_pretrain.ipynb #53dcea37
 def graph_index(sentences: list[str], tok, G, matcher, s: KnowledgeSettings) -> dict:
@@ -109,11 +109,11 @@ class GraphCollate(KnowledgeCollate):
 class GatedKnowledgeModel(KnowledgeModel):
     "KnowledgeModel whose MLM path fuses the batch graph through the gated GCN of chapter 3.2 (`kg=`); the heads as before."
 
-    def __init__(self, mlm, fuse_at: int | None = None, gcn_layers: int = 2):
+    def __init__(self, mlm, fuse_at: int | tuple[int, ...] | None = None, gcn_layers: int = 2):
         nn.Module.__init__(self)  # not KnowledgeModel.__init__: the BERT is registered once, inside `gated`
         self.gated = GatedKnowledgeBert(mlm, fuse_at, gcn_layers)
         self.heads = KnowledgeHeads(mlm.bert.embeddings.word_embeddings.embedding_dim)
-        self.last = {}  # what the last knowledge forward saw: mean gate over its mention tokens (and the gain)
+        self.last = {}  # what the last knowledge forward saw: mean gate per fused layer over its mention tokens (and the gain)
         self.last_loss = None  # its summed MLM loss, reused by the knowledge-gain hinge (see gcn_losses)
         self.last_rng = None  # the RNG state its dropout started from: the gain's plain forward replays it
 
@@ -126,10 +126,12 @@ class GatedKnowledgeModel(KnowledgeModel):
             return super().forward(input_ids, attention_mask, token_type_ids, labels, head)
         cuda = torch.cuda.get_rng_state(input_ids.device) if input_ids.is_cuda else None
         self.last_rng = (torch.get_rng_state(), cuda)
-        h = self.gated.hidden(input_ids, attention_mask, kg)  # (B, T, C), knowledge fused after layer fuse_at
+        h = self.gated.hidden(input_ids, attention_mask, kg)  # (B, T, C), knowledge fused after each layer in fuse_at
         has = kg["token_node"] >= 0  # (B, T) mention tokens
-        gate = self.gated.last_gate[has]  # (M, C)
-        self.last = {f"gate_L{self.gated.fuse_at}": float(gate.mean()) if len(gate) else float("nan")}
+        self.last = {}
+        for layer, g in self.gated.last_gates.items():  # one mean gate per fused layer
+            gate = g[has]  # (M, C)
+            self.last[f"gate_L{layer}"] = float(gate.mean()) if len(gate) else float("nan")
         if labels is None:
             return self.mlm.cls(h)
         sel = labels != -100
@@ -179,12 +181,22 @@ class GateLog:
         self.rows.append(dict(step=rec["step"], **self.model.last))
 
 
+def fuse_layers(fuse_at, n_layers: int) -> tuple[int, ...] | None:
+    "KnowledgeSettings.fuse_at as GatedKnowledgeBert's: None (the middle layer) for (-1,) or -1, else the layers."
+    at = (fuse_at,) if isinstance(fuse_at, int) else tuple(fuse_at)  # an int: settings written before tuples
+    if at == (-1,):
+        return None
+    if not at or not all(0 <= layer < n_layers for layer in at):
+        raise FewkitError(f"fuse_at {fuse_at}: BERT layers in 0..{n_layers - 1} (or -1 alone: the middle layer)")
+    return at
+
+
 def pretrain_gcn(model, tok, tensors: dict, graph: dict, s: KnowledgeSettings, progress: bool = False, callbacks=()):
     "Knowledge pretraining with the gated GCN through `fit`: (TrainResult with the GatedKnowledgeModel, gate log rows)."
     if s.train.parallel.engine != "none":  # BatchStream splits tensors by batch rows; the graph's nodes are not rows
         raise FewkitError("pretrain_gcn runs in one process: the batch graph is not split across ranks (engine='none')")
     seed_everything(s.train.seed)  # heads, gate and GCN draw their first weights from the global RNG
-    km = GatedKnowledgeModel(model, None if s.fuse_at < 0 else s.fuse_at, s.gcn_layers)
+    km = GatedKnowledgeModel(model, fuse_layers(s.fuse_at, len(model.bert.encoder.layer)), s.gcn_layers)
     log = GateLog(km)
     rows = torch.arange(len(tensors["mlm"]))  # the stream yields sentence indices: the collate needs them for the graph
     batches = BatchStream(rows, s.train.batch_size, GraphCollate(tensors, graph, tok, s), seed=s.train.seed)

@@ -276,7 +276,7 @@ class KnowledgeSettings(Settings):
     hops: int = 2
     max_nodes: int = 8
     max_edges: int = 16
-    fuse_at: int = -1  # fuse after this BERT layer; -1: the middle one
+    fuse_at: tuple[int, ...] = (-1,)  # fuse after these BERT layers, one gate each; (-1,): the middle one
     gcn_layers: int = 2
 
     def mlm_only(self) -> "KnowledgeSettings":
