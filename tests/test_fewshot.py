@@ -226,3 +226,33 @@ def test_a_missing_protocol_split_is_an_error_not_skipped(backbone, tmp_path, ca
                    "--out", str(tmp_path), "--max-steps", "2"])
     assert rc != 0
     assert "train_1.json" in capsys.readouterr().err
+
+
+def test_the_selected_states_dev_predictions_are_not_computed_twice(tok, backbone):
+    # with dev selection, the selected state's dev scores come from its evaluation: they equal a fresh prediction
+    info, data = task_info("reviews"), review_task(seed=0, shots=8)
+    cfg = FewShotSettings(epochs=1, min_steps=4, max_steps=4, batch_size=8, max_len=40, n_evals=2)
+    m, h = train_method(from_hf(backbone), tok, info, data["train"], cfg, "pet", dev=data["dev"])
+    assert h["best_step"] in (2, 4) and h["dev_scores"].shape == (len(data["dev"]), 2)
+    again = fc.predict_probs(m, tok, info, data["dev"], cfg)
+    torch.testing.assert_close(h["dev_scores"].softmax(-1), again, rtol=0, atol=0)
+    _, h0 = train_method(from_hf(backbone), tok, info, data["train"], cfg.replace(n_evals=0), "pet", dev=data["dev"])
+    assert h0["dev_scores"] is None  # no selection: nothing was evaluated, run_split predicts dev itself
+
+
+def test_bf16_autocast_in_fewshot_training_and_prediction(tok, backbone):
+    info, data = task_info("reviews"), review_task(seed=0, shots=8)
+    cfg = FewShotSettings(epochs=1, min_steps=3, max_steps=3, batch_size=8, max_len=40)
+    assert train_settings(cfg.replace(amp="bf16"), 32).amp.dtype == "bf16" and train_settings(cfg, 32).amp.dtype == "fp32"
+    with pytest.raises(FewkitError, match="amp must be"):
+        FewShotSettings(amp="fp16")
+    seen = []
+    m32, h32 = train_pet(from_hf(backbone), tok, info, data["train"], cfg)
+    m16, h16 = train_pet(from_hf(backbone), tok, info, data["train"], cfg.replace(amp="bf16"))
+    assert all(np.isfinite(h16["losses"])) and h16["losses"] != h32["losses"]  # computed in bf16, not fp32
+    assert np.allclose(h16["losses"], h32["losses"], atol=0.05)  # the same training, to bf16's precision
+    hook = m16.mlm.cls.register_forward_hook(lambda mod, i, o: seen.append(o.dtype))
+    p16 = fc.predict_probs(m16, tok, info, data["dev"][:16], cfg.replace(amp="bf16"))
+    hook.remove()
+    assert seen and set(seen) == {torch.bfloat16} and p16.dtype == torch.float32
+    torch.testing.assert_close(p16, fc.predict_probs(m16, tok, info, data["dev"][:16], cfg), atol=0.03, rtol=0)

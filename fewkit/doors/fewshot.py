@@ -69,6 +69,7 @@ FLAG_TO_SETTING = dict(  # `fewkit fewclue` flag -> FewShotSettings field
     seed="seed",
     select="n_evals",
     bucket="bucket",
+    amp="amp",  # fp32 | bf16 | auto
 )
 CLI_FEWSHOT = FewShotSettings(n_evals=2)  # the command's defaults: the library's, with 2 dev evaluations (best kept)
 

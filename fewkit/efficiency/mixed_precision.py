@@ -8,6 +8,9 @@ Docs: https://fewkit.github.io/fewkit/mixed_precision.html.md"""
 from __future__ import annotations
 import contextlib
 import math
+import platform
+import re
+from pathlib import Path
 from dataclasses import dataclass
 import torch
 from torch import nn
@@ -18,8 +21,8 @@ from ..model import BertConfig, BertForMaskedLM, mlm_loss
 from ..tokenizer import SPECIALS
 
 # %% auto #0
-__all__ = ['AmpSettings', 'DynamicLossScaler', 'MixedPrecision', 'bigram_ids', 'grammar_batch', 'amp_setup',
-           'state_bytes_per_param', 'activation_bytes']
+__all__ = ['AmpSettings', 'cpu_has_native_bf16', 'native_bf16', 'resolve_amp', 'DynamicLossScaler', 'MixedPrecision',
+           'bigram_ids', 'grammar_batch', 'amp_setup', 'state_bytes_per_param', 'activation_bytes']
 
 # %% ../../nbs/13_mixed_precision.ipynb #ce1f980c
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -67,6 +70,37 @@ class AmpSettings(Settings):
                 "min_loss_scale": 1,
             }
         }
+
+# %% ../../nbs/13_mixed_precision.ipynb #bb84806e
+_BF16_FLAGS = re.compile(r"\b(avx512_bf16|amx_bf16)\b")  # x86 flags of /proc/cpuinfo for bf16 in hardware
+
+
+def cpu_has_native_bf16(cpuinfo: str, machine: str = "x86_64") -> bool:
+    "Whether a CPU's /proc/cpuinfo text lists bf16 arithmetic in hardware (x86 AVX512-BF16/AMX-BF16, Arm BF16)."
+    if machine in ("aarch64", "arm64"):
+        return bool(re.search(r"^Features\s*:.*\bbf16\b", cpuinfo, re.M))
+    return bool(_BF16_FLAGS.search(cpuinfo))
+
+
+def native_bf16(device=None) -> bool:
+    "Whether `device` (default: the CPU) computes bf16 in hardware: a CUDA GPU with bf16, or such a CPU on Linux."
+    d = torch.device(device or "cpu")
+    if d.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if d.type != "cpu":
+        return False
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: unknown, so not assumed
+        return False
+    return cpu_has_native_bf16(text, platform.machine())
+
+
+def resolve_amp(dtype: str, device=None) -> str:
+    "'auto' -> 'bf16' where `native_bf16(device)`, else 'fp32'; any other name is returned as it is."
+    if dtype != "auto":
+        return dtype
+    return "bf16" if native_bf16(device) else "fp32"
 
 # %% ../../nbs/13_mixed_precision.ipynb #00f8556a
 class DynamicLossScaler:

@@ -22,6 +22,7 @@ from fewkit.fewshot.pet import (
     _cap,
     encode_pattern,
     example_fields,
+    fewshot_amp,
     hidden_states,
     input_embeddings,
     predict,
@@ -106,9 +107,16 @@ def train_finetune(mlm, tok, info, train, cfg: FewShotSettings, dev=None):
 
 def predict_finetune(model, tok, info, examples, cfg: FewShotSettings) -> torch.Tensor:
     "Class probabilities (N, K) of a fine-tuned ClsModel."
-    return predict(model, encode_cls(tok, examples, info.labels, cfg.max_len), cfg.eval_batch_size).softmax(-1)
+    return predict(
+        model, encode_cls(tok, examples, info.labels, cfg.max_len), cfg.eval_batch_size, amp=fewshot_amp(cfg)
+    ).softmax(-1)
 
 # %% ../../nbs/53_fewclue.ipynb #35bb7646
+def _known(name: str, hist: dict) -> bool:
+    "Whether training already scored set `name` with the selected state (dev, when dev chose the state)."
+    return name == "dev" and hist.get("dev_scores") is not None
+
+
 def run_split(
     load_mlm,
     tok,
@@ -131,7 +139,7 @@ def run_split(
     hist = None  # the training history of a plain run: its dev evaluations give the last state's accuracy
     if method == "finetune":
         m, hist = train_finetune(load_mlm(), tok, info, train, cfg, dev)
-        probs = {n: predict_finetune(m, tok, info, exs, cfg) for n, exs in sets.items()}
+        probs = {n: predict_finetune(m, tok, info, exs, cfg) for n, exs in sets.items() if not _known(n, hist)}
     elif self_training is not None:
         r = self_train(
             load_mlm,
@@ -147,7 +155,9 @@ def run_split(
         probs, gens = r["probs"], r["history"]
     else:
         m, hist = train_method(load_mlm(), tok, info, train, cfg, "fuzzy" if method == "fuzzy-pet" else "pet", dev=dev)
-        probs = {n: predict_probs(m, tok, info, exs, cfg) for n, exs in sets.items()}
+        probs = {n: predict_probs(m, tok, info, exs, cfg) for n, exs in sets.items() if not _known(n, hist)}
+    if hist is not None and _known("dev", hist):  # the selected state's dev scores, from its evaluation
+        probs["dev"] = hist["dev_scores"].softmax(-1)
     y = torch.tensor([info.labels.index(e.label) for e in dev])
     acc = (probs["dev"].argmax(-1) == y).float().mean().item()
     evals = hist["evals"] if hist else []

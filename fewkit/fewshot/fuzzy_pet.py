@@ -21,6 +21,7 @@ from fewkit.fewshot.pet import (
     LabelScoring,
     auto_words,
     char_id,
+    fewshot_amp,
     name_words,
     predict,
     prompt_feats,
@@ -225,9 +226,9 @@ def train_method(
 def predict_probs(model, tok, info, examples, cfg: FewShotSettings, pattern: int = 0) -> torch.Tensor:
     "Class probabilities (N, K) from a trained PromptModel, whatever its score function."
     words = None if info.name == "chid" else model.words
-    return predict(model, prompt_feats(info, tok, examples, pattern, words, cfg.max_len), cfg.eval_batch_size).softmax(
-        -1
-    )
+    return predict(
+        model, prompt_feats(info, tok, examples, pattern, words, cfg.max_len), cfg.eval_batch_size, amp=fewshot_amp(cfg)
+    ).softmax(-1)
 
 # %% ../../nbs/51_fuzzy_pet.ipynb #61e38f6a
 def compare_verbalizers(

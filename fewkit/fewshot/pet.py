@@ -15,7 +15,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from ..core import FewkitError, Settings, get_logger, shipped_backbone
+from ..core import FewkitError, Settings, get_device, get_logger, shipped_backbone
+from ..efficiency.mixed_precision import AmpSettings, native_bf16, resolve_amp
 from ..masking import BatchStream, mask_tokens, pad
 from ..model import BertConfig, BertForMaskedLM
 from ..model_io import from_hf, load_masked_lm, model_type
@@ -26,8 +27,8 @@ from ..train import TrainSettings, fit
 __all__ = ['MASK', 'PATTERNS', 'WORDS', 'STEP_CAP', 'example_fields', 'text_ids', 'encode_pattern', 'char_id', 'word_ids',
            'name_words', 'auto_words', 'verbalizer', 'encode_prompt', 'collate', 'hidden_states', 'input_embeddings',
            'mask_logits', 'word_scores', 'pet_scores', 'pet_loss', 'PromptModel', 'FewShotSettings', 'FewShotCollate',
-           'mlm_aux_loss', 'predict', 'accuracy', 'fewshot_steps', 'train_settings', 'train_fewshot', 'label_words',
-           'prompt_feats', 'LabelScoring', 'train_pet', 'predict_pet', 'ensemble', 'load_backbone',
+           'mlm_aux_loss', 'predict', 'accuracy', 'fewshot_steps', 'train_settings', 'fewshot_amp', 'train_fewshot',
+           'label_words', 'prompt_feats', 'LabelScoring', 'train_pet', 'predict_pet', 'ensemble', 'load_backbone',
            'backbone_or_random', 'task_settings']
 
 # %% ../../nbs/50_pet.ipynb #b17b78e9
@@ -287,6 +288,11 @@ class FewShotSettings(Settings):
     out: str = ""  # "" = an in-memory run: fit writes no files
     progress: bool = False  # a tqdm bar over the training steps
     bucket: int = 0  # > 0: training batches of similar length, from windows of `bucket` batches (less padding)
+    amp: str = "fp32"  # "bf16": autocast in training and prediction; "auto": bf16 where the device has it in hardware
+
+    def __post_init__(self):
+        if self.amp not in ("fp32", "bf16", "auto"):
+            raise FewkitError(f"FewShotSettings.amp must be 'fp32', 'bf16' or 'auto', got {self.amp!r}")
 
 # %% ../../nbs/50_pet.ipynb #88a98936
 class FewShotCollate:
@@ -318,15 +324,18 @@ def mlm_aux_loss(mlm, b: dict) -> torch.Tensor:
 
 # %% ../../nbs/50_pet.ipynb #2c3ef986
 @torch.no_grad()
-def predict(model, feats: list[dict], batch_size: int = 64, device=None) -> torch.Tensor:
-    "Class scores (N, K) for features, batched by length (little padding), in the input order."
+def predict(model, feats: list[dict], batch_size: int = 64, device=None, amp: str = "fp32") -> torch.Tensor:
+    "Class scores (N, K) for features, batched by length (little padding), in the input order; amp 'bf16': autocast."
     device = device or next(model.parameters()).device
     model.eval()
+    cast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=amp == "bf16")
     order = sorted(range(len(feats)), key=lambda i: len(feats[i]["ids"]))
     out = [None] * len(feats)
     for s in range(0, len(order), batch_size):
         idx = order[s : s + batch_size]
-        for i, row in zip(idx, model.scores(collate([feats[i] for i in idx], device)).float().cpu()):
+        with cast:
+            scores = model.scores(collate([feats[i] for i in idx], device))  # (B, K)
+        for i, row in zip(idx, scores.float().cpu()):
             out[i] = row
     return torch.stack(out)
 
@@ -360,7 +369,18 @@ def train_settings(cfg: FewShotSettings, n: int, select: bool = False) -> TrainS
         out=cfg.out,
         device=cfg.device or "",
         progress=cfg.progress,
+        amp=AmpSettings(fewshot_amp(cfg)),
     )
+
+
+def fewshot_amp(cfg: FewShotSettings) -> str:
+    "The precision a few-shot run computes in: cfg.amp, with 'auto' resolved for its device (bf16 only in hardware)."
+    device = get_device(cfg.device)
+    amp = resolve_amp(cfg.amp, device)
+    if amp == "bf16" and not native_bf16(device):
+        log = get_logger("fewkit.fewshot")
+        log.warning("bf16 is emulated on this device (no AVX512-BF16/AMX): expect slower steps than fp32")
+    return amp
 
 # %% ../../nbs/50_pet.ipynb #cb154fe2
 def train_fewshot(
@@ -389,8 +409,11 @@ def train_fewshot(
     def extra_loss(m, b):  # already weighted and a mean, as fit expects
         return {"mlm": w * mlm_aux_loss(m.mlm, b)}
 
+    dev_scores = []  # (N, K) per dev evaluation: the selected state's are its dev predictions, not computed again
+
     def eval_fn(m):
-        return {"acc": accuracy(predict(m, dev, cfg.eval_batch_size), dev)}
+        dev_scores.append(predict(m, dev, cfg.eval_batch_size, amp=s.amp.dtype))
+        return {"acc": accuracy(dev_scores[-1], dev)}
 
     r = fit(
         model,
@@ -411,6 +434,10 @@ def train_fewshot(
         best_step=r.best_step if s.select else None,
         history=r.history,
     )
+    evaluated = [h["step"] for h in r.history if "eval" in h]
+    # every evaluation ran in this process (not a resumed run): the selected state's dev scores are at hand
+    mine = s.select and r.best_step in evaluated and len(dev_scores) == len(evaluated)
+    hist["dev_scores"] = dev_scores[evaluated.index(r.best_step)] if mine else None  # (N, K) or None
     return r.model, hist
 
 # %% ../../nbs/50_pet.ipynb #4980cf32
@@ -458,9 +485,9 @@ def train_pet(
 def predict_pet(model, tok, info, examples, cfg: FewShotSettings, pattern: int = 0) -> torch.Tensor:
     "Class probabilities (N, K) of a trained PromptModel on examples."
     words = None if info.name == "chid" else model.words
-    return predict(model, prompt_feats(info, tok, examples, pattern, words, cfg.max_len), cfg.eval_batch_size).softmax(
-        -1
-    )
+    return predict(
+        model, prompt_feats(info, tok, examples, pattern, words, cfg.max_len), cfg.eval_batch_size, amp=fewshot_amp(cfg)
+    ).softmax(-1)
 
 
 def ensemble(probs: list[torch.Tensor]) -> torch.Tensor:
