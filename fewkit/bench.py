@@ -37,6 +37,7 @@ BENCHES = {  # name: module:function
     "fewshot": "fewkit.doors.fewshot:bench_fewshot",
     "verbalizers": "fewkit.doors.fewshot:bench_verbalizers",
     "selftrain": "fewkit.doors.fewshot:bench_selftrain",
+    "fewshot-amp": "fewkit.doors.fewshot:bench_fewshot_amp",
     "knowledge": "fewkit.doors.knowledge:bench",
 }
 GROUPS = {

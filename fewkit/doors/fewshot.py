@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -41,12 +42,21 @@ from fewkit.fewshot.fuzzy_pet import (
     use_prompts,
 )
 from ..fewshot.self_training import SelfTrainSettings, self_train, unlabeled_pool
-from ..fewshot.fewclue import plot_results, predict_finetune, results_table, run_task, save_results, train_finetune
+from ..efficiency.mixed_precision import native_bf16
+from fewkit.fewshot.fewclue import (
+    compare_methods,
+    plot_results,
+    predict_finetune,
+    results_table,
+    run_task,
+    save_results,
+    train_finetune,
+)
 
 # %% auto #0
 __all__ = ['RUN_DEFAULTS', 'FLAG_TO_SETTING', 'CLI_FEWSHOT', 'SIZE_DEFAULTS', 'T95', 'read_run_config', 'backbone_size',
            'resolve_config', 'run_fewclue', 'cli_main', 'bench_fewshot', 'bench_verbalizers', 'bench_selftrain',
-           'paired_interval', 'demo_section']
+           'bench_fewshot_amp', 'paired_interval', 'demo_section']
 
 # %% ../../nbs/99_doors_fewshot.ipynb #093e2366
 RUN_DEFAULTS = dict(
@@ -367,6 +377,72 @@ def bench_selftrain(out, quick: bool = False, tasks: list[str] | None = None, sp
         results=res,
         table="| task | generation | pseudo-labels | dev acc | gain | pseudo-label acc |\n|---|---|---|---|---|---|\n"
         + "\n".join(rows),
+    )
+
+# %% ../../nbs/99_doors_fewshot.ipynb #fe58811c
+def bench_fewshot_amp(
+    out,
+    quick: bool = False,
+    tasks: list[str] | None = None,
+    methods: list[str] | None = None,
+    splits: list[int] | None = None,
+) -> dict:
+    "`fewkit bench fewshot-amp`: every method × task in fp32 and in bf16: CPU seconds, dev, paired difference."
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    load, tok, desc = backbone_or_random()
+    tasks = tasks or (["eprstmt"] if quick else list(FEWCLUE_TASKS))
+    methods = methods or (["pet"] if quick else ["finetune", "pet", "fuzzy-pet"])
+    splits = list(splits if splits is not None else ([0] if quick else range(5)))
+    base = FewShotSettings(epochs=2, min_steps=4, max_steps=8, max_len=64, n_evals=2) if quick else CLI_FEWSHOT
+    rows, log = [], get_logger("fewkit.fewclue")
+    for i, (m, t) in enumerate((m, t) for m in methods for t in tasks):
+        res = {}
+        for amp in ("fp32", "bf16") if i % 2 == 0 else ("bf16", "fp32"):  # alternate which runs first
+            t0 = time.process_time()
+            r = run_task(load, tok, t, m, base.replace(amp=amp), None, splits)
+            res[amp] = dict(r, method=f"{m} {amp}", cpu_s=time.process_time() - t0, load=os.getloadavg()[0])
+        c = compare_methods([res["bf16"], res["fp32"]])[0]  # bf16 - fp32, paired over the same dev examples
+        rows.append(
+            dict(
+                method=m,
+                task=t,
+                dev_fp32=res["fp32"]["dev_mean"],
+                dev_bf16=res["bf16"]["dev_mean"],
+                diff=c["diff"],
+                low=c["low"],
+                high=c["high"],
+                cpu_fp32=res["fp32"]["cpu_s"],
+                cpu_bf16=res["bf16"]["cpu_s"],
+                load=max(res["fp32"]["load"], res["bf16"]["load"]),
+            )
+        )
+        log.info(f"{m} {t}: bf16 / fp32 CPU time {rows[-1]['cpu_bf16'] / rows[-1]['cpu_fp32']:.2f}")
+    lines = [
+        "| method | task | dev fp32 | dev bf16 | bf16 − fp32 (95 % paired) | CPU s fp32 | CPU s bf16 | ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['method']} | {r['task']} | {r['dev_fp32']:.3f} | {r['dev_bf16']:.3f} | {r['diff']:+.3f} "
+            f"({r['low']:+.3f} … {r['high']:+.3f}) | {r['cpu_fp32']:.1f} | {r['cpu_bf16']:.1f} | "
+            f"{r['cpu_bf16'] / r['cpu_fp32']:.2f} |"
+        )
+    totals = {}
+    for m in methods:
+        a = sum(r["cpu_fp32"] for r in rows if r["method"] == m)
+        b = sum(r["cpu_bf16"] for r in rows if r["method"] == m)
+        totals[m] = dict(cpu_fp32=a, cpu_bf16=b, ratio=b / a)
+        lines.append(f"| {m} | all | | | | {a:.0f} | {b:.0f} | {b / a:.2f} |")
+    return dict(
+        env=env_info(),
+        backbone=desc,
+        native_bf16=native_bf16(),
+        clock="process CPU time (time.process_time), one process, the two arms side by side",
+        splits=splits,
+        rows=rows,
+        totals=totals,
+        table="\n".join(lines),
     )
 
 # %% ../../nbs/99_doors_fewshot.ipynb #5e9f7834
