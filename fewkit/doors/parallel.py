@@ -91,6 +91,7 @@ def zero_run(
             comm_per_step=comm / psi_p,
             prefetches=z.prefetches,
             regathered=sum(u.padded for _, us in z.needs for u in us) - psi_p,  # stage 3: tied units gathered again
+            skipped=sum(u.padded for (_, us), ub in zip(z.needs, z.needs_bwd) for u in us if u not in ub),  # not in bwd
             tied=next(
                 u.padded for u in z.units if any(p is m.bert.embeddings.word_embeddings.weight for p in u.params)
             ),
@@ -126,7 +127,15 @@ def zero_memory(ns=(1, 2, 4), stages=(0, 1, 2, 3), dtypes=("bf16", "fp32"), **mo
     return rows
 
 # %% ../../nbs/96_doors_parallel.ipynb #d2c0ffee
-def zero_peaks(ns=(1, 2, 4), stages=(0, 1, 2, 3), dtype: str = "fp32", rows: int = 4, seed: int = 0, **model_kw):
+def zero_peaks(
+    ns=(1, 2, 4),
+    stages=(0, 1, 2, 3),
+    dtype: str = "fp32",
+    rows: int = 4,
+    seed: int = 0,
+    zero_kw: dict | None = None,  # more ZeroSettings, e.g. bucket_numel=0 (one unit per module)
+    **model_kw,
+):
     "Peak bytes per rank in forward, backward and step (2nd step), per group size in `ns` and stage; needs max(ns) ranks."
     out, groups = [], {n: new_group(list(range(n))) for n in ns}
     vocab = model_kw.get("vocab", 64)
@@ -135,7 +144,7 @@ def zero_peaks(ns=(1, 2, 4), stages=(0, 1, 2, 3), dtype: str = "fp32", rows: int
             continue
         for st in stages:
             m = tiny_bert(seed, **model_kw)
-            z = Zero(m, ZeroSettings(stage=st, dtype=dtype), group=g)
+            z = Zero(m, ZeroSettings(stage=st, dtype=dtype, **(zero_kw or {})), group=g)
             for s in range(2):
                 if s == 1:  # after the first step: Adam's moments exist, the stage-3 trace is known
                     z.track_peaks()
@@ -160,6 +169,9 @@ def zero_peaks(ns=(1, 2, 4), stages=(0, 1, 2, 3), dtype: str = "fp32", rows: int
                         psi_padded=z.numel(True),
                         bucket_params=z.live_cap * z.units[0].full.element_size(),
                         bucket_grads=max(u.padded for u in z.units) * z.units[0].full.element_size(),
+                        bucket=z.cfg.bucket_numel * z.units[0].full.element_size(),  # one gradient bucket, bytes
+                        big_param=max((u.numel for u in z.units if u.sliced), default=0)
+                        * z.units[0].full.element_size(),
                     )
                 )
     return out

@@ -21,7 +21,7 @@ from .distributed import DPSettings, data_parallel, new_group
 
 # %% auto #0
 __all__ = ['DTYPES', 'PHASES', 'ZeroSettings', 'zero_formula_bytes', 'no_decay', 'distinct_bytes', 'ZeroAdamW', 'split_units',
-           'bucket_numels', 'Zero', 'zero_peak_formula', 'zero_subgroup']
+           'buckets', 'bucket_numels', 'Zero', 'zero_peak_formula', 'zero_subgroup']
 
 # %% ../../nbs/21_zero.ipynb #e5fae78d
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -40,7 +40,9 @@ class ZeroSettings(Settings):
     offload_optimizer: bool = False  # fp32 masters, Adam's moments and Adam's step on the host (ZeRO-Offload)
     offload_param: bool = False  # stage 3: parameters live on the host between uses (ZeRO-Infinity); DeepSpeed only
     overlap: bool = True  # start each unit's gradient collective during backward; False: all of them in `step`
-    inflight_numel: int = 0  # stages 1-3: gradient elements staged or in flight at once (0: the largest unit's)
+    inflight_numel: int = 0  # stages 1-3: gradient elements staged or in flight at once (0: the largest bucket's)
+    bucket_numel: int = 2**18  # a module's parameters go into units of at most this many elements (whole parameters);
+    # a larger parameter is a unit alone, reduce-scattered (stages 2-3) in slices of at most this many; 0: one per module
     live_numel: int = 0  # stage 3: parameter elements gathered at once, prefetch included (0: the largest module's)
     prefetch: bool = True  # stage 3: start the next module's all-gather while this one computes (within live_numel)
 
@@ -200,14 +202,27 @@ def split_units(model: nn.Module, layers: list) -> list:
     return [(model, rest)] + out
 
 
-def bucket_numels(model: nn.Module, layers=None) -> dict:
+def buckets(params: list, numel: int) -> list:
+    "`params` in order, cut into runs of at most `numel` elements (whole parameters; a larger one is a run alone; 0: one run)."
+    out, size = [[]], 0
+    for p in params:
+        if numel and out[-1] and size + p.numel() > numel:
+            out.append([])
+            size = 0
+        out[-1].append(p)
+        size += p.numel()
+    return [b for b in out if b]
+
+
+def bucket_numels(model: nn.Module, layers=None, bucket: int = 0) -> dict:
     "Elements of the largest unit and of the largest module's units (what one collective / one gather moves at most)."
     layers = list(model.bert.encoder.layer if layers is None else layers)
-    parts = [(m, ps) for m, ps in split_units(model, layers) if ps]
+    mods = [(m, ps) for m, ps in split_units(model, layers) if ps]
+    parts = [(m, b) for m, ps in mods for b in buckets(ps, bucket)]  # `Zero` orders decayed first; sizes agree
     unit = max(sum(p.numel() for p in ps) for _, ps in parts)
     owner = {id(p): i for i, (_, ps) in enumerate(parts) for p in ps}
     sizes = [sum(p.numel() for p in ps) for _, ps in parts]
-    mods = [m for m, _ in parts if m is not model]  # the model itself holds only what sits next to the layers
+    mods = [m for m, _ in mods if m is not model]  # the model itself holds only what sits next to the layers
     needs = [{owner[id(p)] for p in m.parameters() if id(p) in owner} for m in mods]
     module = max((sum(sizes[i] for i in ix) for ix in needs), default=unit)
     return dict(unit=unit, module=max(module, unit))
@@ -263,6 +278,9 @@ class Zero:
             shared = [] if mod is model else [unit_of[id(p)] for p in mod.parameters() if id(p) in unit_of]
             self.needs.append((mod, list({id(u): u for u in us + shared}.values())))
         self.needs = [(m, us) for m, us in self.needs if us]
+        # what each module's backward needs gathered again: not a unit of embedding tables only (nn.Embedding's
+        # backward reads the indices, never the table), unless another part of the module uses the same tensor
+        self.needs_bwd = [[u for u in us if not self._tables_only(mod, u)] for mod, us in self.needs]
         self.device = self.units[0].full.device
         self._partition()
         # backward completes the units in reverse: the head first, the last layer, ..., the embeddings last
@@ -276,10 +294,10 @@ class Zero:
         groups = [g for g in groups if g["params"]]
         self.opt = ZeroAdamW(self.units, groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
         # the two caps that keep the peak within one bucket of the formula
-        self.inflight_cap = cfg.inflight_numel or max(u.padded for u in self.units)
+        self.inflight_cap = cfg.inflight_numel or max(u.stage_numel for u in self.units)
         self.live_cap = cfg.live_numel or max(sum(u.padded for u in us) for _, us in self.needs)
         self.next = 0  # index into `order` of the next unit whose collective starts
-        self.inflight = []  # (unit, output, staging input or None, work, extra elements held)
+        self.inflight = []  # (unit, output, staging input or None, work, extra elements held, where `output` adds)
         self.in_backward = False
         self.in_step = False
         self.released = False
@@ -301,9 +319,23 @@ class Zero:
         r = 0 if self.cfg.stage == 0 else self.rank
         decay = [p for p in params if not no_decay(names.get(id(p), ""), p)]
         plain = [p for p in params if no_decay(names.get(id(p), ""), p)]
-        u = _Unit(decay + plain, parts, r, self.dtype)
-        u.decayed = sum(p.numel() for p in decay)  # flat elements [0, decayed) get weight decay
-        return [u]
+        units, big = [], self.cfg.bucket_numel
+        for ps in buckets(decay + plain, big):  # each run keeps the order: decayed first
+            u = _Unit(ps, parts, r, self.dtype)
+            u.decayed = sum(p.numel() for p in ps if any(p is q for q in decay))  # flat [0, decayed) gets decay
+            # one parameter larger than a bucket: its gradient arrives whole from autograd; it is reduce-scattered
+            # from there in slices of at most a bucket (N pieces of `round` elements), never copied whole
+            u.sliced = bool(big) and len(ps) == 1 and u.numel > big and self.split_grads and self.n > 1
+            u.round = min(max(1, big // self.n), u.P) if u.sliced else u.P  # per rank, elements of one slice
+            u.stage_numel = self.n * u.round if u.sliced else u.padded  # what one collective stages at most
+            units.append(u)
+        return units
+
+    def _tables_only(self, mod: nn.Module, u) -> bool:
+        "Are all of `u`'s parameters embedding tables of `mod`'s nn.Embedding modules, used by nothing else in `mod`?"
+        tables = {id(m.weight) for m in mod.modules() if isinstance(m, nn.Embedding)}
+        others = [p for m in mod.modules() if not isinstance(m, nn.Embedding) for p in m.parameters(recurse=False)]
+        return all(id(p) in tables and not any(p is q for q in others) for p in u.params)
 
     @torch.no_grad()
     def _partition(self):
@@ -327,6 +359,7 @@ class Zero:
                 dtype=torch.float32 if host_grads else self.dtype,
                 device=self.host if host_grads else self.device,
             )
+            u.fresh = True  # nothing reduced into `grad` since it was zeroed: a reduce-scatter may write it directly
             u.host_grad = None
             if self.offload and not self.split_grads:
                 u.host_grad = torch.zeros(u.P, dtype=torch.float32, device=self.host)
@@ -404,11 +437,13 @@ class Zero:
             i = seq.index(j) if j in seq else len(seq)
         self.pos[phase] = i + 1
         self.ahead = []
-        for u in self.needs[j][1]:
+        need = self.needs[j][1] if phase == "fwd" else self.needs_bwd[j]
+        for u in need:
             self._gather(u)
         self._sample()
         if self.cfg.prefetch and self.traced[phase] and i + 1 < len(seq):
-            self._prefetch(self.needs[seq[i + 1]][1])
+            k = seq[i + 1]
+            self._prefetch(self.needs[k][1] if phase == "fwd" else self.needs_bwd[k])
 
     def _release(self, j: int):
         "Module j is done (its forward, or its backward): free its units, unless the next module was prefetched with them."
@@ -458,7 +493,7 @@ class Zero:
         for k in self.first.pop(j, []):  # free what is done before gathering more
             self._input_done(k)
         if j in self.bwd_seen:  # a second output of the same module
-            for u in self.needs[j][1]:
+            for u in self.needs_bwd[j]:
                 self._gather(u)
             return
         self.bwd_seen.add(j)
@@ -496,7 +531,11 @@ class Zero:
     def _grad_ready(self, u, p):
         self._enter_backward()
         self._poll()
-        if self.split_grads:  # move the fresh gradient into the unit's temporary full-size buffer and drop it
+        if u.sliced:  # one huge parameter: its own gradient is the staging buffer, reduce-scattered in slices
+            self._sample()  # p.grad is there, whole, beside whatever this unit and the others hold
+            u.stage_buf = p.grad.reshape(-1)  # (numel,) a view: nothing copied
+            p.grad = None
+        elif self.split_grads:  # move the fresh gradient into the unit's temporary full-size buffer and drop it
             if u.stage_buf is None:
                 self._drain(self.inflight_cap - u.padded)  # room for it under the cap: finish older collectives
                 u.stage_buf = torch.zeros(u.padded, dtype=self.dtype, device=self.device)  # (padded,)
@@ -508,6 +547,8 @@ class Zero:
                 view.add_(p.grad)
                 p.grad = view
         u.missing -= 1
+        if self.split_params and u.missing <= 0 and u not in self.ahead:
+            self._free(u)  # every gradient of the unit is in: its backward is done, its gathered weights go
         self._sample()
         if self.cfg.overlap:
             while self.next < len(self.order) and self.order[self.next].missing <= 0:
@@ -527,20 +568,55 @@ class Zero:
         if s == 0:
             work = dist.all_reduce(u.grad, group=self.group, async_op=True)
             self.comm += 2 * u.padded
-            self.inflight.append((u, None, None, work, 0))
+            self.inflight.append((u, None, None, work, 0, None))
             return
+        if u.sliced:
+            return self._reduce_slices(u)
         src = u.grad if s == 1 else u.stage_buf
         if src is None:
             src = torch.zeros(u.padded, dtype=self.dtype, device=self.device)
         if self.split_params and u not in self.ahead:
             self._free(u)  # the unit's backward is done: its gathered weights go before `out` is allocated
         staged = 0 if s == 1 else u.padded  # stage 1 reduces its persistent buffer: only `out` is extra
-        self._drain(self.inflight_cap - staged - u.P)
+        # the first micro-batch after zero_grad (stages 2-3, partition on the device in the same dtype): the
+        # reduce-scatter writes the persistent (P,) partition itself, no 1/N output to allocate and add
+        direct = s >= 2 and u.fresh and u.grad.dtype == self.dtype and u.grad.device == self.device
+        extra = staged + (0 if direct else u.P)
+        self._drain(self.inflight_cap - extra)
         u.stage_buf = None  # the next backward stages into a new buffer
-        out = torch.empty(u.P, dtype=self.dtype, device=self.device)  # (P,) this rank's summed slice
+        out = u.grad if direct else torch.empty(u.P, dtype=self.dtype, device=self.device)  # (P,) this rank's sum
         work = dist.reduce_scatter_tensor(out, src, group=self.group, async_op=True)
         self.comm += u.padded
-        self.inflight.append((u, out, src if s >= 2 else None, work, staged + u.P))
+        u.fresh = u.fresh and not direct
+        dst = None if direct else u.grad[u.sl] if s == 1 else u.grad
+        self.inflight.append((u, out, src if s >= 2 else None, work, extra, dst))
+        self._sample()
+
+    @torch.no_grad()
+    def _reduce_slices(self, u):
+        "Stages 2-3, one parameter larger than a bucket: reduce-scatter its gradient in slices, each at most a bucket."
+        flat, n, P, b = u.stage_buf, self.n, u.P, u.round  # flat: (numel,) the parameter's gradient, or None
+        if self.split_params and u not in self.ahead:
+            self._free(u)
+        direct = u.fresh and u.grad.dtype == self.dtype and u.grad.device == self.device
+        for a in range(0, P, b):
+            l = min(b, P - a)  # slice k: elements [a, a + l) of every rank's partition
+            extra = n * l + (0 if direct else l)
+            self._drain(self.inflight_cap - extra)
+            src = torch.zeros(n, l, dtype=self.dtype, device=self.device)  # (N, l) row r: rank r's piece
+            if flat is not None:
+                for r in range(n):
+                    lo, hi = r * P + a, min(r * P + a + l, u.numel)  # the padding beyond numel stays 0
+                    if hi > lo:
+                        src[r, : hi - lo].copy_(flat[lo:hi])
+            dst = u.grad[a : a + l]
+            out = dst if direct else torch.empty(l, dtype=self.dtype, device=self.device)
+            work = dist.reduce_scatter_tensor(out, src.view(-1), group=self.group, async_op=True)
+            self.comm += n * l
+            self.inflight.append((u, out, src, work, extra, None if direct else dst))
+            self._sample()
+        u.stage_buf = flat = None  # the parameter's gradient goes once its last slice is copied out
+        u.fresh = u.fresh and not direct
         self._sample()
 
     @torch.no_grad()
@@ -555,12 +631,14 @@ class Zero:
     @torch.no_grad()
     def _complete(self, entry):
         "Wait for one collective; its sum lands in the partition (divided by N only in `step`), its buffers go."
-        u, out, src, work, _ = entry
+        u, out, src, work, _, dst = entry
         work.wait()
-        if self.cfg.stage == 1:
-            u.grad[u.sl].copy_(out)
-        elif self.cfg.stage >= 2:
-            u.grad.add_(out.to(u.grad.device, u.grad.dtype))
+        if dst is None:  # stage 0 (all-reduced in place), or written straight into the partition
+            pass
+        elif self.cfg.stage == 1:
+            dst.copy_(out)
+        else:
+            dst.add_(out.to(dst.device, dst.dtype))
             if self.offload:
                 self.traffic["to_host"] += out.numel() * out.element_size()
         u.reduced = not self.split_grads
@@ -669,6 +747,7 @@ class Zero:
             u.grad.zero_()
             u.stage_buf = None
             u.reduced = False
+            u.fresh = True
         if self.offload:
             for u in self.units:
                 if u.host_grad is not None:
@@ -799,8 +878,10 @@ def zero_peak_formula(z: Zero) -> dict:
     most_p = max(u.P for u in z.units)  # the largest partition, (P,)
     live = z.live_cap * b if z.split_params else 0  # stage 3: the modules gathered at once, prefetch included
     staged = 0  # gradients staged or in flight beyond the persistent buffers
-    if z.split_grads:
-        staged = max(z.inflight_cap, max(u.padded + u.P for u in z.units)) * b  # full-size staging + the 1/N output
+    if z.split_grads:  # a bucket's staging + its 1/N output; a parameter larger than a bucket: its own gradient too
+        one = max(u.stage_numel + (u.round if u.sliced else u.P) for u in z.units)
+        big = max((u.numel for u in z.units if u.sliced), default=0)  # whole from autograd, before it is sliced
+        staged = (max(z.inflight_cap, one) + big) * b
     elif z.cfg.stage == 1 and z.n > 1:
         staged = max(z.inflight_cap, most_p) * b  # the reduce-scatters' (P,) outputs
     sent = most_p * b if z.cfg.stage in (1, 2) and z.n > 1 else 0  # the (P,) copy each all-gather of the step sends
