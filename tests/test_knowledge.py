@@ -453,7 +453,10 @@ def test_batch_graph_equals_the_per_sentence_reference(toy):
     from fewkit.knowledge.gated_gcn import knowledge_inputs
     from fewkit.knowledge.gcn_pretrain import batch_graph
 
-    tok, tensors, graph, s, data = _gcn_setup(toy)
+    from fewkit.knowledge.gcn_pretrain import data_graph
+
+    tok, tensors, _, s, data = _gcn_setup(toy)
+    graph = data_graph(data, tok, s, sampled=False)  # the subgraphs found once, before the trainer
     G, M = build_graph(data["triples"]), build_matcher(data["triples"])
     for rows in ([0, 1, 2, 3], [7, 3, 3, 11], [5]):
         rows = torch.tensor(rows)
@@ -529,3 +532,62 @@ def test_knowledge_gain_pairs_dropout_masks(toy):
     gcn_losses(m, mb, s)
     assert m.last["gain"] == 0.0
     assert not torch.equal(torch.get_rng_state(), before)  # the stream moved on (by the knowledge forward's draws)
+
+
+def test_sampled_batch_graph_equals_the_sentence_by_sentence_reference(toy):
+    "The batched sampler (no loop over sentences) = the same rule written with lists and dicts, on random batches/budgets."
+    from fewkit.knowledge.gcn_pretrain import sample_batch, sample_batch_reference, sample_keys
+
+    tok, tensors, ix, s, data = _gcn_setup(toy)
+    S, g = len(data["sentences"]), torch.Generator().manual_seed(0)
+    sizes = []
+    for trial in range(60):
+        B = int(torch.randint(1, 9, (1,), generator=g))
+        rows = torch.randint(0, S, (B,), generator=g)
+        n, e, h = (int(torch.randint(lo, hi, (1,), generator=g)) for lo, hi in ((1, 10), (0, 12), (0, 4)))
+        ss = s.replace(max_nodes=n, max_edges=e, hops=h)
+        keys = sample_keys(ix, B, g)
+        a, b = sample_batch(ix, rows, keys, ss, s.max_len), sample_batch_reference(ix, rows, keys, ss, s.max_len)
+        assert sorted(a) == sorted(b)
+        for k in a:
+            assert torch.equal(a[k], b[k]), (trial, k)
+        per = torch.bincount(a["batch"], minlength=B)
+        assert (per <= n).all() and a["edge_index"].shape[1] <= 2 * e * B
+        assert len(a["node_ids"]) == len(a["batch"]) + 1  # one padding node closes every batch
+        sizes.append(int(per.max()))
+    assert max(sizes) > 2 and any(x > 0 for x in sizes)  # the trials reached beyond the seeds
+
+
+def test_subgraphs_are_sampled_per_batch_seeded_and_resumable(toy, tmp_path):
+    from fewkit.masking import BatchStream
+    from fewkit.testing import tiny_bert
+    from fewkit.knowledge.gcn_pretrain import GraphCollate, pretrain_gcn
+
+    tok, tensors, ix, s, data = _gcn_setup(toy)
+    tight = s.replace(max_nodes=3)  # room for a choice among the neighbours
+    coll = GraphCollate(tensors, ix, tok, tight)
+    rows = list(torch.arange(len(data["sentences"])))
+    before = torch.get_rng_state()
+    draws = [coll(rows, torch.Generator().manual_seed(k))["kg_node_ids"] for k in range(6)]
+    assert torch.equal(torch.get_rng_state(), before)  # only the batch's generator is drawn from
+    assert torch.equal(draws[0], coll(rows, torch.Generator().manual_seed(0))["kg_node_ids"])  # seeded
+    assert any(not torch.equal(draws[0], d) for d in draws[1:])  # sampled at train time, not fixed
+    # the stream position decides the subgraphs: a stream restored after 2 batches gives batch 3 exactly
+    stream = BatchStream(torch.arange(len(rows)), 4, coll, seed=1)
+    first = [next(stream) for _ in range(3)]
+    again = BatchStream(torch.arange(len(rows)), 4, coll, seed=1)
+    again.load_state_dict(dict(epoch=0, pos=8, seed=1))
+    third = next(again)
+    assert all(torch.equal(third[k], first[2][k]) for k in first[2])
+    # and through fit: resumed from the step-2 checkpoint, steps 3-4 have exactly the uninterrupted run's losses
+    def run(out, resume=False):
+        t = tight.train.replace(steps=4, save_every=2, out=str(out), progress=False)
+        res, gates = pretrain_gcn(tiny_bert(seed=0, vocab=len(tok)), tok, tensors, ix, tight.replace(train=t), resume=resume)
+        return res.history, gates
+
+    full, gates = run(tmp_path / "full")
+    ck = sorted((tmp_path / "full").rglob("step_00000002"))[0]
+    resumed, gates_r = run(tmp_path / "resumed", resume=ck)
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4]  # steps 1-2 restored from the checkpoint, 3-4 trained again
+    assert [(r["loss"], r["parts"]) for r in resumed] == [(r["loss"], r["parts"]) for r in full]
+    assert [g["step"] for g in gates_r] == [3, 4] and gates_r == gates[2:]

@@ -25,8 +25,9 @@ from fewkit.knowledge.tasks import (
 )
 
 # %% auto #0
-__all__ = ['graph_index', 'data_graph', 'segments', 'batch_graph', 'GraphCollate', 'GatedKnowledgeModel', 'graph_of',
-           'gcn_mlm_loss_sum', 'gcn_losses', 'GateLog', 'fuse_layers', 'pretrain_gcn']
+__all__ = ['graph_index', 'data_graph', 'segments', 'batch_graph', 'kg_index', 'sample_keys', 'sample_batch',
+           'sample_batch_reference', 'GraphCollate', 'GatedKnowledgeModel', 'graph_of', 'gcn_mlm_loss_sum',
+           'gcn_losses', 'GateLog', 'fuse_layers', 'pretrain_gcn']
 
 # %% ../../nbs/34_gcn_pretrain.ipynb #53dcea37
 def graph_index(sentences: list[str], tok, G, matcher, s: KnowledgeSettings) -> dict:
@@ -65,9 +66,10 @@ def graph_index(sentences: list[str], tok, G, matcher, s: KnowledgeSettings) -> 
     )
 
 
-def data_graph(data: dict, tok, s: KnowledgeSettings) -> dict:
-    "`graph_index` of `knowledge_data`'s sentences, over the graph and trie of its training triples (nothing held out)."
-    return graph_index(data["sentences"], tok, build_graph(data["triples"]), build_matcher(data["triples"]), s)
+def data_graph(data: dict, tok, s: KnowledgeSettings, sampled: bool = True) -> dict:
+    "`kg_index` (subgraphs sampled per batch) or `graph_index` (found once) of `knowledge_data`'s sentences and triples."
+    index = kg_index if sampled else graph_index
+    return index(data["sentences"], tok, build_graph(data["triples"]), build_matcher(data["triples"]), s)
 
 # %% ../../nbs/34_gcn_pretrain.ipynb #ac7e5b0e
 def segments(ptr: torch.Tensor, rows: torch.Tensor):
@@ -90,9 +92,186 @@ def batch_graph(g: dict, rows: torch.Tensor, width: int) -> dict:
     token_node = torch.where(tn >= 0, tn + noff[:, None], -1)
     return dict(node_ids=g["names"][ent], node_mask=g["names_mask"][ent], edge_index=edge_index, token_node=token_node)
 
+# %% ../../nbs/34_gcn_pretrain.ipynb #6f39ca83
+def kg_index(sentences: list[str], tok, G, matcher, s: KnowledgeSettings) -> dict:
+    """What per-batch sampling needs, found once before the trainer (nothing sampled yet): the KG as CSR arrays over
+    entity ids (adj_ptr/adj: neighbours both ways; out_ptr/out: triples by subject), log_prior (V,) = log of chapter
+    3.0's relevance 1/log(2+deg); each sentence's seed entities (seed_ptr (S+1,) / seeds) and each token's entity
+    token_ent (S, T) (-1: none); the names (V, L) and their mask. Entity 0 is the padding node."""
+    enc = encode(tok, sentences, s.max_len)  # the same ids as knowledge_tensors' "mlm" rows, with offsets
+    names = ["[PAD]", *G.nodes]
+    eid = {n: i for i, n in enumerate(names)}
+    V = len(names)
+    src = torch.tensor([eid[u] for u, _ in G.edges()], dtype=torch.long)  # one per entity-entity triple
+    dst = torch.tensor([eid[v] for _, v in G.edges()], dtype=torch.long)
+    o = torch.argsort(src, stable=True)
+    src, dst = src[o], dst[o]
+    both = torch.unique(torch.cat([src * V + dst, dst * V + src]))  # neighbours either way, each pair once, sorted
+    deg = torch.tensor([0] + [G.degree(n) for n in names[1:]], dtype=torch.float)
+    seeds, seed_ptr, token_ent = [], [0], torch.full(enc["input_ids"].shape, -1)
+    for b, sent in enumerate(sentences):
+        ms = matcher.find(sent)  # (start, end, alias, entities)
+        seeds += [eid[e] for e in dict.fromkeys(e for m in ms for e in sorted(m[3])) if e in eid]
+        seed_ptr.append(len(seeds))
+        offs = enc["offset_mapping"][b].tolist()
+        for st, en, _, ents in ms:
+            e = next((eid[e] for e in sorted(ents) if e in eid), -1)
+            for t, (a, z) in enumerate(offs):
+                if z > a and a >= st and z <= en:
+                    token_ent[b, t] = e
+    ids, mask = encode_names(names, tok)
+    return dict(
+        adj_ptr=_ptr(both // V, V),
+        adj=both % V,
+        out_ptr=_ptr(src, V),
+        out=dst,
+        log_prior=-torch.log(torch.log(2 + deg)),
+        seeds=torch.tensor(seeds, dtype=torch.long),
+        seed_ptr=torch.tensor(seed_ptr),
+        token_ent=token_ent,
+        names=ids,
+        names_mask=mask,
+    )
+
+
+def _ptr(sorted_rows: torch.Tensor, n: int) -> torch.Tensor:
+    "CSR pointer (n+1,) of a sorted row vector."
+    return torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(torch.bincount(sorted_rows, minlength=n), 0)])
+
+
+def sample_keys(ix: dict, B: int, generator=None) -> torch.Tensor:
+    "(B, V) Gumbel-perturbed log relevance: top-k by these keys samples k neighbours without replacement, ∝ relevance."
+    u = torch.rand(B, len(ix["log_prior"]), generator=generator).clamp(1e-12, 1 - 1e-7)
+    return ix["log_prior"] - torch.log(-torch.log(u))
+
+# %% ../../nbs/34_gcn_pretrain.ipynb #d686c653
+def _rank(seg: torch.Tensor, B: int) -> torch.Tensor:
+    "Position of each item inside its segment (items grouped by `seg` (n,), segments in order 0..B-1)."
+    n = torch.bincount(seg, minlength=B)
+    return torch.arange(len(seg)) - torch.repeat_interleave(torch.cumsum(n, 0) - n, n)
+
+
+def _by_key(seg: torch.Tensor, keys: list[torch.Tensor], tie: torch.Tensor) -> torch.Tensor:
+    "Order grouping `seg` ascending, inside a group by `keys` descending (the first decides), ties by `tie` ascending."
+    o = torch.argsort(tie, stable=True)
+    for k in reversed(keys):  # stable sorts, least significant first
+        o = o[torch.argsort(-k[o], stable=True)]
+    return o[torch.argsort(seg[o], stable=True)]
+
+
+def _find(codes: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    "Index of each query in `codes` (unique), -1 where absent."
+    if not len(codes):
+        return torch.full_like(query, -1)
+    srt, perm = torch.sort(codes)
+    at = torch.searchsorted(srt, query).clamp(max=len(srt) - 1)
+    return torch.where(srt[at] == query, perm[at], -1)
+
+
+def sample_batch(ix: dict, rows: torch.Tensor, keys: torch.Tensor, s: KnowledgeSettings, width: int) -> dict:
+    """The batch graph of sentences `rows` (B,), sampled now: per sentence its seeds (up to max_nodes), then `hops`
+    rounds of the unchosen neighbours of the last round, the top by `keys` (B, V) up to max_nodes; the edges among a
+    sentence's nodes, seed edges first, up to max_edges. All sentences at once (no loop over them); PyG's Batch layout
+    (node_ids/node_mask (N+1, L) with a padding node last, edge_index (2, 2E), batch (N,)), token_node (B, width)."""
+    B, V = len(rows), len(ix["log_prior"])
+    sf, ns, _ = segments(ix["seed_ptr"], rows)
+    cb, cv = torch.repeat_interleave(torch.arange(B), ns), ix["seeds"][sf]  # chosen (sentence, entity), seeds first
+    keep = _rank(cb, B) < s.max_nodes
+    cb, cv = cb[keep], cv[keep]
+    ck = torch.full((len(cb),), float("inf"))  # a seed outranks every neighbour
+    fb, fv = cb, cv  # the frontier
+    for _ in range(s.hops):
+        nf, nn_, _ = segments(ix["adj_ptr"], fv)
+        code = torch.unique(torch.repeat_interleave(fb, nn_) * V + ix["adj"][nf])  # (sentence, neighbour), once
+        code = code[~torch.isin(code, cb * V + cv)]
+        nb, nv = code // V, code % V
+        k = keys[nb, nv]
+        o = _by_key(nb, [k], nv)
+        nb, nv, k = nb[o], nv[o], k[o]
+        room = s.max_nodes - torch.bincount(cb, minlength=B)
+        take = _rank(nb, B) < room[nb]
+        fb, fv = nb[take], nv[take]
+        cb, cv, ck = torch.cat([cb, fb]), torch.cat([cv, fv]), torch.cat([ck, k[take]])
+        if not len(fb):
+            break
+    o = torch.argsort(cb, stable=True)  # sentence by sentence: seeds, then hop 1 by key, then hop 2 ...
+    cb, cv, ck = cb[o], cv[o], ck[o]
+    node_code = cb * V + cv
+    # the edges among each sentence's nodes: every triple whose subject and object it chose
+    ef, ne, _ = segments(ix["out_ptr"], cv)
+    eb, eu = torch.repeat_interleave(cb, ne), torch.repeat_interleave(torch.arange(len(cv)), ne)
+    ew = _find(node_code, eb * V + ix["out"][ef])
+    keep = ew >= 0
+    eb, eu, ew, eid = eb[keep], eu[keep], ew[keep], ef[keep]
+    seed_edge = ((ck[eu] == float("inf")) | (ck[ew] == float("inf"))).float()
+    o = _by_key(eb, [seed_edge, torch.minimum(ck[eu], ck[ew])], eid)  # seed edges first, then the better-ranked ends
+    eb, eu, ew = eb[o], eu[o], ew[o]
+    keep = _rank(eb, B) < s.max_edges
+    eb, eu, ew = eb[keep], eu[keep], ew[keep]
+    # both directions, each sentence's block together (as Batch.from_data_list of per-sentence graphs)
+    o = torch.argsort(torch.cat([eb, eb]), stable=True)
+    edge_index = torch.cat([torch.stack([eu, ew]), torch.stack([ew, eu])], 1)[:, o]  # (2, 2E)
+    te = ix["token_ent"][rows, :width]  # (B, width)
+    tn = _find(node_code, torch.arange(B)[:, None] * V + te.clamp(min=0))
+    token_node = torch.where(te >= 0, tn, -1)
+    ent = torch.cat([cv, torch.zeros(1, dtype=torch.long)])  # (N+1,) entity ids, last = [PAD]
+    return dict(
+        node_ids=ix["names"][ent],
+        node_mask=ix["names_mask"][ent],
+        edge_index=edge_index,
+        batch=cb,
+        token_node=token_node,
+    )
+
+
+def sample_batch_reference(ix: dict, rows: torch.Tensor, keys: torch.Tensor, s: KnowledgeSettings, width: int) -> dict:
+    "`sample_batch` written sentence by sentence with lists and dicts: the naive version the batched one must equal."
+    inf = float("inf")
+
+    def part(ptr, vals, i):
+        return vals[..., int(ptr[i]) : int(ptr[i + 1])].tolist()
+
+    ent, bvec, edges, token_node = [], [], [], torch.full((len(rows), width), -1)
+    for b, r in enumerate(rows.tolist()):
+        chosen = part(ix["seed_ptr"], ix["seeds"], r)[: s.max_nodes]
+        key = {v: inf for v in chosen}
+        frontier = list(chosen)
+        for _ in range(s.hops):
+            cands = sorted({w for u in frontier for w in part(ix["adj_ptr"], ix["adj"], u) if w not in key})
+            cands.sort(key=lambda w: -float(keys[b, w]))  # stable: equal keys stay in entity order
+            frontier = cands[: s.max_nodes - len(chosen)]
+            key.update({w: float(keys[b, w]) for w in frontier})
+            chosen += frontier
+            if not frontier:
+                break
+        off = len(ent)
+        pos = {v: off + i for i, v in enumerate(chosen)}
+        es = []
+        for u in chosen:
+            for e in range(int(ix["out_ptr"][u]), int(ix["out_ptr"][u + 1])):
+                w = int(ix["out"][e])
+                if w in pos:
+                    seed_edge = key[u] == inf or key[w] == inf
+                    es.append(((-seed_edge, -min(key[u], key[w]), e), pos[u], pos[w]))
+        es = sorted(es)[: s.max_edges]
+        edges += [(u, w) for _, u, w in es] + [(w, u) for _, u, w in es]
+        for t, e in enumerate(ix["token_ent"][r, :width].tolist()):
+            token_node[b, t] = pos.get(e, -1) if e >= 0 else -1
+        ent += chosen
+        bvec += [b] * len(chosen)
+    ent = torch.tensor(ent + [0], dtype=torch.long)
+    return dict(
+        node_ids=ix["names"][ent],
+        node_mask=ix["names_mask"][ent],
+        edge_index=torch.tensor(edges, dtype=torch.long).reshape(-1, 2).T,
+        batch=torch.tensor(bvec, dtype=torch.long),
+        token_node=token_node,
+    )
+
 # %% ../../nbs/34_gcn_pretrain.ipynb #71b2143c
 class GraphCollate(KnowledgeCollate):
-    "KnowledgeCollate over sentence indices: the same masked batch and task rows, plus the batch's graph (kg_* keys)."
+    """KnowledgeCollate over sentence indices: the same masked batch and task rows, plus the batch's graph (kg_* keys),
+    sampled now from the batch's generator (`graph` from `kg_index`) or cut from subgraphs found once (`graph_index`)."""
 
     def __init__(self, tensors: dict, graph: dict, tok, s: KnowledgeSettings):
         super().__init__(tensors, tok, s)
@@ -101,7 +280,11 @@ class GraphCollate(KnowledgeCollate):
     def __call__(self, rows, generator=None) -> dict:
         idx = torch.stack(list(rows))  # (B,) sentence indices
         b = super().__call__(list(self.t["mlm"][idx]), generator)  # the same draws as the plain collate
-        kg = batch_graph(self.g, idx, b["input_ids"].shape[1])
+        width = b["input_ids"].shape[1]
+        if "seed_ptr" in self.g:  # then the subgraph draws, from the same generator: seeded by the stream position
+            kg = sample_batch(self.g, idx, sample_keys(self.g, len(idx), generator), self.s, width)
+        else:
+            kg = batch_graph(self.g, idx, width)
         b.update({f"kg_{k}": v for k, v in kg.items()})
         return b
 
@@ -191,7 +374,9 @@ def fuse_layers(fuse_at, n_layers: int) -> tuple[int, ...] | None:
     return at
 
 
-def pretrain_gcn(model, tok, tensors: dict, graph: dict, s: KnowledgeSettings, progress: bool = False, callbacks=()):
+def pretrain_gcn(
+    model, tok, tensors: dict, graph: dict, s: KnowledgeSettings, progress: bool = False, callbacks=(), resume=False
+):
     "Knowledge pretraining with the gated GCN through `fit`: (TrainResult with the GatedKnowledgeModel, gate log rows)."
     if s.train.parallel.engine != "none":  # BatchStream splits tensors by batch rows; the graph's nodes are not rows
         raise FewkitError("pretrain_gcn runs in one process: the batch graph is not split across ranks (engine='none')")
@@ -208,6 +393,7 @@ def pretrain_gcn(model, tok, tensors: dict, graph: dict, s: KnowledgeSettings, p
         count_fn=mlm_count,
         extra_loss=lambda m, mb: gcn_losses(m, mb, s),
         callbacks=[log, *callbacks],
+        resume=resume,  # fit's: False | 'auto' | a checkpoint folder (the stream position decides the next subgraphs)
     )
     res.model.eval()
     return res, log.rows
