@@ -194,7 +194,7 @@ def probe_report(
     base, tok, source = bb
     s = KnowledgeSettings(train=TrainSettings(steps=steps, batch_size=16, lr=5e-4, out="", seed=seed))
     tensors = knowledge_tensors(data, tok, s.max_len)  # once, for every trained arm
-    graph = data_graph(data, tok, s)  # mentions and subgraphs, once
+    graph = data_graph(data, tok, s)  # mentions and the KG index, once; the GCN arm samples subgraphs per batch
     flops = step_flops(base, tok, tensors, graph, s)
     budget = steps * flops["gcn"]  # the GCN arm's compute: the most expensive step
     n_steps = {a: round(budget / flops[k]) for a, k in ARM_STEP.items()}
