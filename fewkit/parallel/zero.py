@@ -140,7 +140,7 @@ class ZeroAdamW(torch.optim.AdamW):
             if got != want:
                 raise FewkitError(
                     f"ZeRO optimizer state: partitions of sizes {got[:4]}... do not fit this rank's {want[:4]}... "
-                    "(saved with another world size, stage or model?)"
+                    "(saved with another world size, stage, bucket_numel or model?)"
                 )
         super().load_state_dict(d)
         for u, m in zip(self.units, masters or []):
@@ -218,7 +218,9 @@ def bucket_numels(model: nn.Module, layers=None, bucket: int = 0) -> dict:
     "Elements of the largest unit and of the largest module's units (what one collective / one gather moves at most)."
     layers = list(model.bert.encoder.layer if layers is None else layers)
     mods = [(m, ps) for m, ps in split_units(model, layers) if ps]
-    parts = [(m, b) for m, ps in mods for b in buckets(ps, bucket)]  # `Zero` orders decayed first; sizes agree
+    names = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}
+    first = lambda ps: sorted(ps, key=lambda p: no_decay(names.get(id(p), ""), p))  # decayed first, as `Zero` does
+    parts = [(m, b) for m, ps in mods for b in buckets(first(ps), bucket)]
     unit = max(sum(p.numel() for p in ps) for _, ps in parts)
     owner = {id(p): i for i, (_, ps) in enumerate(parts) for p in ps}
     sizes = [sum(p.numel() for p in ps) for _, ps in parts]
