@@ -591,3 +591,22 @@ def test_subgraphs_are_sampled_per_batch_seeded_and_resumable(toy, tmp_path):
     assert [r["step"] for r in resumed] == [1, 2, 3, 4]  # steps 1-2 restored from the checkpoint, 3-4 trained again
     assert [(r["loss"], r["parts"]) for r in resumed] == [(r["loss"], r["parts"]) for r in full]
     assert [g["step"] for g in gates_r] == [3, 4] and gates_r == gates[2:]
+
+
+def test_one_gcn_call_per_step_over_the_whole_batch_graph(toy):
+    "The GCN encodes the batch's disjoint union once per step (no call per sentence); its input holds every sentence's nodes."
+    from fewkit.testing import tiny_bert
+    from fewkit.knowledge.gated_gcn import KnowledgeEncoder
+    from fewkit.knowledge.gcn_pretrain import pretrain_gcn
+
+    tok, tensors, ix, s, _ = _gcn_setup(toy)
+    calls = []
+    hook = torch.nn.modules.module.register_module_forward_hook(
+        lambda m, args, out: calls.append(len(args[0])) if isinstance(m, KnowledgeEncoder) else None
+    )
+    try:
+        res, _ = pretrain_gcn(tiny_bert(seed=0, vocab=len(tok)), tok, tensors, ix, s)
+    finally:
+        hook.remove()
+    assert len(calls) == s.train.steps  # one call per step (the gain's plain forward runs without the graph)
+    assert max(calls) > s.max_nodes  # more nodes than one sentence may have: several sentences' subgraphs at once
