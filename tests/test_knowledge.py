@@ -610,3 +610,17 @@ def test_one_gcn_call_per_step_over_the_whole_batch_graph(toy):
         hook.remove()
     assert len(calls) == s.train.steps  # one call per step (the gain's plain forward runs without the graph)
     assert max(calls) > s.max_nodes  # more nodes than one sentence may have: several sentences' subgraphs at once
+
+
+def test_sampling_keys_pick_neighbours_in_proportion_to_relevance():
+    "Gumbel top-1 over hashed keys: the first pick among three candidates of relevance 1:2:4 falls 1/7, 2/7, 4/7 of the time."
+    from fewkit.knowledge.gcn_pretrain import SampleKeys, sample_keys
+
+    n = 3000
+    keys = sample_keys(dict(log_prior=torch.log(torch.tensor([1.0, 2.0, 4.0]))), n, torch.Generator().manual_seed(0))
+    k = keys(torch.arange(n).repeat_interleave(3), torch.arange(3).repeat(n)).view(n, 3)
+    freq = torch.bincount(k.argmax(1), minlength=3) / n
+    assert torch.allclose(freq, torch.tensor([1 / 7, 2 / 7, 4 / 7]), atol=0.03), freq
+    assert torch.equal(keys[5:6](torch.tensor([0]), torch.tensor([2])), k[5, 2:3])  # a sentence's keys, alone or batched
+    again = sample_keys(dict(log_prior=keys.log_prior), n, torch.Generator().manual_seed(0))
+    assert isinstance(again, SampleKeys) and torch.equal(again.salt, keys.salt)  # seeded

@@ -25,7 +25,7 @@ from fewkit.knowledge.tasks import (
 )
 
 # %% auto #0
-__all__ = ['graph_index', 'data_graph', 'segments', 'batch_graph', 'kg_index', 'sample_keys', 'sample_batch',
+__all__ = ['graph_index', 'data_graph', 'segments', 'batch_graph', 'kg_index', 'SampleKeys', 'sample_keys', 'sample_batch',
            'sample_batch_reference', 'GraphCollate', 'GatedKnowledgeModel', 'graph_of', 'gcn_mlm_loss_sum',
            'gcn_losses', 'GateLog', 'fuse_layers', 'pretrain_gcn']
 
@@ -139,10 +139,37 @@ def _ptr(sorted_rows: torch.Tensor, n: int) -> torch.Tensor:
     return torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(torch.bincount(sorted_rows, minlength=n), 0)])
 
 
-def sample_keys(ix: dict, B: int, generator=None) -> torch.Tensor:
-    "(B, V) Gumbel-perturbed log relevance: top-k by these keys samples k neighbours without replacement, ∝ relevance."
-    u = torch.rand(B, len(ix["log_prior"]), generator=generator).clamp(1e-12, 1 - 1e-7)
-    return ix["log_prior"] - torch.log(-torch.log(u))
+_M31 = 2**31 - 1
+
+
+def _hash31(x: torch.Tensor) -> torch.Tensor:
+    "An integer mix of 31-bit values (int64, no overflow: every product stays below 2**58)."
+    x = ((x ^ (x >> 16)) * 0x45D9F3B) & _M31
+    x = ((x ^ (x >> 16)) * 0x45D9F3B) & _M31
+    return x ^ (x >> 16)
+
+
+class SampleKeys:
+    """A batch's sampling keys: keys(b, v) = log relevance of entity v + Gumbel noise from a hash of sentence b's salt
+    and v. Top-k by these keys samples k neighbours without replacement, ∝ relevance; only candidates get a key."""
+
+    def __init__(self, log_prior: torch.Tensor, salt: torch.Tensor):
+        self.log_prior, self.salt = log_prior, salt  # (V,), (B,) int64 in [0, 2**31)
+
+    def __call__(self, b: torch.Tensor, v: torch.Tensor) -> torch.Tensor:  # (n,), (n,) -> (n,)
+        u = (_hash31(_hash31(self.salt[b]) ^ v).double() + 0.5) / 2**31  # in (0, 1)
+        return (self.log_prior[v].double() - torch.log(-torch.log(u))).float()
+
+    def __getitem__(self, i):  # the keys of some sentences of the batch
+        return SampleKeys(self.log_prior, self.salt[i])
+
+    def __len__(self):
+        return len(self.salt)
+
+
+def sample_keys(ix: dict, B: int, generator=None) -> SampleKeys:
+    "The keys of a batch of B sentences: one salt per sentence from `generator` (the batch's, seeded by the stream)."
+    return SampleKeys(ix["log_prior"], torch.randint(0, 2**31, (B,), generator=generator))
 
 # %% ../../nbs/34_gcn_pretrain.ipynb #d686c653
 def _rank(seg: torch.Tensor, B: int) -> torch.Tensor:
@@ -170,7 +197,7 @@ def _find(codes: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
 
 def sample_batch(ix: dict, rows: torch.Tensor, keys: torch.Tensor, s: KnowledgeSettings, width: int) -> dict:
     """The batch graph of sentences `rows` (B,), sampled now: per sentence its seeds (up to max_nodes), then `hops`
-    rounds of the unchosen neighbours of the last round, the top by `keys` (B, V) up to max_nodes; the edges among a
+    rounds of the unchosen neighbours of the last round, the top by `keys(b, v)` up to max_nodes; the edges among a
     sentence's nodes, seed edges first, up to max_edges. All sentences at once (no loop over them); PyG's Batch layout
     (node_ids/node_mask (N+1, L) with a padding node last, edge_index (2, 2E), batch (N,)), token_node (B, width)."""
     B, V = len(rows), len(ix["log_prior"])
@@ -185,7 +212,7 @@ def sample_batch(ix: dict, rows: torch.Tensor, keys: torch.Tensor, s: KnowledgeS
         code = torch.unique(torch.repeat_interleave(fb, nn_) * V + ix["adj"][nf])  # (sentence, neighbour), once
         code = code[~torch.isin(code, cb * V + cv)]
         nb, nv = code // V, code % V
-        k = keys[nb, nv]
+        k = keys(nb, nv)
         o = _by_key(nb, [k], nv)
         nb, nv, k = nb[o], nv[o], k[o]
         room = s.max_nodes - torch.bincount(cb, minlength=B)
@@ -238,9 +265,10 @@ def sample_batch_reference(ix: dict, rows: torch.Tensor, keys: torch.Tensor, s: 
         frontier = list(chosen)
         for _ in range(s.hops):
             cands = sorted({w for u in frontier for w in part(ix["adj_ptr"], ix["adj"], u) if w not in key})
-            cands.sort(key=lambda w: -float(keys[b, w]))  # stable: equal keys stay in entity order
+            kc = dict(zip(cands, keys(torch.full((len(cands),), b), torch.tensor(cands, dtype=torch.long)).tolist()))
+            cands.sort(key=lambda w: -kc[w])  # stable: equal keys stay in entity order
             frontier = cands[: s.max_nodes - len(chosen)]
-            key.update({w: float(keys[b, w]) for w in frontier})
+            key.update({w: kc[w] for w in frontier})
             chosen += frontier
             if not frontier:
                 break
