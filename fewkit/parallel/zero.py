@@ -532,9 +532,9 @@ class Zero:
     @torch.no_grad()
     def _grad_ready(self, u, p):
         self._enter_backward()
+        self._sample()  # p.grad is there, whole, beside everything the engine holds
         self._poll()
         if u.sliced:  # one huge parameter: its own gradient is the staging buffer, reduce-scattered in slices
-            self._sample()  # p.grad is there, whole, beside whatever this unit and the others hold
             u.stage_buf = p.grad.reshape(-1)  # (numel,) a view: nothing copied
             p.grad = None
         elif self.split_grads:  # move the fresh gradient into the unit's temporary full-size buffer and drop it
@@ -882,7 +882,7 @@ def zero_peak_formula(z: Zero) -> dict:
     staged = 0  # gradients staged or in flight beyond the persistent buffers
     if z.split_grads:  # a bucket's staging + its 1/N output; a parameter larger than a bucket: its own gradient too
         one = max(u.stage_numel + (u.round if u.sliced else u.P) for u in z.units)
-        big = max((u.numel for u in z.units if u.sliced), default=0)  # whole from autograd, before it is sliced
+        big = max(p.numel() for u in z.units for p in u.params)  # the gradient autograd hands to a hook, whole
         staged = (max(z.inflight_cap, one) + big) * b
     elif z.cfg.stage == 1 and z.n > 1:
         staged = max(z.inflight_cap, most_p) * b  # the reduce-scatters' (P,) outputs
