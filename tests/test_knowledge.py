@@ -196,6 +196,12 @@ def test_one_fused_layer_is_the_single_gate_model_bit_for_bit(toy):
             ref = mlm.cls(h)
             assert torch.equal(a(ids, am, kg), ref) and torch.equal(b(ids, am, kg), ref)
             assert list(a.last_gates) == [at]
+        # a state dict saved by the one-gate model (gate.*, proj.*) loads into the first fused layer's gate
+        old = {k.replace("gates.0.", "gate.").replace("projs.0.", "proj."): v for k, v in a.state_dict().items()}
+        assert "gate.weight" in old and "proj.bias" in old
+        c = GatedKnowledgeBert(tiny_bert(seed=1, vocab=V), at)
+        c.load_state_dict(old)
+        assert all(torch.equal(x, y) for x, y in zip(c.state_dict().values(), a.state_dict().values()))
 
 
 def test_several_fused_layers_one_gate_each(toy):

@@ -94,6 +94,14 @@ class GatedKnowledgeBert(nn.Module):
         self.gates = nn.ModuleList(nn.Linear(2 * c, c) for _ in self.fuse_at)
         self.projs = nn.ModuleList(nn.Linear(c, c) for _ in self.fuse_at)
         self.last_gates = {}  # fused layer -> (B, T, C) gate values of the last forward, for inspection
+        self.register_load_state_dict_pre_hook(GatedKnowledgeBert._one_gate_keys)
+
+    @staticmethod
+    def _one_gate_keys(module, state_dict, prefix, *args):
+        "State dicts of the one-gate model (gate.*, proj.*) load as the first fused layer's (gates.0.*, projs.0.*)."
+        for old, new in (("gate.", "gates.0."), ("proj.", "projs.0.")):
+            for k in [k for k in state_dict if k.startswith(prefix + old)]:
+                state_dict[prefix + new + k[len(prefix + old) :]] = state_dict.pop(k)
 
     @property
     def gate(self):  # the first fused layer's gate (the only one by default)
