@@ -104,8 +104,8 @@ def cli_main(argv: list[str]) -> int:
     p.add_argument("names", nargs="+", help=f"benchmark names, groups {sorted(GROUPS)}, 'all', or 'list'")
     p.add_argument("--out", default="runs/bench", help="output folder (default runs/bench)")
     p.add_argument("--quick", action="store_true", help="smoke-sized run (seconds), for checking the pipeline")
-    p.add_argument("--tasks", help="comma-separated FewCLUE tasks (verbalizers, selftrain)")
-    p.add_argument("--splits", help="comma-separated splits, e.g. 0,1,2 (verbalizers, selftrain)")
+    p.add_argument("--tasks", help="comma-separated FewCLUE tasks (verbalizers, selftrain, fewshot-amp)")
+    p.add_argument("--splits", help="comma-separated splits, e.g. 0,1,2 (verbalizers, selftrain, fewshot-amp)")
     a = p.parse_args(argv)
     narrow = dict(
         tasks=a.tasks.split(",") if a.tasks else None,

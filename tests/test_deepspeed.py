@@ -18,12 +18,17 @@ def test_ds_config_like_fewkit():
     # DeepSpeed's knobs set to what fewkit's Zero does: every tensor partitioned, one unit per collective,
     # at most one module's units gathered (prefetch included), freed after every use, the same overlap
     m = tiny_bert(0, vocab=8000, hidden=128, layers=4)
-    b = bucket_numels(m)
-    assert b['unit'] == 8000 * 128 + 64 * 128 + 2 * 128 + 2 * 128   # the embeddings with the tied word embeddings
-    assert b['module'] == b['unit'] + 128 * 128 + 128 + 2 * 128 + 8000   # the MLM head needs it too
+    whole = bucket_numels(m)  # one unit per module (bucket_numel=0)
+    assert whole['unit'] == 8000 * 128 + 64 * 128 + 2 * 128 + 2 * 128   # the embeddings with the tied word embeddings
+    assert whole['module'] == whole['unit'] + 128 * 128 + 128 + 2 * 128 + 8000   # the MLM head needs it too
+    b = bucket_numels(m, bucket=ZeroSettings().bucket_numel)  # fewkit's default: whole parameters up to 2**18
+    assert b['unit'] == 8000 * 128   # the word embeddings alone: a parameter larger than a bucket is its own unit
+    assert b['module'] == b['unit'] + 128 * 128 + 128 + 2 * 128 + 8000   # the head needs only the tied table's unit
     zo = ds_config_like(ZeroSettings(stage=3, overlap=False), rows=2, n=2, model=m)['zero_optimization']
     assert zo['stage3_param_persistence_threshold'] == 0 and zo['stage3_max_reuse_distance'] == 0
-    assert zo['reduce_bucket_size'] == zo['allgather_bucket_size'] == b['unit']
+    assert zo['reduce_bucket_size'] == 2**18 and zo['allgather_bucket_size'] == b['unit']   # slices of one bucket
+    z0 = ds_config_like(ZeroSettings(stage=3, bucket_numel=0), rows=2, n=2, model=m)['zero_optimization']
+    assert z0['reduce_bucket_size'] == z0['allgather_bucket_size'] == whole['unit']
     assert zo['stage3_prefetch_bucket_size'] == zo['stage3_max_live_parameters'] == b['module']
     assert zo['overlap_comm'] is False
     assert 'stage3_param_persistence_threshold' not in ds_config_like(ZeroSettings(stage=2), 2, 2, m)['zero_optimization']

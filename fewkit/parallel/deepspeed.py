@@ -88,8 +88,10 @@ def held_tensor_bytes(*roots, max_depth: int = 16) -> int:
 # %% ../../nbs/26_deepspeed.ipynb #f2c0ffee
 def ds_config_like(z: ZeroSettings, rows: int, n: int, model: nn.Module) -> dict:
     "`ds_config` with DeepSpeed's ZeRO knobs set to what fewkit's `Zero` does for `model` (persistence 0, per-unit buckets)."
-    b = bucket_numels(model)
-    unit = z.inflight_numel or b["unit"]  # fewkit: at most one unit's gradient staged or in flight
+    b = bucket_numels(model, bucket=z.bucket_numel)  # fewkit's units: whole parameters up to a bucket
+    # a reduce-scatter moves at most one bucket (a larger parameter goes in bucket-size slices); an all-gather one unit
+    scatter = min(b["unit"], z.bucket_numel) if z.bucket_numel else b["unit"]
+    unit = z.inflight_numel or scatter  # fewkit: at most this many gradient elements staged or in flight
     live = z.live_numel or b["module"]  # fewkit: at most one module's units gathered, prefetch included
     c = ds_config(z, rows, n)
     zo = c["zero_optimization"]
@@ -97,7 +99,7 @@ def ds_config_like(z: ZeroSettings, rows: int, n: int, model: nn.Module) -> dict
     zo["contiguous_gradients"] = True  # fewkit stages a unit's gradients in one flat buffer
     zo["reduce_scatter"] = True  # stages 1-2 reduce-scatter the gradients (not all-reduce)
     zo["reduce_bucket_size"] = unit
-    zo["allgather_bucket_size"] = unit  # stages 1-2: the all-gathers after the step, per unit in fewkit
+    zo["allgather_bucket_size"] = b["unit"]  # stages 1-2: the all-gathers after the step, per unit in fewkit
     if z.stage == 3:
         zo["stage3_param_persistence_threshold"] = 0  # partition every tensor, as fewkit does
         zo["stage3_prefetch_bucket_size"] = live
