@@ -25,11 +25,20 @@ from fewkit.knowledge.tasks import (
 )
 
 # %% auto #0
-__all__ = ['graph_index', 'data_graph', 'segments', 'batch_graph', 'kg_index', 'SampleKeys', 'sample_keys', 'sample_batch',
-           'sample_batch_reference', 'GraphCollate', 'GatedKnowledgeModel', 'graph_of', 'gcn_mlm_loss_sum',
-           'gcn_losses', 'GateLog', 'fuse_layers', 'pretrain_gcn']
+__all__ = ['mark_tokens', 'graph_index', 'data_graph', 'segments', 'batch_graph', 'kg_index', 'SampleKeys', 'sample_keys',
+           'sample_batch', 'sample_batch_reference', 'GraphCollate', 'GatedKnowledgeModel', 'graph_of',
+           'gcn_mlm_loss_sum', 'gcn_losses', 'GateLog', 'fuse_layers', 'pretrain_gcn']
 
 # %% ../../nbs/34_gcn_pretrain.ipynb #53dcea37
+def mark_tokens(row: torch.Tensor, offs: list, mentions: list, index: dict) -> None:
+    "Write into `row` (T,), at the tokens inside each mention, the `index` of its first known entity (-1: none known)."
+    for st, en, _, ents in mentions:  # (start, end, alias, entities) of `matcher.find`
+        node = next((index[e] for e in sorted(ents) if e in index), -1)
+        for t, (a, z) in enumerate(offs):  # token t covers characters a..z of the sentence
+            if z > a and a >= st and z <= en:
+                row[t] = node
+
+
 def graph_index(sentences: list[str], tok, G, matcher, s: KnowledgeSettings) -> dict:
     """Every sentence's mentions and its seeded k-hop subgraph, found once before the trainer, stored flat:
     node_ptr (S+1,) / nodes (sum N_i,) entity ids; edge_ptr (S+1,) / edges (2, sum E_i) sentence-local node
@@ -49,11 +58,7 @@ def graph_index(sentences: list[str], tok, G, matcher, s: KnowledgeSettings) -> 
         node_ptr.append(len(nodes))
         edge_ptr.append(edge_ptr[-1] + ei.shape[1])
         offs = enc["offset_mapping"][b].tolist()
-        for st, en, _, ents in ms:
-            node = next((ix[e] for e in sorted(ents) if e in ix), -1)
-            for t, (a, z) in enumerate(offs):
-                if z > a and a >= st and z <= en:
-                    token_node[b, t] = node
+        mark_tokens(token_node[b], offs, ms, ix)
     ids, mask = encode_names(list(vocab), tok)
     return dict(
         nodes=torch.tensor(nodes, dtype=torch.long),
@@ -114,11 +119,7 @@ def kg_index(sentences: list[str], tok, G, matcher, s: KnowledgeSettings) -> dic
         seeds += [eid[e] for e in dict.fromkeys(e for m in ms for e in sorted(m[3])) if e in eid]
         seed_ptr.append(len(seeds))
         offs = enc["offset_mapping"][b].tolist()
-        for st, en, _, ents in ms:
-            e = next((eid[e] for e in sorted(ents) if e in eid), -1)
-            for t, (a, z) in enumerate(offs):
-                if z > a and a >= st and z <= en:
-                    token_ent[b, t] = e
+        mark_tokens(token_ent[b], offs, ms, eid)
     ids, mask = encode_names(names, tok)
     return dict(
         adj_ptr=_ptr(both // V, V),
