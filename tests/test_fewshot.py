@@ -256,3 +256,16 @@ def test_bf16_autocast_in_fewshot_training_and_prediction(tok, backbone):
     hook.remove()
     assert seen and set(seen) == {torch.bfloat16} and p16.dtype == torch.float32
     torch.testing.assert_close(p16, fc.predict_probs(m16, tok, info, data["dev"][:16], cfg), atol=0.03, rtol=0)
+
+
+def test_emulated_bf16_is_said_once(monkeypatch, caplog):
+    import fewkit.fewshot.pet as pet
+    import fewkit.efficiency.mixed_precision as mp
+    for mod in (pet, mp):  # a CPU without AVX512-BF16/AMX
+        monkeypatch.setattr(mod, "native_bf16", lambda device=None: False)
+    monkeypatch.setattr(pet, "_EMULATED", set())
+    cfg = FewShotSettings(amp="bf16", device="cpu")
+    with caplog.at_level("WARNING", logger="fewkit.fewshot"):
+        assert [pet.fewshot_amp(cfg) for _ in range(3)] == ["bf16"] * 3  # asked for: kept, and said
+    assert sum("emulated" in r.getMessage() for r in caplog.records) == 1
+    assert pet.fewshot_amp(FewShotSettings(amp="auto", device="cpu")) == "fp32"  # auto: bf16 only in hardware

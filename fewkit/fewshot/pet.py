@@ -373,11 +373,15 @@ def train_settings(cfg: FewShotSettings, n: int, select: bool = False) -> TrainS
     )
 
 
+_EMULATED = set()  # devices already warned about: the warning comes once per process, not at every prediction
+
+
 def fewshot_amp(cfg: FewShotSettings) -> str:
     "The precision a few-shot run computes in: cfg.amp, with 'auto' resolved for its device (bf16 only in hardware)."
     device = get_device(cfg.device)
     amp = resolve_amp(cfg.amp, device)
-    if amp == "bf16" and not native_bf16(device):
+    if amp == "bf16" and not native_bf16(device) and str(device) not in _EMULATED:
+        _EMULATED.add(str(device))
         log = get_logger("fewkit.fewshot")
         log.warning("bf16 is emulated on this device (no AVX512-BF16/AMX): expect slower steps than fp32")
     return amp
