@@ -7,6 +7,7 @@ Docs: https://fewkit.github.io/fewkit/mixed_precision.html.md"""
 # %% ../../nbs/13_mixed_precision.ipynb #5c99b969
 from __future__ import annotations
 import contextlib
+import functools
 import math
 import platform
 import re
@@ -89,6 +90,12 @@ def native_bf16(device=None) -> bool:
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if d.type != "cpu":
         return False
+    return _cpu_native_bf16()
+
+
+@functools.cache
+def _cpu_native_bf16() -> bool:
+    "This machine's CPU, read once per process (its flags do not change while it runs)."
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:  # not Linux: unknown, so not assumed
