@@ -56,6 +56,11 @@ def _train(model, fwd, step, zero_grad, steps, rows, seed, dtype):
     return losses
 
 
+def _uses(z, u) -> list:
+    "The modules whose forward `z` streams for unit `u` (its table's nn.Linear / nn.Embedding uses)."
+    return [m for m in z.patched if any(q is u.params[0] for q in m._parameters.values())]
+
+
 def zero_run(
     stages=(1, 2, 3),
     dtype: str = "fp32",
@@ -90,10 +95,22 @@ def zero_run(
             psi_padded=psi_p,
             comm_per_step=comm / psi_p,
             prefetches=z.prefetches,
-            regathered=sum(u.padded for _, us in z.needs for u in us) - psi_p,  # stage 3: tied units gathered again
+            # stage 3: tied units gathered again (a table gathered by rows is in no module's needs)
+            regathered=sum(u.padded for _, us in z.needs for u in us)
+            - psi_p
+            + sum(u.padded for u in z.units if u.rowed),
             skipped=sum(u.padded for (_, us), ub in zip(z.needs, z.needs_bwd) for u in us if u not in ub),  # not in bwd
             tied=next(
                 u.padded for u in z.units if any(p is m.bert.embeddings.word_embeddings.weight for p in u.params)
+            ),
+            tied_rowed=any(u.rowed for u in z.units if u.params[0] is m.bert.embeddings.word_embeddings.weight),
+            # stages 2-3: a streamed table is reduce-scattered once per use (the tied word embeddings: twice)
+            restreamed=sum(u.padded * (len(_uses(z, u)) - 1) for u in z.units if u.streamed),
+            # stage 3: a table never gathered whole, what each step gathers of it: a Linear use reads it in its
+            # forward and its backward, an Embedding use in its forward only; `rowed`: such tables' elements
+            rowed=sum(u.padded for u in z.units if u.rowed),
+            row_gathers=sum(
+                u.padded * sum(2 if isinstance(m, nn.Linear) else 1 for m in _uses(z, u)) for u in z.units if u.rowed
             ),
         )
     return out

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import partial
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 from torch.autograd import Variable
 from ..core import FewkitError, Settings
@@ -86,10 +87,11 @@ def no_decay(name: str, p: nn.Parameter) -> bool:
 class _Unit:
     "The parameters of one layer (or the root) as views into one flat buffer `full`, padded to `parts`."
 
-    def __init__(self, params: list, parts: int, r: int, dtype):
+    def __init__(self, params: list, parts: int, r: int, dtype, align: int = 1):
         self.params = params
         self.numel = sum(p.numel() for p in params)
-        self.padded = -(-self.numel // parts) * parts  # a multiple of `parts`: every rank's slice has P elements
+        # a multiple of `parts` (every rank's slice has P elements), and of `align` in each slice (whole rows)
+        self.padded = -(-self.numel // (parts * align)) * parts * align
         self.P = self.padded // parts
         self.sl = slice(r * self.P, (r + 1) * self.P)  # this rank's partition
         self.full = torch.zeros(self.padded, dtype=dtype, device=params[0].device)  # (padded,)
@@ -203,14 +205,18 @@ def split_units(model: nn.Module, layers: list) -> list:
 
 
 def buckets(params: list, numel: int) -> list:
-    "`params` in order, cut into runs of at most `numel` elements (whole parameters; a larger one is a run alone; 0: one run)."
-    out, size = [[]], 0
+    "`params` in order, cut into runs whose elements plus their largest parameter are at most `numel` (0: one run)."
+    # stages 2-3 stage a run whole while autograd hands one more gradient, whole, to be copied in: both fit in a
+    # bucket. A parameter larger than half a bucket is a run alone (Zero reduce-scatters it in slices of rows)
+    out, size, most = [[]], 0, 0
     for p in params:
-        if numel and out[-1] and size + p.numel() > numel:
+        k = p.numel()
+        if numel and out[-1] and size + k + max(most, k) > numel:
             out.append([])
-            size = 0
+            size, most = 0, 0
         out[-1].append(p)
-        size += p.numel()
+        size += k
+        most = max(most, k)
     return [b for b in out if b]
 
 
@@ -220,7 +226,7 @@ def bucket_numels(model: nn.Module, layers=None, bucket: int = 0) -> dict:
     mods = [(m, ps) for m, ps in split_units(model, layers) if ps]
     names = {id(p): n for n, p in model.named_parameters(remove_duplicate=False)}
     first = lambda ps: sorted(ps, key=lambda p: no_decay(names.get(id(p), ""), p))  # decayed first, as `Zero` does
-    parts = [(m, b) for m, ps in mods for b in buckets(first(ps), bucket)]
+    parts = [(m, first(b)) for m, ps in mods for b in buckets(ps, bucket)]
     unit = max(sum(p.numel() for p in ps) for _, ps in parts)
     owner = {id(p): i for i, (_, ps) in enumerate(parts) for p in ps}
     sizes = [sum(p.numel() for p in ps) for _, ps in parts]
@@ -231,6 +237,123 @@ def bucket_numels(model: nn.Module, layers=None, bucket: int = 0) -> dict:
 
 
 PHASES = ("forward", "backward", "step")
+
+
+def _linear_by_rows(x, b, rows, V: int):
+    "x Wᵀ + b with W (V, D) never whole: `rows()` yields gathered blocks of W's rows (stage 3), y filled by columns."
+    y = None  # (..., V)
+    for spans, got in rows():  # got (N, l, D): rows [r0, r1) of W are got[r, : r1 - r0] for (r0, r1) = spans[r]
+        for r, (r0, r1) in enumerate(spans):
+            if r1 > r0:
+                z = F.linear(x, got[r, : r1 - r0], None if b is None else b[r0:r1])  # (..., r1 - r0), as autocast
+                if y is None:
+                    y = z.new_empty(*x.shape[:-1], V)
+                y[..., r0:r1] = z
+    return y
+
+
+def _embed_by_rows(ids, rows, D: int):
+    "W[ids] with W never whole: each gathered block of rows fills the positions whose ids fall in it (stage 3)."
+    flat = ids.reshape(-1)  # (K,)
+    out = None  # (K, D)
+    for spans, got in rows():
+        if out is None:
+            out = got.new_empty(flat.numel(), D)
+        for r, (r0, r1) in enumerate(spans):
+            sel = (flat >= r0) & (flat < r1)
+            out[sel] = got[r, flat[sel] - r0]
+    return out.view(*ids.shape, D)
+
+
+class _TableLinear(torch.autograd.Function):
+    "y = x Wᵀ + b, whose backward hands W's gradient to `sink` in slices of rows instead of returning it whole."
+
+    @staticmethod
+    def forward(ctx, x, w, b, sink, rows):  # x (..., D), w (V, D), b (V,) or None -> (..., V)
+        # rows: None (W is gathered, or never partitioned), or stage 3's source of gathered row blocks
+        ctx.save_for_backward(x, w)
+        ctx.sink = sink
+        ctx.rows = rows
+        ctx.bias = b is not None
+        if rows is None:
+            return F.linear(x, w, b)
+        return _linear_by_rows(x, b, rows, w.shape[0])
+
+    @staticmethod
+    def backward(ctx, gy):  # gy (..., V)
+        x, w = ctx.saved_tensors
+        gy2 = gy.reshape(-1, gy.shape[-1])  # (M, V)
+        x2 = x.reshape(-1, x.shape[-1]).to(gy.dtype)  # (M, D), in the dtype autocast computed y in
+        if ctx.rows is None:
+            gx = (gy2 @ w.to(gy.dtype)).view(*x.shape[:-1], w.shape[1])  # (..., D)
+        else:  # gx = Σ over row blocks gy[:, r0:r1] W[r0:r1], W gathered again block by block
+            gx = torch.zeros_like(x2)  # (M, D)
+            for spans, got in ctx.rows():
+                for r, (r0, r1) in enumerate(spans):
+                    if r1 > r0:
+                        gx.add_(gy2[:, r0:r1] @ got[r, : r1 - r0].to(gy.dtype))
+            gx = gx.view(*x.shape[:-1], w.shape[1])
+
+        def fill(r0, r1, out):  # W's gradient rows [r0, r1) = gy[:, r0:r1]ᵀ x, written into out (r1 - r0, D)
+            a = gy2[:, r0:r1].t()  # (r1 - r0, M)
+            if out.dtype == a.dtype:
+                torch.mm(a, x2, out=out)
+            else:
+                out.copy_(a @ x2)
+
+        ctx.sink(fill)
+        gb = gy2.sum(0) if ctx.bias else None  # (V,)
+        return gx, None, gb, None, None
+
+
+class _TableEmbedding(torch.autograd.Function):
+    "W[ids], whose backward hands W's gradient to `sink` in slices of rows instead of returning a (V, D) tensor."
+
+    @staticmethod
+    def forward(ctx, ids, w, padding_idx, sink, rows):  # ids (...), w (V, D) -> (..., D)
+        ctx.save_for_backward(ids)
+        ctx.pad = padding_idx
+        ctx.sink = sink
+        if rows is None:
+            return F.embedding(ids, w, padding_idx)
+        return _embed_by_rows(ids, rows, w.shape[1])  # backward never reads W: nothing gathered again
+
+    @staticmethod
+    def backward(ctx, gy):  # gy (..., D)
+        (ids,) = ctx.saved_tensors
+        flat = ids.reshape(-1)  # (K,)
+        g = gy.reshape(flat.numel(), -1)  # (K, D)
+        keep = flat != ctx.pad if ctx.pad is not None else torch.ones_like(flat, dtype=torch.bool)  # pad row: no grad
+
+        def fill(r0, r1, out):  # rows [r0, r1) of W's gradient: the sum of gy over the tokens with those ids
+            sel = keep & (flat >= r0) & (flat < r1)
+            out.index_add_(0, flat[sel] - r0, g[sel].to(out.dtype))
+
+        ctx.sink(fill)
+        return None, None, None, None, None
+
+
+def _streamable(m: nn.Module, p: nn.Parameter) -> bool:
+    "Is `m` a plain nn.Linear or nn.Embedding whose weight is `p` (the two uses whose backward Zero can stream)?"
+    if type(m) is nn.Linear:
+        return m.weight is p
+    if type(m) is nn.Embedding:
+        return m.weight is p and m.max_norm is None and not m.sparse and not m.scale_grad_by_freq
+    return False
+
+
+def _table_forward(m: nn.Module, sink, source, x):
+    "The forward Zero gives a streamed module: the module's own forward, with a backward that streams W's gradient."
+    rows = source()  # None: W is there whole (stages 1-2, stage 3's first step); else its gathered row blocks
+    if not torch.is_grad_enabled():  # evaluation: no gradient to stream; stage 3 still never gathers W whole
+        if rows is None:
+            return type(m).forward(m, x)
+        if type(m) is nn.Linear:
+            return _linear_by_rows(x, m.bias, rows, m.out_features)
+        return _embed_by_rows(x, rows, m.embedding_dim)
+    if type(m) is nn.Linear:
+        return _TableLinear.apply(x, m.weight, m.bias, sink, rows)
+    return _TableEmbedding.apply(x, m.weight, m.padding_idx, sink, rows)
 
 
 class Zero:
@@ -285,6 +408,12 @@ class Zero:
         self.needs_bwd = [[u for u in us if not self._tables_only(mod, u)] for mod, us in self.needs]
         self.device = self.units[0].full.device
         self._partition()
+        # stages 2-3: the reduce-scatter writes the (P,) partition itself (the partition's running sum is folded
+        # into this rank's own piece of the input), unless the partition lives elsewhere (offload) or in fp32
+        self.direct = all(u.grad.dtype == self.dtype and u.grad.device == self.device for u in self.units)
+        self.patched = []  # modules whose forward `_stream_tables` replaced
+        self._stream_tables()
+        self._plan()
         # backward completes the units in reverse: the head first, the last layer, ..., the embeddings last
         self.order = self.units[::-1]
         groups = [
@@ -296,8 +425,15 @@ class Zero:
         groups = [g for g in groups if g["params"]]
         self.opt = ZeroAdamW(self.units, groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
         # the two caps that keep the peak within one bucket of the formula
-        self.inflight_cap = cfg.inflight_numel or max(u.stage_numel for u in self.units)
+        self.inflight_cap = cfg.inflight_numel or max(u.work for u in self.units)
         self.live_cap = cfg.live_numel or max(sum(u.padded for u in us) for _, us in self.needs)
+        # stage 3, a streamed table: rows per rank of one block, N·rows·D beside what `live_cap` lets be gathered
+        # once no module gathers the table (one bucket in all)
+        rest = max(sum(u.padded for u in us if not u.streamed) for _, us in self.needs)
+        room = max(cfg.bucket_numel - (cfg.live_numel or rest), cfg.bucket_numel // 4)
+        for u in self.units:
+            u.grows = max(1, room // self.n // u.row) if u.streamed and self.split_params else 0
+            u.rowed = False  # gathered block by block, never whole (from the second step on: `_stream_gathers`)
         self.next = 0  # index into `order` of the next unit whose collective starts
         self.inflight = []  # (unit, output, staging input or None, work, extra elements held, where `output` adds)
         self.in_backward = False
@@ -322,16 +458,59 @@ class Zero:
         decay = [p for p in params if not no_decay(names.get(id(p), ""), p)]
         plain = [p for p in params if no_decay(names.get(id(p), ""), p)]
         units, big = [], self.cfg.bucket_numel
-        for ps in buckets(decay + plain, big):  # each run keeps the order: decayed first
-            u = _Unit(ps, parts, r, self.dtype)
+        # runs in the module's own order, so that backward completes one run before it starts the next (a layer's
+        # FFN output, then the rest); inside a run the parameters AdamW decays come first
+        for run in buckets(params, big):
+            ps = [p for p in decay if any(p is q for q in run)] + [p for p in plain if any(p is q for q in run)]
+            # one parameter larger than half a bucket (the word embeddings): a unit alone, reduce-scattered (and in
+            # stages 1-2 all-gathered) in slices of whole rows, at most a bucket each; its rows are padded so that
+            # rank r owns rows [r·R, (r+1)·R)
+            sliced = bool(big) and len(ps) == 1 and 2 * ps[0].numel() > big and self.cfg.stage >= 1 and self.n > 1
+            row = ps[0].shape[-1] if sliced and ps[0].dim() >= 2 else 1  # elements per row (D)
+            u = _Unit(ps, parts, r, self.dtype, align=row)
             u.decayed = sum(p.numel() for p in ps if any(p is q for q in decay))  # flat [0, decayed) gets decay
-            # one parameter larger than a bucket: its gradient arrives whole from autograd; it is reduce-scattered
-            # from there in slices of at most a bucket (N pieces of `round` elements), never copied whole
-            u.sliced = bool(big) and len(ps) == 1 and u.numel > big and self.split_grads and self.n > 1
-            u.round = min(max(1, big // self.n), u.P) if u.sliced else u.P  # per rank, elements of one slice
-            u.stage_numel = self.n * u.round if u.sliced else u.padded  # what one collective stages at most
+            u.sliced = sliced
+            u.row = row
+            u.streamed = False  # set by `_stream_tables`: its modules' backward stream the gradient in row slices
+            u.handed = False  # set by `_grad_ready` when autograd handed a whole gradient of it to the hook
             units.append(u)
         return units
+
+    def _stream_tables(self):
+        "Stages 2-3, a sliced parameter used only as the weight of nn.Linear / nn.Embedding: stream its gradient."
+        for u in self.units:
+            if not u.sliced or not self.split_grads:
+                continue
+            p = u.params[0]
+            users = [m for m in self.model.modules() if any(q is p for q in m._parameters.values())]
+            u.streamed = bool(users) and all(_streamable(m, p) for m in users)
+            if not u.streamed:
+                continue  # autograd hands its whole gradient to `_grad_ready`, which slices it from there
+            u.missing = 0  # never waited for: every use reduce-scatters its part during backward
+            for m in users:
+                m.forward = partial(_table_forward, m, partial(self._stream, u), partial(self._source, u))
+                self.patched.append(m)
+
+    def _plan(self):
+        "Per unit: the elements one of its collectives holds at most beyond the persistent buffers (`work`)."
+        big, n = self.cfg.bucket_numel, self.n
+        for u in self.units:
+            # stages 2-3: the largest gradient autograd hands whole to a hook while the unit is staged (none: streamed)
+            u.hand = max(p.numel() for p in u.params) if self.split_grads and not u.streamed else 0
+            # the reduce-scatter writes the persistent partition: stages 2-3 when it lives on the device in the same
+            # dtype; stage 1 for a sliced unit (each slice is staged apart, so its own rows can take the sum)
+            u.direct = (u.sliced or self.split_grads) and self.direct
+            if u.sliced:
+                room = big - u.hand if u.hand < big else big  # a slice is staged beside the handed gradient
+                rows = max(1, room // n // u.row)  # per rank and slice: N·rows·D within the room
+                u.round = min(rows * u.row, u.P)  # per rank, elements of one slice
+                u.stage_numel = n * u.round  # (N, rows·D) staged
+            else:
+                u.round = u.P
+                u.stage_numel = u.padded if self.split_grads else 0  # stage 1 reduces its persistent buffer
+            u.work = u.stage_numel + (0 if u.direct else u.round) + u.hand
+            # stages 1-2, the step: what one all-gather holds beside the buffers ((P,) sent; a slice: (N, rows·D))
+            u.share = n * min(max(1, big // n // u.row) * u.row, u.P) if u.sliced else u.P
 
     def _tables_only(self, mod: nn.Module, u) -> bool:
         "Are all of `u`'s parameters embedding tables of `mod`'s nn.Embedding modules, used by nothing else in `mod`?"
@@ -531,15 +710,19 @@ class Zero:
 
     @torch.no_grad()
     def _grad_ready(self, u, p):
+        if p.grad is None:  # a streamed table: its uses reduce-scattered their parts (`_stream`), nothing arrives
+            return
+        u.handed = True  # a gradient arrived whole (a streamed table's module may be bypassed: F.linear(x, m.weight))
         self._enter_backward()
         self._sample()  # p.grad is there, whole, beside everything the engine holds
         self._poll()
-        if u.sliced:  # one huge parameter: its own gradient is the staging buffer, reduce-scattered in slices
-            u.stage_buf = p.grad.reshape(-1)  # (numel,) a view: nothing copied
-            p.grad = None
+        if u.sliced and self.split_grads:  # a big parameter that autograd hands whole (not streamed): slice it now
+            g = p.grad.reshape(-1, u.row)  # (rows, D) a view: nothing copied
+            self._reduce_slices(u, lambda r0, r1, out: out.copy_(g[r0:r1]), hand=p.numel())
+            p.grad = g = None
         elif self.split_grads:  # move the fresh gradient into the unit's temporary full-size buffer and drop it
             if u.stage_buf is None:
-                self._drain(self.inflight_cap - u.padded)  # room for it under the cap: finish older collectives
+                self._drain(self.inflight_cap - u.work)  # room under the cap for its staging and p.grad beside it
                 u.stage_buf = torch.zeros(u.padded, dtype=self.dtype, device=self.device)  # (padded,)
             u.view(u.stage_buf, p).add_(p.grad)
             p.grad = None
@@ -573,52 +756,109 @@ class Zero:
             self.inflight.append((u, None, None, work, 0, None))
             return
         if u.sliced:
-            return self._reduce_slices(u)
+            if not self.split_grads:  # stage 1: the table's persistent (padded,) gradient, in slices of rows
+                g = u.grad.view(-1, u.row)  # (rows, D)
+                self._reduce_slices(u, lambda r0, r1, out: out.copy_(g[r0:r1]))
+            return  # stages 2-3: its uses reduce-scattered their parts as backward reached them (`_stream`)
         src = u.grad if s == 1 else u.stage_buf
         if src is None:
             src = torch.zeros(u.padded, dtype=self.dtype, device=self.device)
         if self.split_params and u not in self.ahead:
             self._free(u)  # the unit's backward is done: its gathered weights go before `out` is allocated
         staged = 0 if s == 1 else u.padded  # stage 1 reduces its persistent buffer: only `out` is extra
-        # the first micro-batch after zero_grad (stages 2-3, partition on the device in the same dtype): the
-        # reduce-scatter writes the persistent (P,) partition itself, no 1/N output to allocate and add
-        direct = s >= 2 and u.fresh and u.grad.dtype == self.dtype and u.grad.device == self.device
+        # stages 2-3, partition on the device in the same dtype: the reduce-scatter writes the persistent (P,)
+        # partition itself, no 1/N output to allocate and add; a later micro-batch first adds the partition's
+        # running sum into this rank's own piece of the input (the sum over ranks then includes it once)
+        direct = u.direct
         extra = staged + (0 if direct else u.P)
         self._drain(self.inflight_cap - extra)
         u.stage_buf = None  # the next backward stages into a new buffer
+        if direct and not u.fresh:
+            self._settle(u)  # an earlier reduce-scatter into this partition must have landed before it is read
+            src[u.sl].add_(u.grad)
         out = u.grad if direct else torch.empty(u.P, dtype=self.dtype, device=self.device)  # (P,) this rank's sum
         work = dist.reduce_scatter_tensor(out, src, group=self.group, async_op=True)
         self.comm += u.padded
-        u.fresh = u.fresh and not direct
+        u.fresh = False
         dst = None if direct else u.grad[u.sl] if s == 1 else u.grad
         self.inflight.append((u, out, src if s >= 2 else None, work, extra, dst))
         self._sample()
 
     @torch.no_grad()
-    def _reduce_slices(self, u):
-        "Stages 2-3, one parameter larger than a bucket: reduce-scatter its gradient in slices, each at most a bucket."
-        flat, n, P, b = u.stage_buf, self.n, u.P, u.round  # flat: (numel,) the parameter's gradient, or None
-        if self.split_params and u not in self.ahead:
+    def _stream(self, u, fill):
+        "The sink of a streamed use's backward (`_TableLinear`, `_TableEmbedding`): reduce-scatter its part now."
+        self._enter_backward()
+        self._poll()
+        self._reduce_slices(u, fill)
+
+    def _source(self, u):
+        "Where a streamed use reads its table: None (stages 1-2: `u.full`, whole) or stage 3's row blocks (`_rows`)."
+        return partial(self._rows, u) if u.grows else None
+
+    def _stream_gathers(self):
+        "Stage 3, after the first backward: a streamed table whose every use went through its module is never gathered whole again."
+        tables = [u for u in self.units if u.grows and not u.handed]  # handed: some use bypassed its module
+        if not tables:
+            return
+        self.needs = [(mod, [v for v in us if all(v is not t for t in tables)]) for mod, us in self.needs]
+        self.needs_bwd = [[v for v in us if all(v is not t for t in tables)] for us in self.needs_bwd]
+        if not self.cfg.live_numel:
+            self.live_cap = max(sum(u.padded for u in us) for _, us in self.needs)
+        for u in tables:
+            u.rowed = True
+
+    @torch.no_grad()
+    def _rows(self, u):
+        "Stage 3, a streamed table block by block: yield (spans, got), got (N, l, D) holding rank r's rows spans[r]."
+        n, d, R, V = self.n, u.row, u.P // u.row, u.numel // u.row  # R rows per rank, V rows in the table
+        for a in range(0, R, u.grows):
+            l = min(u.grows, R - a)
+            if u.rowed:  # never whole: all-gather this block of every rank's rows
+                got = torch.empty(n, l, d, dtype=self.dtype, device=self.device)
+                dist.all_gather_into_tensor(got.view(-1), u.shard[a * d : (a + l) * d], group=self.group)
+                self.comm += n * l * d
+                self.temps = [got]  # counted with the parameters while it is used
+                self._sample()
+            else:  # the first step gathers it whole (its modules' units): the same blocks as views, the same arithmetic
+                got = u.full.view(n, R, d)[:, a : a + l]
+            yield [(r * R + a, min(r * R + a + l, V)) for r in range(n)], got
+            self.temps = []
+
+    def _settle(self, u):
+        "Finish `u`'s collectives still in flight (and those before them): a new part folds in what they wrote."
+        while any(e[0] is u for e in self.inflight):
+            self._complete(self.inflight.pop(0))
+
+    @torch.no_grad()
+    def _reduce_slices(self, u, fill, hand: int = 0):
+        "A sliced parameter: reduce-scatter one part of its gradient (stage 1: all of it), slice by slice."
+        # fill(r0, r1, out) writes rows [r0, r1) of this part of the gradient into out (r1 - r0, D), zeros before;
+        # `hand`: elements of a whole gradient that lives beside the slices (autograd's, handed to the hook)
+        n, d = self.n, u.row
+        R, L = u.P // d, u.round // d  # rows each rank owns; rows per rank in one slice
+        rows = u.numel // d  # the parameter's rows; those beyond are padding, always 0
+        self._settle(u)  # the previous part's collectives wrote the slices this part adds to
+        if self.split_params and u not in self.ahead and u.missing <= 0:
             self._free(u)
-        direct = u.fresh and u.grad.dtype == self.dtype and u.grad.device == self.device
-        for a in range(0, P, b):
-            l = min(b, P - a)  # slice k: elements [a, a + l) of every rank's partition
-            extra = n * l + (0 if direct else l)
-            self._drain(self.inflight_cap - extra)
-            src = torch.zeros(n, l, dtype=self.dtype, device=self.device)  # (N, l) row r: rank r's piece
-            if flat is not None:
-                for r in range(n):
-                    lo, hi = r * P + a, min(r * P + a + l, u.numel)  # the padding beyond numel stays 0
-                    if hi > lo:
-                        src[r, : hi - lo].copy_(flat[lo:hi])
-            dst = u.grad[a : a + l]
-            out = dst if direct else torch.empty(l, dtype=self.dtype, device=self.device)
+        for a in range(0, R, L):
+            l = min(L, R - a)  # slice k: rows [r·R + a, r·R + a + l) of every rank r
+            extra = n * l * d + (0 if u.direct else l * d)
+            self._drain(self.inflight_cap - extra - hand)
+            src = torch.zeros(n, l * d, dtype=self.dtype, device=self.device)  # (N, l·D) row r: rank r's piece
+            for r in range(n):
+                r0, r1 = r * R + a, min(r * R + a + l, rows)
+                if r1 > r0:
+                    fill(r0, r1, src[r, : (r1 - r0) * d].view(r1 - r0, d))
+            part = u.grad if self.split_grads else u.grad[u.sl]  # (P,) this rank's partition of the sum
+            dst = part[a * d : (a + l) * d]  # (l·D,) this rank's slice of it
+            if u.direct and self.split_grads and not u.fresh:
+                src[self.rank].add_(dst)  # the running sum enters the sum over ranks once, from this rank
+            out = dst if u.direct else torch.empty(l * d, dtype=self.dtype, device=self.device)
+            self._sample()  # this slice's staging (N, l·D) is the largest it holds
             work = dist.reduce_scatter_tensor(out, src.view(-1), group=self.group, async_op=True)
-            self.comm += n * l
-            self.inflight.append((u, out, src, work, extra, None if direct else dst))
-            self._sample()
-        u.stage_buf = flat = None  # the parameter's gradient goes once its last slice is copied out
-        u.fresh = u.fresh and not direct
+            self.comm += n * l * d
+            self.inflight.append((u, out, src, work, extra, None if u.direct else dst))
+        u.fresh = False
         self._sample()
 
     @torch.no_grad()
@@ -663,12 +903,14 @@ class Zero:
             self._drain()
             self.next = 0
         for u in self.units:
-            u.missing = len(u.params)
+            u.missing = 0 if u.streamed else len(u.params)
         if self.split_params:
-            self.traced["bwd"] = True
             self.ahead = []
             for u in self.units:
                 self._free(u)
+            if not self.traced["bwd"]:
+                self._stream_gathers()  # the first step showed which tables only their modules use
+            self.traced["bwd"] = True
         if self.peaks is not None:
             self.end_backward = self.held()  # what the last backward left: the persistent buffers only
         self.in_backward = False
@@ -735,13 +977,32 @@ class Zero:
                 if self.offload:
                     self.traffic["to_device"] += low.numel() * low.element_size()
             if self.cfg.stage in (1, 2) and self.n > 1:
-                self.temps = [u.part.clone()]  # (P,) gloo wants an input that is not a view of the output
-                self._sample()
-                dist.all_gather_into_tensor(u.full, self.temps[0], group=self.group)
-                self.temps = []
-                self.comm += u.padded
+                self._share(u)
         self.in_step = False
         return norm
+
+    @torch.no_grad()
+    def _share(self, u):
+        "Stages 1-2 after the step: all-gather every rank's new partition into `u.full` (a sliced unit: by rows)."
+        if not u.sliced:
+            self.temps = [u.part.clone()]  # (P,) gloo wants an input that is not a view of the output
+            self._sample()
+            dist.all_gather_into_tensor(u.full, self.temps[0], group=self.group)
+            self.temps = []
+            self.comm += u.padded
+            return
+        n, d, P = self.n, u.row, u.P
+        L = u.share // n // d  # rows per rank in one slice: N·L·D <= one bucket
+        for a in range(0, P // d, L):
+            l = min(L, P // d - a)
+            got = torch.empty(n, l * d, dtype=self.dtype, device=self.device)  # (N, l·D) row r: rank r's rows
+            self.temps = [got]
+            self._sample()
+            dist.all_gather_into_tensor(got.view(-1), u.part[a * d : (a + l) * d], group=self.group)
+            for r in range(n):
+                u.full[r * P + a * d : r * P + (a + l) * d].copy_(got[r])
+            self.temps = []
+            self.comm += n * l * d
 
     def zero_grad(self):
         "Zero the gradient buffers (the flat views stay in place)."
@@ -862,6 +1123,9 @@ class Zero:
         names = self._names()
         for h in self.handles:
             h.remove()
+        for m in self.patched:
+            del m.forward  # the class's own forward again
+        self.patched = []
         for u in self.units:
             for p in u.params:  # a tied parameter is one object: it stays tied
                 p.data = sd[names[id(p)]].to(self.device, u.full.dtype)
@@ -877,16 +1141,16 @@ def zero_peak_formula(z: Zero) -> dict:
         raise FewkitError("zero_peak_formula: device bytes only; with offload_optimizer the states live on the host")
     b = z.units[0].full.element_size()  # bytes per parameter / gradient element
     f = zero_formula_bytes(z.numel(True), z.n, z.cfg.stage, z.cfg.dtype)
-    most_p = max(u.P for u in z.units)  # the largest partition, (P,)
-    live = z.live_cap * b if z.split_params else 0  # stage 3: the modules gathered at once, prefetch included
+    # stage 3: the modules gathered at once (prefetch included) and one gathered block of a streamed table
+    block = max(z.n * u.grows * u.row if u.rowed else 0 for u in z.units)
+    live = (z.live_cap + block) * b if z.split_params else 0
     staged = 0  # gradients staged or in flight beyond the persistent buffers
-    if z.split_grads:  # a bucket's staging + its 1/N output; a parameter larger than a bucket: its own gradient too
-        one = max(u.stage_numel + (u.round if u.sliced else u.P) for u in z.units)
-        big = max(p.numel() for u in z.units for p in u.params)  # the gradient autograd hands to a hook, whole
-        staged = (max(z.inflight_cap, one) + big) * b
-    elif z.cfg.stage == 1 and z.n > 1:
-        staged = max(z.inflight_cap, most_p) * b  # the reduce-scatters' (P,) outputs
-    sent = most_p * b if z.cfg.stage in (1, 2) and z.n > 1 else 0  # the (P,) copy each all-gather of the step sends
+    if z.cfg.stage >= 1 and (z.n > 1 or z.split_grads):
+        # staging, the 1/N outputs in flight and the gradient autograd hands whole beside them: at most the cap
+        # (a streamed table whose module was bypassed, F.linear(x, m.weight), had its gradient handed whole too)
+        work = max(u.work + (u.numel if u.streamed and u.handed else 0) for u in z.units)
+        staged = max(z.inflight_cap, work) * b
+    sent = max(u.share for u in z.units) * b if z.cfg.stage in (1, 2) and z.n > 1 else 0  # what the step gathers
     fp32 = 4 * sum(u.P for u in z.units) if z.mixed else 0  # the step's fp32 copies of the gradient partitions
     extra = dict(forward=(live, 0), backward=(live, staged), step=(sent, fp32))
     out = {}
