@@ -169,6 +169,7 @@ TRAINER = [dict(stage=s) for s in range(4)] + [dict(stage=s, offload_optimizer=T
 TRAINER += [dict(stage=s, micro=2) for s in range(4)] + [dict(stage=1, overlap=False, micro=2)]
 # small buckets: most matrices are larger than a bucket, reduce-scattered in slices (accumulation, offload too)
 TRAINER += [dict(stage=3, bucket_numel=500), dict(stage=2, bucket_numel=500, micro=2)]
+TRAINER += [dict(stage=1, bucket_numel=500, micro=2)]   # stage 1 slices its tables' reduce-scatter and all-gather too
 TRAINER += [dict(stage=3, bucket_numel=500, micro=2, offload_optimizer=True)]
 
 @pytest.mark.multiproc

@@ -41,9 +41,11 @@ class ZeroSettings(Settings):
     offload_optimizer: bool = False  # fp32 masters, Adam's moments and Adam's step on the host (ZeRO-Offload)
     offload_param: bool = False  # stage 3: parameters live on the host between uses (ZeRO-Infinity); DeepSpeed only
     overlap: bool = True  # start each unit's gradient collective during backward; False: all of them in `step`
-    inflight_numel: int = 0  # stages 1-3: gradient elements staged or in flight at once (0: the largest bucket's)
-    bucket_numel: int = 2**18  # a module's parameters go into units of at most this many elements (whole parameters);
-    # a larger parameter is a unit alone, reduce-scattered (stages 2-3) in slices of at most this many; 0: one per module
+    # stages 1-3: gradient elements staged, in flight or handed whole at once (0: the most one unit needs)
+    inflight_numel: int = 0
+    # a module's parameters go into units of whole parameters, a unit's elements plus its largest at most this many;
+    # a parameter larger than half of it is a unit alone, moved in slices of whole rows (stages 1-3); 0: one per module
+    bucket_numel: int = 2**18
     live_numel: int = 0  # stage 3: parameter elements gathered at once, prefetch included (0: the largest module's)
     prefetch: bool = True  # stage 3: start the next module's all-gather while this one computes (within live_numel)
 
