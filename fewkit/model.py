@@ -13,9 +13,9 @@ from .core import Settings, FewkitError, FewkitDataError
 
 # %% auto #0
 __all__ = ['PRESETS', 'OTHER_MLM_TYPES', 'BertConfig', 'bias_gelu', 'bias_dropout_add', 'BertEmbeddings', 'BertSelfAttention',
-           'BertSelfOutput', 'BertOutput', 'BertAttention', 'BertIntermediate', 'BertLayer', 'BertEncoder', 'BertModel',
-           'BertPredictionHeadTransform', 'BertLMPredictionHead', 'BertOnlyMLMHead', 'BertForMaskedLM', 'mlm_loss',
-           'to_hf']
+           'weight_only', 'BertSelfOutput', 'BertOutput', 'BertAttention', 'BertIntermediate', 'BertLayer',
+           'BertEncoder', 'BertModel', 'BertPredictionHeadTransform', 'BertLMPredictionHead', 'BertOnlyMLMHead',
+           'BertForMaskedLM', 'mlm_loss', 'to_hf']
 
 # %% ../nbs/04_model.ipynb #729233de
 PRESETS = {  # (layers, hidden, heads, intermediate, max positions, vocab)
@@ -218,6 +218,12 @@ class BertSelfAttention(nn.Module):
         return ctx.transpose(1, 2).reshape(B, T, -1)  # (B, T, nh*d); -1: tensor parallel may hold fewer heads
 
 # %% ../nbs/04_model.ipynb #8663770b
+def weight_only(m: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    "x Wᵀ without `m`'s bias (the bias joins a fused chain). An engine that owns W may set its own `m.weight_only`."
+    f = m.__dict__.get("weight_only")  # ZeRO: W's gradient streamed by rows, W read by rows (parallel.zero)
+    return F.linear(x, m.weight) if f is None else f(x)
+
+
 class _BiasDropoutLN(nn.Module):
     "dense (bias applied in the chain) → dropout → + residual → LayerNorm."
 
@@ -229,7 +235,7 @@ class _BiasDropoutLN(nn.Module):
         self.bias_dropout_add = bias_dropout_add  # fusion hook
 
     def forward(self, x, residual):
-        y = F.linear(x, self.dense.weight)
+        y = weight_only(self.dense, x)
         return self.LayerNorm(self.bias_dropout_add(y, self.dense.bias, residual, self.dropout.p, self.training))
 
 
@@ -259,7 +265,7 @@ class BertIntermediate(nn.Module):
         self.bias_act = bias_gelu  # fusion hook
 
     def forward(self, h):
-        return self.bias_act(F.linear(h, self.dense.weight), self.dense.bias)  # (B, T, I)
+        return self.bias_act(weight_only(self.dense, h), self.dense.bias)  # (B, T, I)
 
 
 class BertLayer(nn.Module):

@@ -104,19 +104,23 @@ def test_zero3_gathers_and_reduces_a_big_table_by_rows():
     # (`_TableLinear`, `_TableEmbedding`). Comm per step: 3Ψ + 2·|table| (the table is reduce-scattered twice)
     shape = dict(vocab=8000, hidden=128, layers=4, heads=2)
     small = dict(stages=(2, 3), steps=4, vocab=61, hidden=33, heads=1, zero_kw=dict(bucket_numel=500))  # odd sizes
-    run, small = run_function('fewkit.testing:calls', 2, timeout_s=240, args=(
+    run, small, bypass = run_function('fewkit.testing:calls', 2, timeout_s=240, args=(
         (Z + 'zero_run', dict(stages=(3,), steps=3, **shape)),
-        (Z + 'zero_run', small)))[0]
+        (Z + 'zero_run', small),
+        (Z + 'zero_run', dict(small, bypass=True))))[0]
     r = run[3]
     assert max(abs(a - b) for a, b in zip(r['losses'], run['ddp']['losses'])) < 1e-5, run
     assert r['tied_rowed'] and r['rowed'] == r['tied'] == r['restreamed'] == 8000 * 128
     assert r['row_gathers'] == 3 * r['tied']   # the embeddings' forward, the head's forward and backward
     assert abs(r['comm_per_step'] - (3.0 + 2 * r['tied'] / r['psi_padded'])) < 1e-9
     # buckets of 500 elements, most matrices larger than half of one, odd sizes (the sliced units are padded to
-    # whole rows; the FFN weights, read through F.linear(x, dense.weight), arrive whole and are sliced from
-    # there): parity, bytes and comm volume exact
+    # whole rows): parity, bytes and comm volume exact; the FFN weights (read through `weight_only`, the bias in a
+    # fused chain) stream too. With the FFN's input weights read through F.linear instead (`bypass`), their
+    # gradients arrive whole and are sliced from there, and stage 3 keeps gathering them with their layer
     _check(small, (2, 3))
-    assert small[3]['rowed'] > small[3]['tied'] > 0   # the word and the position embeddings: gathered by rows
+    _check(bypass, (2, 3))
+    assert small[3]['rowed'] > small[3]['tied'] > 0 and small[3]['handed'] == 0
+    assert bypass[3]['handed'] > 0 and bypass[3]['rowed'] == small[3]['rowed'] - bypass[3]['handed']
     assert small[3]['psi_padded'] > small[3]['psi']
 
 

@@ -12,6 +12,7 @@ import math
 import os
 import time
 from pathlib import Path
+from functools import partial
 from statistics import median
 import torch
 import torch.distributed as dist
@@ -56,6 +57,11 @@ def _train(model, fwd, step, zero_grad, steps, rows, seed, dtype):
     return losses
 
 
+def _bypassed(mod, h):
+    "BertIntermediate's forward with its weight read directly: Zero cannot stream its gradient (it arrives whole)."
+    return mod.bias_act(F.linear(h, mod.dense.weight), mod.dense.bias)
+
+
 def _uses(z, u) -> list:
     "The modules whose forward `z` streams for unit `u` (its table's nn.Linear / nn.Embedding uses)."
     return [m for m in z.patched if any(q is u.params[0] for q in m._parameters.values())]
@@ -70,6 +76,7 @@ def zero_run(
     lr: float = 1e-3,
     ddp: bool = True,
     zero_kw: dict | None = None,
+    bypass: bool = False,  # the FFN's input weights read through F.linear, as a model Zero cannot stream does
     **model_kw,
 ) -> dict:
     "On every rank: DDP+Adam reference and ZeRO `stages`; loss trajectories, bytes vs formula, comm per step."
@@ -81,6 +88,9 @@ def zero_run(
         out["ddp"] = dict(losses=_train(m, d, opt.step, opt.zero_grad, steps, rows, seed, dtype))
     for st in stages:
         m = tiny_bert(seed, **model_kw)
+        if bypass:
+            for layer in m.bert.encoder.layer:
+                layer.intermediate.forward = partial(_bypassed, layer.intermediate)
         z = Zero(m, ZeroSettings(stage=st, dtype=dtype, lr=lr, **(zero_kw or {})))
         c0 = z.comm
         losses = _train(m, m, z.step, z.zero_grad, steps, rows, seed, dtype)
@@ -106,6 +116,7 @@ def zero_run(
             tied_rowed=any(u.rowed for u in z.units if u.params[0] is m.bert.embeddings.word_embeddings.weight),
             # stages 2-3: a streamed table is reduce-scattered once per use (the tied word embeddings: twice)
             restreamed=sum(u.padded * (len(_uses(z, u)) - 1) for u in z.units if u.streamed),
+            handed=sum(u.padded for u in z.units if u.streamed and u.handed),  # streamed, yet arrived whole
             # stage 3: a table never gathered whole, what each step gathers of it: a Linear use reads it in its
             # forward and its backward, an Embedding use in its forward only; `rowed`: such tables' elements
             rowed=sum(u.padded for u in z.units if u.rowed),

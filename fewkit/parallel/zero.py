@@ -358,6 +358,14 @@ def _table_forward(m: nn.Module, sink, source, x):
     return _TableEmbedding.apply(x, m.weight, m.padding_idx, sink, rows)
 
 
+def _table_weight_only(m: nn.Linear, sink, source, x):
+    "x Wᵀ without the bias (`model.weight_only`, fewkit's fused chains), with W's gradient streamed like `_table_forward`."
+    rows = source()
+    if not torch.is_grad_enabled():
+        return F.linear(x, m.weight) if rows is None else _linear_by_rows(x, None, rows, m.out_features)
+    return _TableLinear.apply(x, m.weight, None, sink, rows)
+
+
 class Zero:
     "ZeRO-0/1/2/3 AdamW for `model` over `group`: units are `layers` (default `model.bert.encoder.layer`) + the root's parts."
 
@@ -490,7 +498,10 @@ class Zero:
                 continue  # autograd hands its whole gradient to `_grad_ready`, which slices it from there
             u.missing = 0  # never waited for: every use reduce-scatters its part during backward
             for m in users:
-                m.forward = partial(_table_forward, m, partial(self._stream, u), partial(self._source, u))
+                sink, source = partial(self._stream, u), partial(self._source, u)
+                m.forward = partial(_table_forward, m, sink, source)
+                if type(m) is nn.Linear:  # fewkit's BERT reads some weights through `weight_only` (no bias)
+                    m.weight_only = partial(_table_weight_only, m, sink, source)
                 self.patched.append(m)
 
     def _plan(self):
@@ -1127,6 +1138,7 @@ class Zero:
             h.remove()
         for m in self.patched:
             del m.forward  # the class's own forward again
+            m.__dict__.pop("weight_only", None)
         self.patched = []
         for u in self.units:
             for p in u.params:  # a tied parameter is one object: it stays tied
