@@ -37,16 +37,20 @@ def _check(res, stages, dtype='fp32', ref='ddp', tol=1e-5):
 
 @pytest.mark.multiproc
 def test_zero_parity_two_processes():
-    fp32, bf16, uncapped = run_function('fewkit.testing:calls', 2, timeout_s=240, args=(
+    fp32, bf16, uncapped, bf16_tables = run_function('fewkit.testing:calls', 2, timeout_s=240, args=(
         (Z + 'zero_run', dict(stages=(1, 2, 3), steps=20, vocab=61)),  # odd vocab: padding is exercised
         (Z + 'zero_run', dict(stages=(0, 1, 2, 3), dtype='bf16', steps=6, ddp=False)),
         (Z + 'zero_run', dict(stages=(2, 3), steps=20, vocab=61,  # no caps: every prefetch, many collectives in flight
-                              zero_kw=dict(live_numel=10**9, inflight_numel=10**9)))))[1]
+                              zero_kw=dict(live_numel=10**9, inflight_numel=10**9))),
+        (Z + 'zero_run', dict(stages=(0, 1, 2, 3), dtype='bf16', steps=6, ddp=False, vocab=61, hidden=33, heads=1,
+                              zero_kw=dict(bucket_numel=500)))))[1]   # bf16, most matrices streamed / read by rows
     _check(fp32, (1, 2, 3))
     _check(uncapped, (2, 3))
     assert uncapped[3]['prefetches'] > 0 and fp32[3]['prefetches'] == 0   # tiny layers: the default cap allows none
     assert fp32[1]['psi_padded'] > fp32[1]['psi']
     _check(bf16, (1, 2, 3), ref=0, tol=1e-3)
+    _check(bf16_tables, (1, 2, 3), ref=0, tol=1e-3)
+    assert bf16_tables[3]['rowed'] > 0
 
 @pytest.mark.multiproc
 def test_zero_peaks_within_one_bucket_of_the_formula_and_below_plain_dp():
