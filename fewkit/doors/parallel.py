@@ -62,11 +62,6 @@ def _bypassed(mod, h):
     return mod.bias_act(F.linear(h, mod.dense.weight), mod.dense.bias)
 
 
-def _uses(z, u) -> list:
-    "The modules whose forward `z` streams for unit `u` (its table's nn.Linear / nn.Embedding uses)."
-    return [m for m in z.patched if any(q is u.params[0] for q in m._parameters.values())]
-
-
 def zero_run(
     stages=(1, 2, 3),
     dtype: str = "fp32",
@@ -115,13 +110,13 @@ def zero_run(
             ),
             tied_rowed=any(u.rowed for u in z.units if u.params[0] is m.bert.embeddings.word_embeddings.weight),
             # stages 2-3: a streamed table is reduce-scattered once per use (the tied word embeddings: twice)
-            restreamed=sum(u.padded * (len(_uses(z, u)) - 1) for u in z.units if u.streamed),
+            restreamed=sum(u.padded * (len(u.uses) - 1) for u in z.units if u.streamed),
             handed=sum(u.padded for u in z.units if u.streamed and u.handed),  # streamed, yet arrived whole
             # stage 3: a table never gathered whole, what each step gathers of it: a Linear use reads it in its
             # forward and its backward, an Embedding use in its forward only; `rowed`: such tables' elements
             rowed=sum(u.padded for u in z.units if u.rowed),
             row_gathers=sum(
-                u.padded * sum(2 if isinstance(m, nn.Linear) else 1 for m in _uses(z, u)) for u in z.units if u.rowed
+                u.padded * sum(2 if isinstance(m, nn.Linear) else 1 for m in u.uses) for u in z.units if u.rowed
             ),
         )
     return out

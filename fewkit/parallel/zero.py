@@ -344,26 +344,17 @@ def _streamable(m: nn.Module, p: nn.Parameter) -> bool:
     return False
 
 
-def _table_forward(m: nn.Module, sink, source, x):
-    "The forward Zero gives a streamed module: the module's own forward, with a backward that streams W's gradient."
+def _table_forward(m: nn.Module, sink, source, x, bias: bool = True):
+    "The forward Zero gives a streamed module, with a backward that streams W's gradient (bias=False: `model.weight_only`)."
     rows = source()  # None: W is there whole (stages 1-2, stage 3's first step); else its gathered row blocks
-    if not torch.is_grad_enabled():  # evaluation: no gradient to stream; stage 3 still never gathers W whole
-        if rows is None:
-            return type(m).forward(m, x)
-        if type(m) is nn.Linear:
-            return _linear_by_rows(x, m.bias, rows, m.out_features)
-        return _embed_by_rows(x, rows, m.embedding_dim)
     if type(m) is nn.Linear:
-        return _TableLinear.apply(x, m.weight, m.bias, sink, rows)
-    return _TableEmbedding.apply(x, m.weight, m.padding_idx, sink, rows)
-
-
-def _table_weight_only(m: nn.Linear, sink, source, x):
-    "x Wᵀ without the bias (`model.weight_only`, fewkit's fused chains), with W's gradient streamed like `_table_forward`."
-    rows = source()
+        b = m.bias if bias else None
+        if not torch.is_grad_enabled():  # evaluation: no gradient to stream; stage 3 still never gathers W whole
+            return F.linear(x, m.weight, b) if rows is None else _linear_by_rows(x, b, rows, m.out_features)
+        return _TableLinear.apply(x, m.weight, b, sink, rows)
     if not torch.is_grad_enabled():
-        return F.linear(x, m.weight) if rows is None else _linear_by_rows(x, None, rows, m.out_features)
-    return _TableLinear.apply(x, m.weight, None, sink, rows)
+        return type(m).forward(m, x) if rows is None else _embed_by_rows(x, rows, m.embedding_dim)
+    return _TableEmbedding.apply(x, m.weight, m.padding_idx, sink, rows)
 
 
 class Zero:
@@ -418,9 +409,6 @@ class Zero:
         self.needs_bwd = [[u for u in us if not self._tables_only(mod, u)] for mod, us in self.needs]
         self.device = self.units[0].full.device
         self._partition()
-        # stages 2-3: the reduce-scatter writes the (P,) partition itself (the partition's running sum is folded
-        # into this rank's own piece of the input), unless the partition lives elsewhere (offload) or in fp32
-        self.direct = all(u.grad.dtype == self.dtype and u.grad.device == self.device for u in self.units)
         self.patched = []  # modules whose forward `_stream_tables` replaced
         self._stream_tables()
         self._plan()
@@ -436,11 +424,10 @@ class Zero:
         self.opt = ZeroAdamW(self.units, groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
         # the two caps that keep the peak within one bucket of the formula
         self.inflight_cap = cfg.inflight_numel or max(u.work for u in self.units)
-        self.live_cap = cfg.live_numel or max(sum(u.padded for u in us) for _, us in self.needs)
+        self.live_cap = cfg.live_numel or self._module_numel()
         # stage 3, a streamed table: rows per rank of one block, N·rows·D beside what `live_cap` lets be gathered
         # once no module gathers the table (one bucket in all)
-        rest = max(sum(u.padded for u in us if not u.streamed) for _, us in self.needs)
-        room = max(cfg.bucket_numel - (cfg.live_numel or rest), cfg.bucket_numel // 4)
+        room = max(cfg.bucket_numel - (cfg.live_numel or self._module_numel(streamed=False)), cfg.bucket_numel // 4)
         for u in self.units:
             u.grows = max(1, room // self.n // u.row) if u.streamed and self.split_params else 0
             u.rowed = False  # gathered block by block, never whole (from the second step on: `_stream_gathers`)
@@ -471,7 +458,8 @@ class Zero:
         # runs in the module's own order, so that backward completes one run before it starts the next (a layer's
         # FFN output, then the rest); inside a run the parameters AdamW decays come first
         for run in buckets(params, big):
-            ps = [p for p in decay if any(p is q for q in run)] + [p for p in plain if any(p is q for q in run)]
+            ids = {id(q) for q in run}
+            ps = [p for p in decay if id(p) in ids] + [p for p in plain if id(p) in ids]
             # one parameter larger than half a bucket (the word embeddings): a unit alone, reduce-scattered (and in
             # stages 1-2 all-gathered) in slices of whole rows, at most a bucket each; its rows are padded so that
             # rank r owns rows [r·R, (r+1)·R)
@@ -482,6 +470,7 @@ class Zero:
             u.sliced = sliced
             u.row = row
             u.streamed = False  # set by `_stream_tables`: its modules' backward stream the gradient in row slices
+            u.uses = []  # the modules that stream it (its nn.Linear / nn.Embedding uses)
             u.handed = False  # set by `_grad_ready` when autograd handed a whole gradient of it to the hook
             units.append(u)
         return units
@@ -501,18 +490,21 @@ class Zero:
                 sink, source = partial(self._stream, u), partial(self._source, u)
                 m.forward = partial(_table_forward, m, sink, source)
                 if type(m) is nn.Linear:  # fewkit's BERT reads some weights through `weight_only` (no bias)
-                    m.weight_only = partial(_table_weight_only, m, sink, source)
+                    m.weight_only = partial(_table_forward, m, sink, source, bias=False)
                 self.patched.append(m)
+            u.uses = users
 
     def _plan(self):
         "Per unit: the elements one of its collectives holds at most beyond the persistent buffers (`work`)."
         big, n = self.cfg.bucket_numel, self.n
+        # the partitions live on the device in the compute dtype (not on the host: offload; not in fp32: mixed)
+        home = all(u.grad.dtype == self.dtype and u.grad.device == self.device for u in self.units)
         for u in self.units:
             # stages 2-3: the largest gradient autograd hands whole to a hook while the unit is staged (none: streamed)
             u.hand = max(p.numel() for p in u.params) if self.split_grads and not u.streamed else 0
             # the reduce-scatter writes the persistent partition: stages 2-3 when it lives on the device in the same
             # dtype; stage 1 for a sliced unit (each slice is staged apart, so its own rows can take the sum)
-            u.direct = (u.sliced or self.split_grads) and self.direct
+            u.direct = (u.sliced or self.split_grads) and home
             if u.sliced:
                 room = big - u.hand if u.hand < big else big  # a slice is staged beside the handed gradient
                 rows = max(1, room // n // u.row)  # per rank and slice: N·rows·D within the room
@@ -524,6 +516,10 @@ class Zero:
             u.work = u.stage_numel + (0 if u.direct else u.round) + u.hand
             # stages 1-2, the step: what one all-gather holds beside the buffers ((P,) sent; a slice: (N, rows·D))
             u.share = n * min(max(1, big // n // u.row) * u.row, u.P) if u.sliced else u.P
+
+    def _module_numel(self, streamed: bool = True) -> int:
+        "Elements of the largest module's units gathered for its forward (streamed=False: streamed tables left out)."
+        return max(sum(u.padded for u in us if streamed or not u.streamed) for _, us in self.needs)
 
     def _tables_only(self, mod: nn.Module, u) -> bool:
         "Are all of `u`'s parameters embedding tables of `mod`'s nn.Embedding modules, used by nothing else in `mod`?"
@@ -816,7 +812,7 @@ class Zero:
         self.needs = [(mod, [v for v in us if all(v is not t for t in tables)]) for mod, us in self.needs]
         self.needs_bwd = [[v for v in us if all(v is not t for t in tables)] for us in self.needs_bwd]
         if not self.cfg.live_numel:
-            self.live_cap = max(sum(u.padded for u in us) for _, us in self.needs)
+            self.live_cap = self._module_numel()
         for u in tables:
             u.rowed = True
 
